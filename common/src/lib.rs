@@ -1,0 +1,12 @@
+//! Shared between the wasm filter (built for `wasm32-wasip1`) and xds-server:
+//! the control API messages, the filter's configuration schema and the names
+//! both sides must agree on. Plain Rust with no host or runtime dependencies.
+
+pub mod filter_config;
+pub mod names;
+
+/// Messages of the `bedrock_gateway.v1` control API (`proto/bedrock_gateway/v1/control.proto`).
+pub mod proto {
+    #![allow(clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/bedrock_gateway.v1.rs"));
+}
