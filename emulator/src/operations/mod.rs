@@ -1,0 +1,214 @@
+//! Bedrock's operations as pure functions: a routed request and its body in, the response's
+//! headers and body (or the list of stream events, with the pause before each) out. The HTTP
+//! layer only moves these bytes and applies the pauses.
+
+mod converse;
+mod count_tokens;
+mod error;
+mod invoke;
+mod invoke_stream;
+pub mod reply;
+mod retrieve;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::{ApiError, ErrorCode};
+
+pub const RUNTIME: &str = "bedrock-runtime";
+pub const AGENT_RUNTIME: &str = "bedrock-agent-runtime";
+
+pub const JSON: &str = "application/json";
+/// Exception type of a stream that fails after it started (Converse and InvokeModel alike).
+pub const MODEL_STREAM_ERROR: &str = "modelStreamErrorException";
+
+/// A Bedrock operation the emulator implements, with its path parameters decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    Converse { model_id: String },
+    ConverseStream { model_id: String },
+    InvokeModel { model_id: String },
+    InvokeModelWithResponseStream { model_id: String },
+    CountTokens { model_id: String },
+    Retrieve { knowledge_base_id: String },
+}
+
+impl Operation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Converse { .. } => "Converse",
+            Self::ConverseStream { .. } => "ConverseStream",
+            Self::InvokeModel { .. } => "InvokeModel",
+            Self::InvokeModelWithResponseStream { .. } => "InvokeModelWithResponseStream",
+            Self::CountTokens { .. } => "CountTokens",
+            Self::Retrieve { .. } => "Retrieve",
+        }
+    }
+}
+
+/// One event-stream frame and how long to wait before sending it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEvent {
+    pub delay: Duration,
+    pub frame: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Full(Bytes),
+    Stream(Vec<StreamEvent>),
+}
+
+/// A successful (200) response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    fn json(value: &serde_json::Value) -> Self {
+        Self {
+            content_type: JSON,
+            headers: Vec::new(),
+            body: Body::Full(Bytes::from(value.to_string())),
+        }
+    }
+}
+
+/// Decodes one path segment; `None` when it is not valid UTF-8 once decoded.
+fn decode_segment(segment: &str) -> Option<String> {
+    String::from_utf8(crate::sigv4::percent_decode(segment)).ok()
+}
+
+/// Finds the operation `method raw_path` names on `service` (`None`: any service, when the
+/// emulator accepts any host).
+pub fn route(service: Option<&str>, method: &str, raw_path: &str) -> Result<Operation, ApiError> {
+    let unknown = || {
+        ApiError::new(
+            ErrorCode::UnknownOperation,
+            format!(
+                "The operation {method} {raw_path} is not supported by {}.",
+                service.unwrap_or("the emulator")
+            ),
+        )
+    };
+    let serves = |name: &str| service.is_none_or(|s| s == name);
+    let segments: Vec<&str> = raw_path
+        .strip_prefix('/')
+        .unwrap_or(raw_path)
+        .split('/')
+        .collect();
+    if method != "POST" {
+        return Err(unknown());
+    }
+    let decoded = |segment: &str, what: &str| {
+        decode_segment(segment)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "1 validation error detected: Value at '{what}' failed to satisfy constraint: \
+                     Member must be a non-empty UTF-8 string"
+                ))
+            })
+    };
+    match segments.as_slice() {
+        ["model", id, action] if serves(RUNTIME) => {
+            let model_id = || decoded(id, "modelId");
+            Ok(match *action {
+                "converse" => Operation::Converse {
+                    model_id: model_id()?,
+                },
+                "converse-stream" => Operation::ConverseStream {
+                    model_id: model_id()?,
+                },
+                "invoke" => Operation::InvokeModel {
+                    model_id: model_id()?,
+                },
+                "invoke-with-response-stream" => Operation::InvokeModelWithResponseStream {
+                    model_id: model_id()?,
+                },
+                "count-tokens" => Operation::CountTokens {
+                    model_id: model_id()?,
+                },
+                _ => return Err(unknown()),
+            })
+        }
+        ["knowledgebases", id, "retrieve"] if serves(AGENT_RUNTIME) => Ok(Operation::Retrieve {
+            knowledge_base_id: decoded(id, "knowledgeBaseId")?,
+        }),
+        _ => Err(unknown()),
+    }
+}
+
+/// Model ids that make the emulator fail, so tests can exercise error paths.
+fn check_model(model_id: &str) -> Result<(), ApiError> {
+    if model_id.contains("emulator-throttle") {
+        return Err(ApiError::new(
+            ErrorCode::Throttling,
+            "Too many requests, please wait before trying again.",
+        ));
+    }
+    if model_id.contains("emulator-error") {
+        return Err(ApiError::new(
+            ErrorCode::InternalServer,
+            "The emulator was asked to fail this request (model id contains 'emulator-error').",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a JSON request body, or answers ValidationException.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(ApiError::malformed_input)
+}
+
+/// Runs `operation` on `body`.
+pub fn handle(operation: &Operation, body: &[u8]) -> Result<Response, ApiError> {
+    match operation {
+        Operation::Converse { model_id } => {
+            check_model(model_id)?;
+            converse::converse(body)
+        }
+        Operation::ConverseStream { model_id } => {
+            check_model(model_id)?;
+            converse::converse_stream(body)
+        }
+        Operation::InvokeModel { model_id } => {
+            check_model(model_id)?;
+            invoke::invoke(model_id, body)
+        }
+        Operation::InvokeModelWithResponseStream { model_id } => {
+            check_model(model_id)?;
+            invoke_stream::invoke_stream(model_id, body)
+        }
+        Operation::CountTokens { model_id } => {
+            check_model(model_id)?;
+            count_tokens::count_tokens(body)
+        }
+        Operation::Retrieve { knowledge_base_id } => retrieve::retrieve(knowledge_base_id, body),
+    }
+}
+
+/// Pauses `delay` before every frame but the first.
+fn schedule(frames: Vec<Bytes>, delay: Duration) -> Vec<StreamEvent> {
+    frames
+        .into_iter()
+        .enumerate()
+        .map(|(i, frame)| StreamEvent {
+            delay: if i == 0 { Duration::ZERO } else { delay },
+            frame,
+        })
+        .collect()
+}
+
+/// The latency the emulator reports for a stream of `events` events: the pauses it applies.
+fn planned_latency_ms(delay: Duration, events: usize) -> u64 {
+    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    millis.saturating_mul(events.saturating_sub(1) as u64)
+}
+
+#[cfg(test)]
+mod tests;
