@@ -1,0 +1,218 @@
+//! The filter's cache of signing credentials and when to ask the control service again.
+//! Time is passed in (unix seconds), so the schedule is tested without waiting.
+
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::identity::Identity;
+use gateway_common::proto::SigningCredentials;
+
+/// Credentials are not used during their last seconds: a request signed now may reach AWS a
+/// little later. (The control service refreshes them well before that.)
+const EXPIRY_MARGIN_SECS: u64 = 5;
+/// Retry delays after failed refreshes: 1, 2, 4, ... capped here.
+const MAX_BACKOFF_SECS: u64 = 30;
+
+/// Credentials ready to sign with.
+#[derive(Clone)]
+pub struct SigningIdentity {
+    pub access_key_id: String,
+    pub identity: Identity,
+    /// Unix seconds; `None` for long-term credentials.
+    pub expires_at: Option<u64>,
+}
+
+impl std::fmt::Debug for SigningIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningIdentity")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a control-service answer could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidCredentials {
+    MissingKey,
+    AlreadyExpired,
+}
+
+impl SigningIdentity {
+    pub fn from_proto(message: SigningCredentials, now: u64) -> Result<Self, InvalidCredentials> {
+        if message.access_key_id.is_empty() || message.secret_access_key.is_empty() {
+            return Err(InvalidCredentials::MissingKey);
+        }
+        let expires_at = u64::try_from(message.expires_at_unix_seconds)
+            .ok()
+            .filter(|t| *t > 0);
+        if expires_at.is_some_and(|t| t <= now + EXPIRY_MARGIN_SECS) {
+            return Err(InvalidCredentials::AlreadyExpired);
+        }
+        let token = Some(message.session_token).filter(|t| !t.is_empty());
+        let credentials = Credentials::new(
+            message.access_key_id.clone(),
+            message.secret_access_key,
+            token,
+            None,
+            "bedrock-gateway-control",
+        );
+        Ok(Self {
+            access_key_id: message.access_key_id,
+            identity: credentials.into(),
+            expires_at,
+        })
+    }
+
+    fn usable_at(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|t| now + EXPIRY_MARGIN_SECS < t)
+    }
+}
+
+/// The current credentials, if any, and the refresh schedule.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    current: Option<SigningIdentity>,
+    next_refresh_at: u64,
+    consecutive_failures: u32,
+    in_flight: bool,
+}
+
+impl CredentialCache {
+    /// Credentials to sign with now, if valid.
+    pub fn usable(&self, now: u64) -> Option<&SigningIdentity> {
+        self.current.as_ref().filter(|c| c.usable_at(now))
+    }
+
+    /// Whether to ask the control service now (nothing is already being asked).
+    pub fn refresh_due(&self, now: u64) -> bool {
+        !self.in_flight && (now >= self.next_refresh_at || self.usable(now).is_none())
+    }
+
+    pub fn refresh_started(&mut self) {
+        self.in_flight = true;
+    }
+
+    /// The control service answered. `default_refresh_secs` applies when it gave no hint.
+    pub fn refreshed(
+        &mut self,
+        message: SigningCredentials,
+        now: u64,
+        default_refresh_secs: u64,
+    ) -> Result<(), InvalidCredentials> {
+        self.in_flight = false;
+        let hint = u64::from(message.refresh_after_seconds);
+        match SigningIdentity::from_proto(message, now) {
+            Ok(identity) => {
+                let mut after = if hint > 0 { hint } else { default_refresh_secs };
+                if let Some(expires_at) = identity.expires_at {
+                    // Ask again well before expiry even if told otherwise.
+                    after = after.min((expires_at - now) / 2).max(1);
+                }
+                self.current = Some(identity);
+                self.next_refresh_at = now + after;
+                self.consecutive_failures = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(now);
+                Err(e)
+            }
+        }
+    }
+
+    /// The call failed or could not be made; keep the current credentials (until they expire)
+    /// and retry with backoff.
+    pub fn failed(&mut self, now: u64) {
+        self.in_flight = false;
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let delay = 1u64
+            .checked_shl(self.consecutive_failures - 1)
+            .unwrap_or(MAX_BACKOFF_SECS)
+            .min(MAX_BACKOFF_SECS);
+        self.next_refresh_at = now + delay;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(expires_at: i64, refresh_after: u32) -> SigningCredentials {
+        SigningCredentials {
+            access_key_id: "ASIAEXAMPLE".into(),
+            secret_access_key: "secret".into(),
+            session_token: "token".into(),
+            expires_at_unix_seconds: expires_at,
+            refresh_after_seconds: refresh_after,
+        }
+    }
+
+    #[test]
+    fn empty_cache_is_due_and_unusable() {
+        let cache = CredentialCache::default();
+        assert!(cache.refresh_due(1000));
+        assert!(cache.usable(1000).is_none());
+    }
+
+    #[test]
+    fn follows_server_hint_but_refreshes_before_expiry() {
+        let mut cache = CredentialCache::default();
+        cache.refresh_started();
+        assert!(!cache.refresh_due(1000), "one call at a time");
+        cache.refreshed(message(1000 + 100, 600), 1000, 60).unwrap();
+        assert!(cache.usable(1000).is_some());
+        assert!(!cache.refresh_due(1049));
+        assert!(cache.refresh_due(1050), "half the remaining lifetime");
+        // Long-term credentials: the hint, or the default without one.
+        cache.refreshed(message(0, 0), 2000, 60).unwrap();
+        assert!(!cache.refresh_due(2059));
+        assert!(cache.refresh_due(2060));
+        assert!(cache.usable(1_000_000).is_some());
+    }
+
+    #[test]
+    fn keeps_credentials_through_failures_until_expiry() {
+        let mut cache = CredentialCache::default();
+        cache.refreshed(message(1000 + 300, 10), 1000, 60).unwrap();
+        for (i, expected_delay) in [1, 2, 4, 8, 16, 30, 30].into_iter().enumerate() {
+            let now = 1010 + i as u64;
+            cache.refresh_started();
+            cache.failed(now);
+            assert!(!cache.refresh_due(now + expected_delay - 1));
+            assert!(cache.refresh_due(now + expected_delay));
+            assert!(cache.usable(now).is_some());
+        }
+        assert!(cache.usable(1300 - EXPIRY_MARGIN_SECS - 1).is_some());
+        assert!(cache.usable(1300 - EXPIRY_MARGIN_SECS).is_none());
+        assert!(
+            cache.refresh_due(1300 - EXPIRY_MARGIN_SECS),
+            "expired credentials are refreshed at once"
+        );
+    }
+
+    #[test]
+    fn rejects_unusable_answers() {
+        let mut cache = CredentialCache::default();
+        let mut empty = message(0, 0);
+        empty.secret_access_key.clear();
+        assert_eq!(
+            cache.refreshed(empty, 1000, 60),
+            Err(InvalidCredentials::MissingKey)
+        );
+        assert_eq!(
+            cache.refreshed(message(1004, 0), 1000, 60),
+            Err(InvalidCredentials::AlreadyExpired)
+        );
+        assert!(cache.usable(1000).is_none());
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let identity = SigningIdentity::from_proto(message(0, 0), 0).unwrap();
+        let shown = format!("{identity:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("token"),
+            "{shown}"
+        );
+        assert!(shown.contains("ASIAEXAMPLE"));
+    }
+}

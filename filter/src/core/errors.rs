@@ -1,0 +1,146 @@
+//! Replies the gateway itself gives, in Bedrock's error shape so SDKs raise the matching
+//! exception: status, `x-amzn-errortype`, JSON `{"message": ...}`.
+
+use super::routing::RouteError;
+use super::signing::SignError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    pub status: u32,
+    /// Error code SDKs map to an exception (`ValidationException`, ...).
+    pub code: &'static str,
+    pub message: String,
+    /// A short, stable label for logs and metrics.
+    pub reason: &'static str,
+}
+
+impl ErrorReply {
+    pub fn new(
+        status: u32,
+        code: &'static str,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::json!({ "message": self.message })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// Response headers; `request_id` is Envoy's `x-request-id` when there is one.
+    pub fn headers<'a>(&'a self, request_id: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-amzn-errortype", self.code),
+        ];
+        if let Some(id) = request_id {
+            headers.push(("x-amzn-requestid", id));
+        }
+        headers
+    }
+
+    pub fn validation(reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, "ValidationException", reason, message)
+    }
+
+    pub fn body_too_large(limit: u64) -> Self {
+        Self::new(
+            413,
+            "ValidationException",
+            "body_too_large",
+            format!("The request body is larger than this gateway accepts ({limit} bytes)."),
+        )
+    }
+
+    pub fn no_credentials() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailableException",
+            "no_credentials",
+            "The gateway has no AWS credentials to sign the request with yet. Try again shortly.",
+        )
+    }
+}
+
+impl From<RouteError> for ErrorReply {
+    fn from(error: RouteError) -> Self {
+        match error {
+            RouteError::UnknownService(name) => ErrorReply::validation(
+                "unknown_service",
+                format!(
+                    "The service '{}' named in aws-endpoint-prefix is not served by this gateway.",
+                    sanitize(&name)
+                ),
+            ),
+            RouteError::ServiceNotEnabled(name) => ErrorReply::validation(
+                "service_not_enabled",
+                format!("This path belongs to {name}, which is not enabled on this gateway."),
+            ),
+            RouteError::Unresolvable => ErrorReply::validation(
+                "unknown_path",
+                "Cannot tell which Bedrock service this path is for. Send the aws-endpoint-prefix header (for example bedrock-runtime).",
+            ),
+        }
+    }
+}
+
+impl From<SignError> for ErrorReply {
+    fn from(error: SignError) -> Self {
+        match error {
+            SignError::UnsignableHeader(name) => ErrorReply::validation(
+                "unsignable_header",
+                format!("The value of header {name} contains characters that cannot be signed."),
+            ),
+            SignError::Signer(_) => ErrorReply::validation(
+                "unsignable_request",
+                "The request cannot be signed for Bedrock (malformed path or query).",
+            ),
+        }
+    }
+}
+
+/// Client-supplied text echoed in a message: printable ASCII only, bounded.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(64)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_json_with_message() {
+        let reply = ErrorReply::from(RouteError::UnknownService("s3\"\n<x>".into()));
+        let body: serde_json::Value = serde_json::from_slice(&reply.body()).unwrap();
+        assert_eq!(
+            body["message"],
+            "The service 's3\"<x>' named in aws-endpoint-prefix is not served by this gateway."
+        );
+        assert_eq!((reply.status, reply.code), (400, "ValidationException"));
+        assert_eq!(
+            reply.headers(Some("rid")),
+            [
+                ("content-type", "application/json"),
+                ("x-amzn-errortype", "ValidationException"),
+                ("x-amzn-requestid", "rid")
+            ]
+        );
+    }
+
+    #[test]
+    fn long_names_are_truncated() {
+        let reply = ErrorReply::from(RouteError::UnknownService("a".repeat(1000)));
+        assert!(reply.message.len() < 200);
+    }
+}
