@@ -1,0 +1,184 @@
+//! The HTTP admin port: `GET /healthz`, `GET /status` (JSON) and `GET /metrics` (Prometheus
+//! text). [`respond`] maps a request to an answer (pure); [`serve_admin`] runs hyper.
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::{body::Bytes, service::service_fn};
+use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{credentials::Clock, status::ServerStatus};
+
+/// How long open admin connections get to finish once the server stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// An answer: status, content type and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Answer {
+    fn text(status: StatusCode, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n"),
+        }
+    }
+}
+
+/// The answer to `method path` given the server's status at `now`.
+pub fn respond(
+    method: &Method,
+    path: &str,
+    status: &ServerStatus,
+    now: std::time::SystemTime,
+) -> Answer {
+    let known = matches!(path, "/healthz" | "/status" | "/metrics");
+    if !known {
+        return Answer::text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /status or /metrics",
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Answer::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET",
+        );
+    }
+    match path {
+        "/healthz" => Answer::text(StatusCode::OK, "ok"),
+        "/status" => match serde_json::to_string_pretty(&status.report(now)) {
+            Ok(json) => Answer {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: json + "\n",
+            },
+            Err(e) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
+        },
+        _ => Answer {
+            status: StatusCode::OK,
+            content_type: PROMETHEUS_TEXT,
+            body: status.prometheus(now),
+        },
+    }
+}
+
+/// Serves the admin port until `shutdown`, then gives open connections a moment to finish.
+pub async fn serve_admin(
+    listener: TcpListener,
+    status: Arc<ServerStatus>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    warn!(%error, "admin port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let status = Arc::clone(&status);
+        let clock = Arc::clone(&clock);
+        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let answer = respond(request.method(), request.uri().path(), &status, clock.now());
+            let head = request.method() == Method::HEAD;
+            async move {
+                let body = if head {
+                    Bytes::new()
+                } else {
+                    Bytes::from(answer.body)
+                };
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .status(answer.status)
+                        .header(header::CONTENT_TYPE, answer.content_type)
+                        .header(header::CACHE_CONTROL, "no-store")
+                        .body(Full::new(body))
+                        .unwrap_or_default(),
+                )
+            }
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%peer, %error, "admin connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        debug!("admin port: connections still open after the drain timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::credentials::CredentialStore;
+
+    fn status() -> ServerStatus {
+        ServerStatus::new(
+            "gateway.yaml".into(),
+            "abc".into(),
+            UNIX_EPOCH,
+            Arc::new(CredentialStore::default()),
+        )
+    }
+
+    #[test]
+    fn routes() {
+        let status = status();
+        let get = |path: &str| respond(&Method::GET, path, &status, UNIX_EPOCH);
+        assert_eq!(get("/healthz"), Answer::text(StatusCode::OK, "ok"));
+
+        let answer = get("/status");
+        assert_eq!(
+            (answer.status, answer.content_type),
+            (StatusCode::OK, "application/json")
+        );
+        let json: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(json["config_file"], "gateway.yaml");
+        assert_eq!(json["config_version"], "abc");
+        assert_eq!(json["loaded_at"], "1970-01-01T00:00:00Z");
+        assert_eq!(json["last_error"], serde_json::Value::Null);
+        assert_eq!(json["credentials"]["available"], false);
+        assert_eq!(json["credentials"]["expires_at"], serde_json::Value::Null);
+
+        let answer = get("/metrics");
+        assert_eq!(answer.content_type, PROMETHEUS_TEXT);
+        assert!(
+            answer
+                .body
+                .contains("# TYPE xds_server_xds_nacks_total counter\n")
+        );
+
+        assert_eq!(get("/nope").status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            respond(&Method::POST, "/status", &status, UNIX_EPOCH).status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The YAML file as written by the operator: serde structs that only parse (unknown keys are
+//! rejected). [`super::validate`] turns a [`ConfigFile`] into a checked
+//! [`GatewayConfig`](super::GatewayConfig). The doc comment of each field is its reference
+//! documentation: meaning, default and unit.
+
+use std::path::PathBuf;
+
+use gateway_common::{filter_config::DEFAULT_MAX_REQUEST_BODY_BYTES, names};
+use serde::Deserialize;
+
+/// The whole file. Required: `upstream.region`, `filter.wasm_path` (unless given on the command
+/// line) and, for now, `auth.mode: none`, because the default mode, `jwt`, is not supported
+/// yet.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where Envoy accepts the gateway's clients.
+    #[serde(default)]
+    pub listener: ListenerSection,
+    /// The Bedrock endpoints requests are forwarded to.
+    pub upstream: UpstreamSection,
+    /// The Wasm filter that routes and signs requests.
+    #[serde(default)]
+    pub filter: FilterSection,
+    /// Who may call the gateway. When absent, the mode is `jwt`.
+    #[serde(default)]
+    pub auth: Option<AuthSection>,
+}
+
+/// Envoy's listener for the gateway's clients (plain HTTP/1.1 and HTTP/2).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// IP address Envoy listens on, IPv4 or IPv6; `0.0.0.0` is every IPv4 address, `::` every
+    /// IPv6 and IPv4 address. Default `0.0.0.0`.
+    #[serde(default = "default_listener_address")]
+    pub address: String,
+    /// TCP port Envoy listens on, 1 to 65535. Default `8080`.
+    #[serde(default = "default_listener_port")]
+    pub port: u16,
+}
+
+impl Default for ListenerSection {
+    fn default() -> Self {
+        Self {
+            address: default_listener_address(),
+            port: default_listener_port(),
+        }
+    }
+}
+
+/// Where requests go and the limits applied on the way.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// AWS region requests are signed for and sent to, such as `us-east-1`. Required.
+    pub region: String,
+    /// Sends every service to this base URL instead of the AWS endpoints, for example an
+    /// emulator (`http://127.0.0.1:4566`), a VPC interface endpoint or a corporate proxy:
+    /// `http://` or `https://`, a host (name or IP address) and an optional port (default 80 or
+    /// 443), no path. Requests still carry, and are signed for, the real AWS `Host` header.
+    /// Default: none (each service goes to `https://{service}.{region}.amazonaws.com`).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Endpoint prefixes of the Bedrock services the gateway forwards to; each gets its own
+    /// Envoy cluster unless `endpoint_url` is set. Default: `bedrock-runtime`,
+    /// `bedrock-agent-runtime`, `bedrock`, `bedrock-agent`.
+    #[serde(default = "default_services")]
+    pub services: Vec<String>,
+    /// PEM file of the certificate authorities trusted for `https` upstreams, as a path on the
+    /// machine where Envoy runs; a relative path is relative to this file's directory.
+    /// Default `/etc/ssl/certs/ca-certificates.crt` (Debian and Ubuntu).
+    #[serde(default = "default_ca_file")]
+    pub ca_file: PathBuf,
+    /// Milliseconds Envoy waits for a TCP (and TLS) connection to an upstream. Default `5000`.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Seconds a whole request may take, from its first byte to the end of the response;
+    /// `0` means no limit, since model calls and response streams can run for minutes.
+    /// Default `0`.
+    #[serde(default)]
+    pub request_timeout_seconds: u64,
+    /// Seconds a request or response stream may stay without any byte in either direction
+    /// before Envoy resets it; `0` disables the check. Default `300`.
+    #[serde(default = "default_stream_idle_timeout_seconds")]
+    pub stream_idle_timeout_seconds: u64,
+    /// Largest request body, in bytes, the gateway accepts: the filter buffers whole bodies to
+    /// sign them and larger ones are refused with 413. Default `20971520` (20 MiB).
+    #[serde(default = "default_max_request_body_bytes")]
+    pub max_request_body_bytes: u64,
+    /// Extra rules that pick the service from the request's method and path when the client
+    /// does not name it (with the `aws-endpoint-prefix` header); tried in order, before the
+    /// filter's built-in rules. Default: none.
+    #[serde(default)]
+    pub path_rules: Vec<PathRuleSection>,
+}
+
+/// One rule of `upstream.path_rules`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRuleSection {
+    /// HTTP method the rule applies to, in upper case (`POST`). Default: any method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path pattern starting with `/`, matched segment by segment: `*` matches one segment, a
+    /// final `**` any rest (including nothing), anything else matches literally and
+    /// case-sensitively. Required.
+    pub path: String,
+    /// The service (one of `upstream.services`) matching requests go to. Required.
+    pub service: String,
+}
+
+/// The Wasm filter and how it reaches this server.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSection {
+    /// The filter's compiled `.wasm` file, as a path on the machine where Envoy runs; a
+    /// relative path is relative to this file's directory. `xds-server serve --wasm-path`
+    /// overrides it. Required unless given on the command line.
+    #[serde(default)]
+    pub wasm_path: Option<PathBuf>,
+    /// Seconds between the filter's requests for fresh signing credentials when the server
+    /// gives no earlier hint; above 0. Default `60`.
+    #[serde(default = "default_credentials_refresh_seconds")]
+    pub credentials_refresh_seconds: u64,
+    /// Milliseconds the filter waits for an answer from this server's control API; above 0.
+    /// Default `2000`.
+    #[serde(default = "default_control_timeout_ms")]
+    pub control_timeout_ms: u64,
+}
+
+impl Default for FilterSection {
+    fn default() -> Self {
+        Self {
+            wasm_path: None,
+            credentials_refresh_seconds: default_credentials_refresh_seconds(),
+            control_timeout_ms: default_control_timeout_ms(),
+        }
+    }
+}
+
+/// How callers are authenticated.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `none` lets every caller through (use it only where the network already restricts who
+    /// reaches the listener); `jwt` requires a token from a configured issuer. Default `jwt`:
+    /// authentication is never off unless the file says so.
+    #[serde(default)]
+    pub mode: AuthMode,
+}
+
+/// Value of `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    None,
+    #[default]
+    Jwt,
+}
+
+fn default_listener_address() -> String {
+    "0.0.0.0".to_string()
+}
+
+fn default_listener_port() -> u16 {
+    8080
+}
+
+fn default_services() -> Vec<String> {
+    names::BEDROCK_SERVICES
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Default of `upstream.ca_file`.
+pub const DEFAULT_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn default_ca_file() -> PathBuf {
+    PathBuf::from(DEFAULT_CA_FILE)
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_stream_idle_timeout_seconds() -> u64 {
+    300
+}
+
+fn default_max_request_body_bytes() -> u64 {
+    DEFAULT_MAX_REQUEST_BODY_BYTES
+}
+
+fn default_credentials_refresh_seconds() -> u64 {
+    60
+}
+
+fn default_control_timeout_ms() -> u64 {
+    2_000
+}

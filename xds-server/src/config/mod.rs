@@ -1,0 +1,285 @@
+//! The gateway's YAML configuration: [`file`] holds the structs the YAML is parsed into,
+//! [`validate`] the semantic checks that turn them into a [`GatewayConfig`]. Pure apart from
+//! [`load`], which reads the file.
+
+pub mod file;
+mod validate;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use gateway_common::filter_config::FilterConfig;
+
+pub use validate::AUTH_JWT_UNSUPPORTED;
+
+/// Name of the one cluster every service goes to when `upstream.endpoint_url` is set.
+pub const SHARED_UPSTREAM_CLUSTER: &str = "bedrock_upstream";
+
+/// A checked configuration: everything the Envoy resources are rendered from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Where Envoy listens for clients.
+    pub listener: SocketAddr,
+    pub upstream: Upstream,
+    /// Absolute path of the filter's `.wasm` file on Envoy's machine.
+    pub wasm_path: PathBuf,
+    /// The filter's configuration, validated with [`FilterConfig::validate`].
+    pub filter: FilterConfig,
+}
+
+/// Where requests go and the limits on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub region: String,
+    /// Set when every service goes to one URL instead of the AWS endpoints.
+    pub endpoint: Option<EndpointUrl>,
+    /// Endpoint prefixes, in the file's order.
+    pub services: Vec<String>,
+    /// Absolute path of the trusted CA bundle on Envoy's machine.
+    pub ca_file: PathBuf,
+    pub connect_timeout: Duration,
+    /// Zero means no limit.
+    pub request_timeout: Duration,
+    /// Zero disables the idle check.
+    pub stream_idle_timeout: Duration,
+    pub max_request_body_bytes: u64,
+}
+
+impl Upstream {
+    /// The Envoy cluster that carries requests for `service`.
+    pub fn cluster_for(&self, service: &str) -> String {
+        cluster_name(self.endpoint.is_some(), service, &self.region)
+    }
+}
+
+pub(crate) fn cluster_name(shared: bool, service: &str, region: &str) -> String {
+    if shared {
+        SHARED_UPSTREAM_CLUSTER.to_string()
+    } else {
+        format!("{service}.{region}")
+    }
+}
+
+/// A parsed `upstream.endpoint_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// `https`: TLS to the endpoint, verified against `upstream.ca_file`.
+    pub tls: bool,
+    pub host: EndpointHost,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointHost {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl EndpointHost {
+    /// The host as Envoy's socket address wants it (no IPv6 brackets).
+    pub fn as_address(&self) -> String {
+        match self {
+            EndpointHost::Ip(ip) => ip.to_string(),
+            EndpointHost::Name(name) => name.clone(),
+        }
+    }
+}
+
+/// Values given on the command line that take precedence over the file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// Replaces `filter.wasm_path`; relative paths are relative to the current directory.
+    pub wasm_path: Option<PathBuf>,
+}
+
+/// Why a configuration was rejected. Every variant names the file; [`ConfigError::Invalid`]
+/// and [`ConfigError::Parse`] also name the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read the file: {reason}")]
+    Read { file: String, reason: String },
+    /// YAML syntax, a wrong type, an unknown or missing key.
+    #[error("{file}: {key}: {message}{}", location(*.line, *.column))]
+    Parse {
+        file: String,
+        key: String,
+        message: String,
+        line: Option<usize>,
+        column: Option<usize>,
+    },
+    /// A value of the right type that is not acceptable.
+    #[error("{file}: {key}: expected {expected}{}", found.as_ref().map(|f| format!(", found {f}")).unwrap_or_default())]
+    Invalid {
+        file: String,
+        key: String,
+        expected: String,
+        found: Option<String>,
+    },
+}
+
+impl ConfigError {
+    /// Short stable label of the kind of error, usable as a metric tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "read",
+            ConfigError::Parse { .. } => "parse",
+            ConfigError::Invalid { .. } => "invalid",
+        }
+    }
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!(" (line {line}, column {column})"),
+        (Some(line), None) => format!(" (line {line})"),
+        _ => String::new(),
+    }
+}
+
+/// Parses and validates the text of a configuration file. `file` names it in errors;
+/// `base_dir` is the directory relative paths in it are resolved against.
+pub fn parse(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+    overrides: &Overrides,
+) -> Result<GatewayConfig, ConfigError> {
+    let raw = parse_yaml(file, text)?;
+    validate::validate(file, raw, base_dir, overrides)
+}
+
+/// Reads, parses and validates the configuration file at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read(path).map_err(|e| ConfigError::Read {
+        file: file.clone(),
+        reason: e.to_string(),
+    })?;
+    let text = std::str::from_utf8(&text).map_err(|e| ConfigError::Read {
+        file: file.clone(),
+        reason: format!("expected UTF-8 text: {e}"),
+    })?;
+    parse(&file, text, &base_dir(path), overrides)
+}
+
+/// The absolute directory of a configuration file, against which its relative paths resolve.
+pub fn base_dir(config_path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    absolute
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// Key shown for errors that concern the whole document.
+const ROOT_KEY: &str = "(document)";
+
+fn parse_yaml(file: &str, text: &str) -> Result<file::ConfigFile, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError::Invalid {
+            file: file.to_string(),
+            key: ROOT_KEY.to_string(),
+            expected: "a YAML mapping with at least `upstream.region`".to_string(),
+            found: Some("an empty file".to_string()),
+        });
+    }
+    let deserializer = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        // `?` marks a segment serde could not name (inside a syntax error): cut it off.
+        let mut key = error.path().to_string();
+        while let Some(parent) = key.strip_suffix(".?").or_else(|| key.strip_suffix('?')) {
+            key = parent.to_string();
+        }
+        if key == "." || key.is_empty() {
+            key = ROOT_KEY.to_string();
+        }
+        let inner = error.inner();
+        let location = inner.location();
+        let mut message = inner.to_string();
+        // serde_yaml prefixes its own idea of the path and appends the position: both are
+        // shown in our own format instead.
+        if let Some(loc) = &location
+            && let Some(stripped) =
+                message.strip_suffix(&format!(" at line {} column {}", loc.line(), loc.column()))
+        {
+            message = stripped.to_string();
+        }
+        if let Some(stripped) = strip_key_prefix(&message, &key) {
+            message = stripped.to_string();
+        }
+        let (key, message) = reword(key, message);
+        ConfigError::Parse {
+            file: file.to_string(),
+            key,
+            message,
+            line: location.as_ref().map(|l| l.line()),
+            column: location.as_ref().map(|l| l.column()),
+        }
+    })
+}
+
+/// Says serde's messages in the file's terms: a missing or repeated key becomes the key's
+/// own error, and Rust type names become what the file must hold.
+fn reword(key: String, message: String) -> (String, String) {
+    let child = |field: &str| {
+        if key == ROOT_KEY {
+            field.to_string()
+        } else {
+            format!("{key}.{field}")
+        }
+    };
+    let field_in = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_string)
+    };
+    if let Some(field) = field_in("missing field `") {
+        return (
+            child(&field),
+            "expected a value: the key is required".to_string(),
+        );
+    }
+    if let Some(field) = field_in("duplicate field `") {
+        return (
+            child(&field),
+            "expected the key once, found it twice".to_string(),
+        );
+    }
+    let mut message = message;
+    if let Some(start) = message.find("expected struct ") {
+        message.replace_range(start.., "expected a mapping");
+    }
+    for (rust, yaml) in [
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number from 0 up"),
+    ] {
+        if let Some(stripped) = message.strip_suffix(rust) {
+            message = format!("{stripped}{yaml}");
+        }
+    }
+    (key, message)
+}
+
+/// serde_yaml starts some messages with its own path: the key or, for an unknown key, its
+/// parent (`upstream: unknown field ...`). Returns the message without it.
+fn strip_key_prefix<'m>(message: &'m str, key: &str) -> Option<&'m str> {
+    let boundaries = key
+        .char_indices()
+        .filter(|(_, c)| matches!(c, '.' | '['))
+        .map(|(i, _)| i)
+        .chain([key.len()]);
+    boundaries
+        .filter_map(|end| message.strip_prefix(&key[..end])?.strip_prefix(": "))
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! `bedrock_gateway.v1.GatewayControl`: hands the filter the current signing credentials.
+
+use std::{sync::Arc, time::SystemTime};
+
+use gateway_common::proto::{GetSigningCredentialsRequest, SigningCredentials};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use super::{Clock, CredentialStore, Credentials};
+use crate::{control_api::gateway_control_server::GatewayControl, server::ActiveConfig};
+
+pub struct ControlService {
+    store: Arc<CredentialStore>,
+    clock: Arc<dyn Clock>,
+    config: watch::Receiver<Arc<ActiveConfig>>,
+}
+
+impl ControlService {
+    pub fn new(
+        store: Arc<CredentialStore>,
+        clock: Arc<dyn Clock>,
+        config: watch::Receiver<Arc<ActiveConfig>>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+        }
+    }
+}
+
+/// Seconds until the filter should ask again: when the server itself fetches next, but at
+/// least 1 and at most the configured `credentials_refresh_seconds`.
+pub fn refresh_after_seconds(
+    now: SystemTime,
+    next_refresh_at: Option<SystemTime>,
+    credentials_refresh_seconds: u64,
+) -> u32 {
+    let max = credentials_refresh_seconds.clamp(1, u64::from(u32::MAX));
+    let until_refresh = next_refresh_at
+        .map(|at| at.duration_since(now).map_or(0, |d| d.as_secs()))
+        .unwrap_or(max);
+    u32::try_from(until_refresh.clamp(1, max)).unwrap_or(u32::MAX)
+}
+
+/// The wire form of `credentials`; the one place secrets leave the process.
+fn to_proto(credentials: &Credentials, refresh_after_seconds: u32) -> SigningCredentials {
+    SigningCredentials {
+        access_key_id: credentials.access_key_id.clone(),
+        secret_access_key: credentials.secret_access_key.expose().to_string(),
+        session_token: credentials
+            .session_token
+            .as_ref()
+            .map(|t| t.expose().to_string())
+            .unwrap_or_default(),
+        expires_at_unix_seconds: credentials
+            .expires_at
+            .map_or(0, crate::status::unix_seconds),
+        refresh_after_seconds,
+    }
+}
+
+#[tonic::async_trait]
+impl GatewayControl for ControlService {
+    async fn get_signing_credentials(
+        &self,
+        request: Request<GetSigningCredentialsRequest>,
+    ) -> Result<Response<SigningCredentials>, Status> {
+        let request = request.into_inner();
+        let now = self.clock.now();
+        let Some(credentials) = self.store.current(now) else {
+            let reason = self
+                .store
+                .last_error()
+                .unwrap_or_else(|| "not fetched yet".to_string());
+            debug!(node = %request.node_id, %reason, "no signing credentials to hand out");
+            return Err(Status::unavailable(format!(
+                "no unexpired AWS signing credentials: {reason}"
+            )));
+        };
+        if !request.current_access_key_id.is_empty()
+            && request.current_access_key_id != credentials.access_key_id
+        {
+            info!(
+                node = %request.node_id,
+                from = %request.current_access_key_id.chars().take(4).collect::<String>(),
+                to = %credentials.access_key_id_prefix(),
+                "filter switches to new signing credentials"
+            );
+        }
+        let refresh_seconds = self
+            .config
+            .borrow()
+            .config
+            .filter
+            .control
+            .credentials_refresh_seconds;
+        let refresh_after =
+            refresh_after_seconds(now, self.store.next_refresh_at(), refresh_seconds);
+        Ok(Response::new(to_proto(&credentials, refresh_after)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::credentials::Secret;
+
+    #[test]
+    fn refresh_after_is_clamped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let at = |s: u64| Some(now + Duration::from_secs(s));
+        assert_eq!(refresh_after_seconds(now, at(30), 60), 30);
+        assert_eq!(refresh_after_seconds(now, at(900), 60), 60);
+        assert_eq!(refresh_after_seconds(now, at(0), 60), 1);
+        assert_eq!(
+            refresh_after_seconds(now, Some(now - Duration::from_secs(5)), 60),
+            1
+        );
+        assert_eq!(refresh_after_seconds(now, None, 60), 60);
+        assert_eq!(refresh_after_seconds(now, at(10), 0), 1);
+        assert_eq!(
+            refresh_after_seconds(now, at(u64::from(u32::MAX) + 10), u64::MAX),
+            u32::MAX
+        );
+    }
+
+    #[test]
+    fn wire_form() {
+        let credentials = Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: Secret::new("secret"),
+            session_token: None,
+            expires_at: None,
+            provider: "static".into(),
+        };
+        let proto = to_proto(&credentials, 7);
+        assert_eq!(proto.secret_access_key, "secret");
+        assert_eq!(proto.session_token, "");
+        assert_eq!(proto.expires_at_unix_seconds, 0);
+        assert_eq!(proto.refresh_after_seconds, 7);
+    }
+}

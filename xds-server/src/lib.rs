@@ -1,0 +1,25 @@
+//! xds-server: the Bedrock gateway's control service.
+//!
+//! It renders Envoy's listener, routes and clusters (with the Wasm filter and its JSON
+//! configuration) from one YAML file ([`config`], [`snapshot`]), serves them over ADS
+//! ([`xds`]), applies edits of the file ([`watch`]), hands the filter its AWS signing
+//! credentials over gRPC ([`credentials`]) and reports on an HTTP admin port ([`admin`]).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod server;
+pub mod snapshot;
+pub mod status;
+pub mod watch;
+pub mod xds;
+
+/// The tonic server and client of the control API (`proto/bedrock_gateway/v1/control.proto`);
+/// its messages are gateway-common's.
+pub mod control_api {
+    #![allow(clippy::all)]
+    tonic::include_proto!("bedrock_gateway.v1");
+}
+
+pub use server::{ActiveConfig, ServeError, ServeOptions, serve};

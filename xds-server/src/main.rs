@@ -1,0 +1,253 @@
+//! `xds-server`: parses arguments, sets up logging, binds and calls the library.
+#![forbid(unsafe_code)]
+
+use std::{
+    io::Write as _,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use prost::Message as _;
+use tokio::net::TcpListener;
+use xds_server::{
+    ServeOptions,
+    config::{self, Overrides},
+    credentials::{CredentialSource, aws::AwsChainSource},
+    snapshot::bootstrap::{self, ControlAddress},
+    status::rfc3339,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "xds-server",
+    version,
+    about = "Control service of the Bedrock gateway: Envoy configuration over ADS and signing credentials for the filter."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ADS and the control API (gRPC) and the admin port (HTTP).
+    Serve {
+        /// The gateway's YAML configuration file (watched for changes).
+        #[arg(long, env = "XDS_SERVER_CONFIG")]
+        config: PathBuf,
+        /// Address of the gRPC port (ADS and the control API); port 0 picks a free port.
+        #[arg(
+            long,
+            env = "XDS_SERVER_GRPC_LISTEN",
+            default_value = "127.0.0.1:18000"
+        )]
+        grpc_listen: SocketAddr,
+        /// Address of the HTTP admin port (/healthz, /status, /metrics); port 0 picks a free port.
+        #[arg(
+            long,
+            env = "XDS_SERVER_HTTP_LISTEN",
+            default_value = "127.0.0.1:18001"
+        )]
+        http_listen: SocketAddr,
+        /// Overrides `filter.wasm_path` (relative to the current directory).
+        #[arg(long, env = "XDS_SERVER_WASM_PATH")]
+        wasm_path: Option<PathBuf>,
+        /// Milliseconds between two reads of the configuration file.
+        #[arg(long, env = "XDS_SERVER_WATCH_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+        watch_interval_ms: u64,
+    },
+    /// Check a configuration file: prints `ok: FILE` or the error, exit status 0 or 1.
+    Validate {
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides `filter.wasm_path`, as `serve --wasm-path` would.
+        #[arg(long)]
+        wasm_path: Option<PathBuf>,
+    },
+    /// Check that the standard AWS credential chain yields credentials.
+    CheckCredentials {
+        /// Region for region-dependent providers (web identity); default: the SDK's own lookup.
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u64,
+    },
+    /// Write a static Envoy bootstrap (binary protobuf) with the rendered resources.
+    Render {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where Envoy reaches xds-server's gRPC port (the `gateway_control` cluster).
+        #[arg(long)]
+        control_address: ControlAddress,
+        /// Output file; Envoy reads it as binary protobuf when the name ends in `.pb`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Overrides `filter.wasm_path`.
+        #[arg(long)]
+        wasm_path: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Validate { config, wasm_path } => validate(config, wasm_path),
+        Command::Render {
+            config,
+            control_address,
+            out,
+            wasm_path,
+        } => render(config, control_address, out, wasm_path),
+        Command::CheckCredentials {
+            region,
+            timeout_seconds,
+        } => runtime().and_then(|rt| rt.block_on(check_credentials(region, timeout_seconds))),
+        Command::Serve {
+            config,
+            grpc_listen,
+            http_listen,
+            wasm_path,
+            watch_interval_ms,
+        } => runtime().and_then(|rt| {
+            rt.block_on(serve(
+                config,
+                grpc_listen,
+                http_listen,
+                wasm_path,
+                Duration::from_millis(watch_interval_ms),
+            ))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn validate(config: PathBuf, wasm_path: Option<PathBuf>) -> anyhow::Result<()> {
+    config::load(&config, &Overrides { wasm_path })?;
+    println!("ok: {}", config.display());
+    Ok(())
+}
+
+fn render(
+    config: PathBuf,
+    control: ControlAddress,
+    out: PathBuf,
+    wasm_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let gateway = config::load(&config, &Overrides { wasm_path })?;
+    let bootstrap = bootstrap::render(&gateway, &control);
+    std::fs::write(&out, bootstrap.encode_to_vec())
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    println!("ok: {}", out.display());
+    Ok(())
+}
+
+async fn check_credentials(region: Option<String>, timeout_seconds: u64) -> anyhow::Result<()> {
+    let check = async {
+        let source = AwsChainSource::new(region.as_deref()).await?;
+        source.fetch().await
+    };
+    let credentials = tokio::time::timeout(Duration::from_secs(timeout_seconds), check)
+        .await
+        .map_err(|_| anyhow::anyhow!("no AWS credentials within {timeout_seconds} seconds"))??;
+    if credentials.is_expired(SystemTime::now()) {
+        anyhow::bail!(
+            "the {} provider returned expired credentials",
+            credentials.provider
+        );
+    }
+    let expiry = credentials.expires_at.map_or_else(
+        || "do not expire".to_string(),
+        |at| format!("expire at {}", rfc3339(at)),
+    );
+    println!(
+        "ok: credentials from {} (access key id {}…), {expiry}",
+        credentials.provider,
+        credentials.access_key_id_prefix()
+    );
+    Ok(())
+}
+
+async fn serve(
+    config: PathBuf,
+    grpc_listen: SocketAddr,
+    http_listen: SocketAddr,
+    wasm_path: Option<PathBuf>,
+    watch_interval: Duration,
+) -> anyhow::Result<()> {
+    let overrides = Overrides { wasm_path };
+    // Fail before binding anything when the file is bad.
+    let gateway = config::load(&config, &overrides)?;
+    let source: Arc<dyn CredentialSource> =
+        Arc::new(AwsChainSource::new(Some(&gateway.upstream.region)).await?);
+    let grpc = TcpListener::bind(grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {grpc_listen} (--grpc-listen)"))?;
+    let http = TcpListener::bind(http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {http_listen} (--http-listen)"))?;
+    let addresses = serde_json::json!({
+        "grpc": grpc.local_addr()?.to_string(),
+        "http": http.local_addr()?.to_string(),
+    });
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{addresses}")?;
+    stdout.flush()?;
+    drop(stdout);
+    let options = ServeOptions {
+        config_path: config,
+        overrides,
+        watch_interval,
+    };
+    xds_server::serve(options, grpc, http, source, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

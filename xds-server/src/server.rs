@@ -1,0 +1,142 @@
+//! Wires the parts together: one tonic server with ADS and the control API, the admin port,
+//! the configuration watcher and the credentials refresher.
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    admin,
+    config::{ConfigError, GatewayConfig, Overrides},
+    control_api::gateway_control_server::GatewayControlServer,
+    credentials::{
+        Clock, CredentialSource, CredentialStore, SystemClock, grpc::ControlService,
+        refresher::run_refresher,
+    },
+    snapshot::Snapshot,
+    status::ServerStatus,
+    watch::{Reloader, watch_config},
+    xds::service::AdsService,
+};
+
+/// How long open gRPC connections get to close once the server stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The configuration in force and its rendering, published to every ADS stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveConfig {
+    pub config: GatewayConfig,
+    pub snapshot: Snapshot,
+}
+
+/// What `serve` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The YAML configuration file, watched for changes.
+    pub config_path: PathBuf,
+    pub overrides: Overrides,
+    /// How often the file is read to look for changes.
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration file is unusable at startup.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+/// Runs the control service on already bound listeners until `shutdown` completes. Fails at
+/// once if the configuration file is bad; later bad edits are rejected while serving.
+pub async fn serve(
+    options: ServeOptions,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    credential_source: Arc<dyn CredentialSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut reloader = Reloader::new(&options.config_path, options.overrides.clone());
+    let config = reloader.load(tokio::fs::read(&options.config_path).await)?;
+    let snapshot = Snapshot::build(&config);
+    info!(
+        file = %options.config_path.display(),
+        version = snapshot.version(),
+        listener = %config.listener,
+        region = %config.upstream.region,
+        "configuration loaded"
+    );
+
+    let store = Arc::new(CredentialStore::default());
+    let status = Arc::new(ServerStatus::new(
+        options.config_path.display().to_string(),
+        snapshot.version().to_string(),
+        clock.now(),
+        Arc::clone(&store),
+    ));
+    let (publish, subscribe) = watch::channel(Arc::new(ActiveConfig { config, snapshot }));
+    let cancel = CancellationToken::new();
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown.await;
+            cancel.cancel();
+        }
+    });
+    tasks.spawn(run_refresher(
+        credential_source,
+        Arc::clone(&store),
+        Arc::clone(&clock),
+        cancel.clone(),
+    ));
+    tasks.spawn(watch_config(
+        options.config_path.clone(),
+        reloader,
+        options.watch_interval,
+        publish,
+        Arc::clone(&status),
+        Arc::clone(&clock),
+        cancel.clone(),
+    ));
+    tasks.spawn(admin::serve_admin(
+        http_listener,
+        Arc::clone(&status),
+        Arc::clone(&clock),
+        cancel.clone(),
+    ));
+
+    let ads = AdsService::new(subscribe.clone(), Arc::clone(&status), cancel.clone());
+    let control = ControlService::new(store, clock, subscribe);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(AggregatedDiscoveryServiceServer::new(ads))
+        .add_service(GatewayControlServer::new(control))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), {
+            let cancel = cancel.clone();
+            async move { cancel.cancelled().await }
+        });
+    // A graceful stop waits for clients to close their connections; one that never does
+    // must not keep the process alive.
+    let grpc = tokio::select! {
+        result = grpc => result,
+        _ = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            warn!("gRPC connections still open {DRAIN_TIMEOUT:?} after shutdown: closing them");
+            Ok(())
+        }
+    };
+
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    info!("stopped");
+    grpc.map_err(ServeError::from)
+}

