@@ -1,0 +1,64 @@
+"""Fixtures: the whole gateway (Envoy + wasm filter, xds-server, Bedrock emulator) started by
+the Rust harness binary `gateway-stack` on free loopback ports."""
+
+import json
+import os
+import pathlib
+import subprocess
+import urllib.request
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _target_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
+class Stack:
+    def __init__(self, process: subprocess.Popen, info: dict):
+        self.process = process
+        self.info = info
+        self.gateway = info["gateway"]
+        self.emulator_control = info["emulator_control"]
+
+    def emulator_requests(self) -> list:
+        with urllib.request.urlopen(f"{self.emulator_control}/requests") as response:
+            return json.load(response)
+
+    def clear_emulator_requests(self) -> None:
+        request = urllib.request.Request(f"{self.emulator_control}/requests", method="DELETE")
+        urllib.request.urlopen(request).close()
+
+    def stop(self) -> None:
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_stack(*args: str) -> Stack:
+    binary = _target_dir() / "debug" / "gateway-stack"
+    if not binary.exists():
+        pytest.fail(f"{binary} is not built: run scripts/test.sh")
+    process = subprocess.Popen(
+        [str(binary), *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    if not line:
+        process.wait(timeout=10)
+        pytest.fail(f"gateway-stack exited with {process.returncode} before reporting its addresses")
+    return Stack(process, json.loads(line))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    running = start_stack()
+    yield running
+    running.stop()

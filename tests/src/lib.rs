@@ -1,0 +1,11 @@
+//! Test harness: starts the real gateway (bedrock-emulator, xds-server, Envoy with the wasm
+//! filter) on free loopback ports in a temporary directory and tears it down when dropped.
+//! Used by the Rust end-to-end tests and, through the `gateway-stack` binary, by the Python
+//! (boto3) tests.
+
+mod paths;
+mod process;
+pub mod stack;
+
+pub use paths::Paths;
+pub use stack::{Credentials, RecordedRequest, Stack, StackOptions};

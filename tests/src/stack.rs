@@ -1,0 +1,441 @@
+//! The whole gateway on loopback: bedrock-emulator (the upstream), xds-server (config, xDS,
+//! credentials) and Envoy with the wasm filter, each on a port chosen at start.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_yaml::Value as Yaml;
+
+use crate::paths::Paths;
+use crate::process::Child;
+
+/// Which AWS credentials xds-server finds through the standard chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// Long-term keys in the environment, known to the emulator.
+    Static,
+    /// Temporary credentials from the emulator's ECS-style endpoint
+    /// (`AWS_CONTAINER_CREDENTIALS_FULL_URI`), each valid for this many seconds.
+    Temporary { ttl_seconds: u64 },
+    /// The emulator's key id with a wrong secret: every signature is wrong.
+    WrongSecret,
+}
+
+pub struct StackOptions {
+    pub credentials: Credentials,
+    /// Edits the gateway YAML before the first start.
+    pub configure: Box<dyn Fn(&mut Yaml)>,
+    pub envoy_concurrency: u32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            credentials: Credentials::Static,
+            configure: Box::new(|_| {}),
+            envoy_concurrency: 2,
+        }
+    }
+}
+
+/// One request as the emulator recorded it (see emulator/README.md).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+    pub body_sha256: String,
+    pub access_key_id: Option<String>,
+    pub signature_valid: bool,
+    pub status: u16,
+    pub error_code: Option<String>,
+}
+
+impl RecordedRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Stack {
+    pub paths: Paths,
+    pub gateway: SocketAddr,
+    pub emulator_api: SocketAddr,
+    pub emulator_control: SocketAddr,
+    pub xds_grpc: SocketAddr,
+    pub xds_http: SocketAddr,
+    pub envoy_admin: SocketAddr,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub config_path: PathBuf,
+    credentials: Credentials,
+    // Dropped in reverse order of start: Envoy first.
+    envoy: Option<Child>,
+    xds: Option<Child>,
+    emulator: Child,
+    /// Last: removed after the processes have stopped and their logs were shown.
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub fn start(options: StackOptions) -> anyhow::Result<Self> {
+        let paths = Paths::discover()?;
+        let dir = tempfile::Builder::new()
+            .prefix("bedrock-gateway-")
+            .tempdir()?;
+        let access_key_id = format!("AKIAEMU{}", random_hex(6).to_uppercase());
+        let secret_access_key = random_hex(20);
+
+        let mut command = Command::new(&paths.emulator);
+        command
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+                "--region",
+                "us-east-1",
+            ])
+            .env("EMULATOR_ACCESS_KEY_ID", &access_key_id)
+            .env("EMULATOR_SECRET_ACCESS_KEY", &secret_access_key)
+            .env("RUST_LOG", "info");
+        if let Credentials::Temporary { ttl_seconds } = options.credentials {
+            command.args(["--temp-credentials-ttl-seconds", &ttl_seconds.to_string()]);
+        }
+        let (emulator, report) = Child::spawn_reporting(
+            "bedrock-emulator",
+            command,
+            &dir.path().join("emulator.log"),
+        )?;
+        let emulator_api = address(&report, "listen")?;
+        let emulator_control = address(&report, "control")?;
+
+        let gateway = free_port()?;
+        let mut config = base_config(&paths, gateway, emulator_api);
+        (options.configure)(&mut config);
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, serde_yaml::to_string(&config)?)?;
+
+        let mut stack = Self {
+            xds_grpc: "127.0.0.1:0".parse()?,
+            xds_http: "127.0.0.1:0".parse()?,
+            envoy_admin: "127.0.0.1:0".parse()?,
+            envoy: None,
+            xds: None,
+            paths,
+            dir,
+            gateway,
+            emulator_api,
+            emulator_control,
+            access_key_id,
+            secret_access_key,
+            config_path,
+            credentials: options.credentials,
+            emulator,
+        };
+        stack.start_xds()?;
+        stack.start_envoy(options.envoy_concurrency)?;
+        Ok(stack)
+    }
+
+    /// Starts xds-server (again) on the same ports as before, if it ran before.
+    pub fn start_xds(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.paths.xds_server);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("RUST_LOG", "info")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("no-aws-credentials"),
+            )
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .args([
+                "--grpc-listen",
+                &self.xds_grpc.to_string(),
+                "--http-listen",
+                &self.xds_http.to_string(),
+            ])
+            .args(["--watch-interval-ms", "200"]);
+        match self.credentials {
+            Credentials::Static => {
+                command
+                    .env("AWS_ACCESS_KEY_ID", &self.access_key_id)
+                    .env("AWS_SECRET_ACCESS_KEY", &self.secret_access_key);
+            }
+            Credentials::WrongSecret => {
+                command
+                    .env("AWS_ACCESS_KEY_ID", &self.access_key_id)
+                    .env("AWS_SECRET_ACCESS_KEY", random_hex(20));
+            }
+            Credentials::Temporary { .. } => {
+                command.env(
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("http://{}/credentials", self.emulator_control),
+                );
+            }
+        }
+        let (child, report) = Child::spawn_reporting(
+            "xds-server",
+            command,
+            &self.dir.path().join("xds-server.log"),
+        )?;
+        self.xds_grpc = address(&report, "grpc")?;
+        self.xds_http = address(&report, "http")?;
+        self.xds = Some(child);
+        Ok(())
+    }
+
+    pub fn stop_xds(&mut self) {
+        if let Some(mut child) = self.xds.take() {
+            child.stop();
+        }
+    }
+
+    fn start_envoy(&mut self, concurrency: u32) -> anyhow::Result<()> {
+        let bootstrap = self.bootstrap()?;
+        let bootstrap_path = self.dir.path().join("bootstrap.yaml");
+        std::fs::write(&bootstrap_path, serde_yaml::to_string(&bootstrap)?)?;
+        let admin_path = self.dir.path().join("envoy-admin-address");
+        let mut command = Command::new(&self.paths.envoy);
+        let log_level = std::env::var("GATEWAY_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+        command
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                &concurrency.to_string(),
+            ])
+            .args(["--log-level", &log_level, "--drain-time-s", "1"]);
+        self.envoy = Some(Child::spawn(
+            "envoy",
+            command,
+            &self.dir.path().join("envoy.log"),
+        )?);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let admin = loop {
+            if let Ok(text) = std::fs::read_to_string(&admin_path)
+                && let Ok(addr) = text.trim().parse::<SocketAddr>()
+            {
+                break addr;
+            }
+            self.check_envoy_alive(deadline)?;
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.envoy_admin = admin;
+        self.wait_for_listener(deadline)
+    }
+
+    fn check_envoy_alive(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        let envoy = self.envoy.as_mut().context("envoy not started")?;
+        if !envoy.is_running() {
+            bail!("envoy exited:\n{}", envoy.log_tail());
+        }
+        if Instant::now() > deadline {
+            bail!("envoy did not become ready:\n{}", envoy.log_tail());
+        }
+        Ok(())
+    }
+
+    /// Waits until Envoy has its listener from xDS and accepts connections on it.
+    fn wait_for_listener(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            let ready = http_get(&format!("http://{}/ready", self.envoy_admin))
+                .map(|(status, _)| status == 200)
+                .unwrap_or(false);
+            let listening = ready
+                && http_get(&format!("http://{}/listeners", self.envoy_admin))
+                    .map(|(_, body)| body.contains("bedrock_gateway"))
+                    .unwrap_or(false);
+            if listening
+                && TcpStream::connect_timeout(&self.gateway, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
+            }
+            self.check_envoy_alive(deadline)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The shipped bootstrap with this stack's ports.
+    fn bootstrap(&self) -> anyhow::Result<Yaml> {
+        let text = std::fs::read_to_string(self.paths.root.join("envoy/bootstrap.yaml"))?;
+        let mut bootstrap: Yaml = serde_yaml::from_str(&text)?;
+        bootstrap["admin"]["address"]["socket_address"]["port_value"] = 0.into();
+        let clusters = bootstrap["static_resources"]["clusters"]
+            .as_sequence_mut()
+            .context("bootstrap clusters")?;
+        let control = clusters
+            .iter_mut()
+            .find(|c| c["name"] == "gateway_control")
+            .context("gateway_control cluster")?;
+        let address = &mut control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            ["address"]["socket_address"];
+        address["address"] = self.xds_grpc.ip().to_string().into();
+        address["port_value"] = self.xds_grpc.port().into();
+        Ok(bootstrap)
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}", self.gateway)
+    }
+
+    pub fn envoy_pid(&self) -> Option<u32> {
+        self.envoy.as_ref().map(Child::pid)
+    }
+
+    /// The gateway YAML as it is on disk now.
+    pub fn config(&self) -> anyhow::Result<Yaml> {
+        Ok(serde_yaml::from_str(&std::fs::read_to_string(
+            &self.config_path,
+        )?)?)
+    }
+
+    /// Replaces the gateway YAML (xds-server picks the change up by itself).
+    pub fn write_config_text(&self, text: &str) -> anyhow::Result<()> {
+        // Write then rename, as editors and ConfigMap updates do.
+        let tmp = self.config_path.with_extension("yaml.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config_path)?;
+        Ok(())
+    }
+
+    pub fn write_config(&self, config: &Yaml) -> anyhow::Result<()> {
+        self.write_config_text(&serde_yaml::to_string(config)?)
+    }
+
+    pub fn emulator_requests(&self) -> anyhow::Result<Vec<RecordedRequest>> {
+        let (status, body) = http_get(&format!("http://{}/requests", self.emulator_control))?;
+        if status != 200 {
+            bail!("emulator /requests answered {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub fn clear_emulator_requests(&self) -> anyhow::Result<()> {
+        http_request(
+            "DELETE",
+            &format!("http://{}/requests", self.emulator_control),
+        )?;
+        Ok(())
+    }
+
+    pub fn xds_status(&self) -> anyhow::Result<serde_json::Value> {
+        let (_, body) = http_get(&format!("http://{}/status", self.xds_http))?;
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    pub fn envoy_admin_get(&self, path: &str) -> anyhow::Result<String> {
+        Ok(http_get(&format!("http://{}{path}", self.envoy_admin))?.1)
+    }
+
+    /// Every log line the stack wrote so far (Envoy, xds-server, emulator).
+    pub fn all_logs(&self) -> String {
+        let mut text = String::new();
+        for child in [self.envoy.as_ref(), self.xds.as_ref(), Some(&self.emulator)]
+            .into_iter()
+            .flatten()
+        {
+            text.push_str(&child.log_text());
+        }
+        text
+    }
+
+    /// Waits until `check` holds, polling; fails with `what` after `timeout`.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if check() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("timed out after {timeout:?} waiting for {what}")
+    }
+}
+
+fn base_config(paths: &Paths, gateway: SocketAddr, emulator: SocketAddr) -> Yaml {
+    let text = format!(
+        r#"
+listener:
+  address: 127.0.0.1
+  port: {port}
+upstream:
+  region: us-east-1
+  endpoint_url: http://{emulator}
+filter:
+  wasm_path: {wasm}
+  credentials_refresh_seconds: 60
+auth:
+  mode: none
+"#,
+        port = gateway.port(),
+        wasm = paths.wasm.display(),
+    );
+    serde_yaml::from_str(&text).unwrap_or(Yaml::Null)
+}
+
+fn address(report: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> {
+    report[key]
+        .as_str()
+        .with_context(|| format!("no {key} address in {report}"))?
+        .parse()
+        .with_context(|| format!("bad {key} address in {report}"))
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+pub fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    http_request("GET", url)
+}
+
+fn http_request(method: &str, url: &str) -> anyhow::Result<(u16, String)> {
+    let agent = agent();
+    let mut response = match method {
+        "DELETE" => agent.delete(url).call()?,
+        _ => agent.get(url).call()?,
+    };
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string()?;
+    Ok((status, body))
+}
+
+fn random_hex(bytes: usize) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    (0..bytes.div_ceil(8))
+        .map(|i| format!("{:016x}", RandomState::new().hash_one(i)))
+        .collect::<String>()[..bytes * 2]
+        .to_string()
+}
