@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test of the project on this machine, installing what is missing first:
+# formatting and lints, unit tests, end-to-end tests (real Envoy + xds-server + emulator
+# driven by the AWS SDK for Rust), the boto3 tests, and `envoy --mode validate` on every
+# shipped Envoy config. CI runs exactly this (.ci/run).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+started=$SECONDS
+
+ensure_rust
+ensure_python_env
+ensure_envoy
+
+log "cargo fmt --check"
+cargo fmt --all --check
+
+build_filter
+build_servers debug
+
+log "cargo clippy (host and wasm32-wasip1)"
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+cargo clippy --quiet -p bedrock-gateway-filter --target wasm32-wasip1 -- -D warnings
+
+log "cargo test (unit, integration and end-to-end)"
+cargo test --workspace -- ${CARGO_TEST_ARGS:-}
+
+log "boto3 tests (pytest)"
+"$VENV/bin/pytest" -q tests/python
+
+log "all tests passed in $((SECONDS - started)) s"
