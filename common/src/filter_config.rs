@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth_config::JwtAuthentication;
 use crate::names;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,11 +72,12 @@ impl Default for ControlConfig {
 }
 
 /// Who may call. `none` lets every caller through (the reference design with its authorizer
-/// disabled); it must be chosen explicitly.
+/// disabled); it must be chosen explicitly. `jwt` requires a token from a configured issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Authentication {
     None,
+    Jwt(JwtAuthentication),
 }
 
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 20 * 1024 * 1024;
@@ -176,6 +178,13 @@ impl FilterConfig {
         }
         if self.max_request_body_bytes == 0 {
             return Err(invalid("max_request_body_bytes", "a size above 0"));
+        }
+        if let Authentication::Jwt(jwt) = &self.authentication {
+            let services: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();
+            jwt.validate(&services).map_err(|e| InvalidKey {
+                key: format!("authentication.{}", e.key),
+                expected: e.expected,
+            })?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! the control API messages, the filter's configuration schema and the names
 //! both sides must agree on. Plain Rust with no host or runtime dependencies.
 
+pub mod auth_config;
 pub mod filter_config;
 pub mod names;
 

@@ -18,6 +18,23 @@ pub const SIGNING_NAME: &str = "bedrock";
 /// gRPC service and methods of the control API.
 pub const CONTROL_SERVICE: &str = "bedrock_gateway.v1.GatewayControl";
 pub const GET_SIGNING_CREDENTIALS: &str = "GetSigningCredentials";
+pub const GET_IDENTITY_KEYS: &str = "GetIdentityKeys";
+
+/// Request headers through which the filter tells later filters in the same Envoy who the
+/// caller is. A client-sent header of the same name is always removed first, and the route
+/// removes them before the request leaves Envoy.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-bedrock-gateway-tenant",
+    "x-bedrock-gateway-subject",
+    "x-bedrock-gateway-role",
+    "x-bedrock-gateway-tier",
+    "x-bedrock-gateway-issuer",
+];
+
+/// Filter state keys (`%FILTER_STATE(<key>:PLAIN)%` in access logs). Envoy prefixes what a
+/// Wasm filter sets with `wasm.`.
+pub const AUDIT_PROPERTY: &str = "bedrock_gateway.audit";
+pub const TENANT_PROPERTY: &str = "bedrock_gateway.tenant";
 
 /// The Bedrock services the gateway knows how to route to by default, by endpoint prefix.
 pub const BEDROCK_SERVICES: [&str; 4] = [
