@@ -5,11 +5,11 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::identity::Identity;
 use gateway_common::proto::SigningCredentials;
 
+use super::schedule::Schedule;
+
 /// Credentials are not used during their last seconds: a request signed now may reach AWS a
 /// little later. (The control service refreshes them well before that.)
 const EXPIRY_MARGIN_SECS: u64 = 5;
-/// Retry delays after failed refreshes: 1, 2, 4, ... capped here.
-const MAX_BACKOFF_SECS: u64 = 30;
 
 /// Credentials ready to sign with.
 #[derive(Clone)]
@@ -71,9 +71,7 @@ impl SigningIdentity {
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     current: Option<SigningIdentity>,
-    next_refresh_at: u64,
-    consecutive_failures: u32,
-    in_flight: bool,
+    schedule: Schedule,
 }
 
 impl CredentialCache {
@@ -84,11 +82,11 @@ impl CredentialCache {
 
     /// Whether to ask the control service now (nothing is already being asked).
     pub fn refresh_due(&self, now: u64) -> bool {
-        !self.in_flight && (now >= self.next_refresh_at || self.usable(now).is_none())
+        !self.schedule.in_flight() && (self.schedule.due(now) || self.usable(now).is_none())
     }
 
     pub fn refresh_started(&mut self) {
-        self.in_flight = true;
+        self.schedule.started();
     }
 
     /// The control service answered. `default_refresh_secs` applies when it gave no hint.
@@ -98,7 +96,6 @@ impl CredentialCache {
         now: u64,
         default_refresh_secs: u64,
     ) -> Result<(), InvalidCredentials> {
-        self.in_flight = false;
         let hint = u64::from(message.refresh_after_seconds);
         match SigningIdentity::from_proto(message, now) {
             Ok(identity) => {
@@ -108,8 +105,7 @@ impl CredentialCache {
                     after = after.min((expires_at - now) / 2).max(1);
                 }
                 self.current = Some(identity);
-                self.next_refresh_at = now + after;
-                self.consecutive_failures = 0;
+                self.schedule.succeeded(now, after);
                 Ok(())
             }
             Err(e) => {
@@ -122,13 +118,7 @@ impl CredentialCache {
     /// The call failed or could not be made; keep the current credentials (until they expire)
     /// and retry with backoff.
     pub fn failed(&mut self, now: u64) {
-        self.in_flight = false;
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let delay = 1u64
-            .checked_shl(self.consecutive_failures - 1)
-            .unwrap_or(MAX_BACKOFF_SECS)
-            .min(MAX_BACKOFF_SECS);
-        self.next_refresh_at = now + delay;
+        self.schedule.failed(now);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Replies the gateway itself gives, in Bedrock's error shape so SDKs raise the matching
 //! exception: status, `x-amzn-errortype`, JSON `{"message": ...}`.
 
+use super::auth::AuthError;
 use super::routing::RouteError;
 use super::signing::SignError;
 
@@ -10,8 +11,10 @@ pub struct ErrorReply {
     /// Error code SDKs map to an exception (`ValidationException`, ...).
     pub code: &'static str,
     pub message: String,
-    /// A short, stable label for logs and metrics.
+    /// A short, stable label for logs, metrics and the audit log.
     pub reason: &'static str,
+    /// `WWW-Authenticate` challenge of 401 replies.
+    pub challenge: Option<&'static str>,
 }
 
 impl ErrorReply {
@@ -26,6 +29,7 @@ impl ErrorReply {
             code,
             reason,
             message: message.into(),
+            challenge: None,
         }
     }
 
@@ -44,7 +48,68 @@ impl ErrorReply {
         if let Some(id) = request_id {
             headers.push(("x-amzn-requestid", id));
         }
+        if let Some(challenge) = self.challenge {
+            headers.push(("www-authenticate", challenge));
+        }
         headers
+    }
+
+    /// 401 for a request without a usable token. The reason goes to the audit log only:
+    /// the caller learns nothing that helps forge a better token.
+    pub fn unauthenticated(error: AuthError) -> Self {
+        if error == AuthError::Busy {
+            return Self::new(
+                429,
+                "ThrottlingException",
+                error.reason(),
+                "Too many requests, please wait before trying again.",
+            );
+        }
+        if error == AuthError::NoKeys {
+            return Self::new(
+                503,
+                "ServiceUnavailableException",
+                error.reason(),
+                "The gateway cannot verify tokens right now. Try again shortly.",
+            );
+        }
+        let (code, message, challenge) = if error == AuthError::MissingToken {
+            (
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+                r#"Bearer realm="bedrock-gateway""#,
+            )
+        } else {
+            (
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+                r#"Bearer realm="bedrock-gateway", error="invalid_token""#,
+            )
+        };
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(401, code, error.reason(), message)
+        }
+    }
+
+    /// 403 for a call the caller's tenant and roles do not allow; the messages are the ones
+    /// Bedrock itself uses, naming no policy detail.
+    pub fn access_denied(names_a_model: bool) -> Self {
+        if names_a_model {
+            Self::new(
+                403,
+                "AccessDeniedException",
+                "model_not_allowed",
+                "You don't have access to the model with the specified model ID.",
+            )
+        } else {
+            Self::new(
+                403,
+                "AccessDeniedException",
+                "operation_not_allowed",
+                "You are not authorized to perform this operation.",
+            )
+        }
     }
 
     pub fn validation(reason: &'static str, message: impl Into<String>) -> Self {

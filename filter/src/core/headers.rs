@@ -49,8 +49,12 @@ pub fn find_str<'h>(headers: &'h [(String, Vec<u8>)], name: &str) -> Option<&'h 
 }
 
 /// The header map to send upstream (without the signature, which is added once the body is
-/// known).
-pub fn upstream_headers(incoming: HeaderList, service: &UpstreamService) -> HeaderList {
+/// known). `also_stripped`: more header names to remove (lower case).
+pub fn upstream_headers(
+    incoming: HeaderList,
+    service: &UpstreamService,
+    also_stripped: &[String],
+) -> HeaderList {
     let nominated: Vec<String> = incoming
         .iter()
         .filter(|(n, _)| n == "connection")
@@ -65,7 +69,10 @@ pub fn upstream_headers(incoming: HeaderList, service: &UpstreamService) -> Head
     let mut headers: HeaderList = incoming
         .into_iter()
         .filter(|(name, _)| {
-            name != AUTHORITY && !DROPPED.contains(&name.as_str()) && !nominated.contains(name)
+            name != AUTHORITY
+                && !DROPPED.contains(&name.as_str())
+                && !nominated.contains(name)
+                && !also_stripped.contains(name)
         })
         .collect();
     headers.push((AUTHORITY.to_string(), service.host.as_bytes().to_vec()));
@@ -126,8 +133,13 @@ mod tests {
             ("content-type", "application/json"),
             ("x-amzn-bedrock-guardrailidentifier", "g1"),
             ("user-agent", "Boto3/1.40"),
+            ("x-bedrock-gateway-tenant", "spoofed"),
         ]);
-        let out = upstream_headers(incoming, &service());
+        let out = upstream_headers(
+            incoming,
+            &service(),
+            &["x-bedrock-gateway-tenant".to_string()],
+        );
         let names: Vec<&str> = out.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -155,7 +167,7 @@ mod tests {
     fn keeps_non_utf8_values_untouched() {
         let mut incoming = h(&[(":method", "POST"), (":path", "/model/m/invoke")]);
         incoming.push(("x-opaque".into(), vec![0xff, 0xfe]));
-        let out = upstream_headers(incoming, &service());
+        let out = upstream_headers(incoming, &service(), &[]);
         assert_eq!(find(&out, "x-opaque"), Some(&[0xff, 0xfe][..]));
     }
 

@@ -1,18 +1,34 @@
 use super::*;
 use gateway_common::proto::SigningCredentials;
+use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-fn gateway() -> Gateway {
+fn gateway_with(authentication: serde_json::Value) -> Gateway {
     let json = serde_json::json!({
         "region": "us-west-2",
         "services": [
             {"name": "bedrock-runtime", "host": "bedrock-runtime.us-west-2.amazonaws.com", "cluster": "rt"},
             {"name": "bedrock-agent-runtime", "host": "bedrock-agent-runtime.us-west-2.amazonaws.com", "cluster": "art"}
         ],
-        "authentication": {"mode": "none"},
+        "authentication": authentication,
         "max_request_body_bytes": 100
     });
     Gateway::from_json(json.to_string().as_bytes()).unwrap()
+}
+
+fn gateway() -> Gateway {
+    gateway_with(serde_json::json!({"mode": "none"}))
+}
+
+fn jwt_gateway() -> Gateway {
+    gateway_with(serde_json::json!({
+        "mode": "jwt",
+        "issuers": [{
+            "name": "corp", "issuer": "https://idp", "audiences": ["gw"], "algorithms": ["EdDSA"],
+            "token_header": {"name": "x-corp-token"}
+        }],
+        "access": {"tenants": {"team-a": [{"models": ["anthropic.*"]}]}}
+    }))
 }
 
 fn h(pairs: &[(&str, &str)]) -> HeaderList {
@@ -33,20 +49,38 @@ fn credentials() -> SigningIdentity {
     SigningIdentity::from_proto(message, 0).unwrap()
 }
 
+fn alice(tenant: &str) -> Rc<Identity> {
+    Rc::new(Identity {
+        issuer: "corp".into(),
+        tenant: tenant.into(),
+        subject: "alice".into(),
+        roles: vec!["dev".into(), "ops".into()],
+        tier: None,
+        expires_at: 0,
+    })
+}
+
 #[test]
-fn plans_and_signs_a_converse_call() {
+fn routes_plans_and_signs_a_converse_call() {
     let gw = gateway();
-    let plan = gw
-        .plan(h(&[
-            (":method", "POST"),
-            (":path", "/model/m/converse"),
-            (":authority", "gateway:8080"),
-            ("content-length", "2"),
-            ("content-type", "application/json"),
-            ("authorization", "Bearer client"),
-        ]))
-        .unwrap();
-    assert_eq!(plan.service, 0);
+    let headers = h(&[
+        (":method", "POST"),
+        (":path", "/model/m%3A1/converse"),
+        (":authority", "gateway:8080"),
+        ("content-length", "2"),
+        ("content-type", "application/json"),
+        ("authorization", "Bearer client"),
+    ]);
+    let route = gw.route(&headers).unwrap();
+    assert_eq!(
+        (
+            route.service,
+            route.operation.name,
+            route.operation.model.as_deref()
+        ),
+        (0, "Converse", Some("m:1"))
+    );
+    let plan = gw.forward(headers, route, None);
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let headers = gw
         .sign(plan, signing::EMPTY_SHA256, &credentials(), now)
@@ -119,11 +153,11 @@ fn refusals() {
         ),
     ];
     for (headers, status, reason) in cases {
-        let error = gw.plan(headers).unwrap_err();
+        let error = gw.route(&headers).unwrap_err();
         assert_eq!((error.status, error.reason), (status, reason));
     }
     assert!(
-        gw.plan(h(&[
+        gw.route(&h(&[
             (":method", "POST"),
             (":path", "/model/m/converse"),
             ("content-length", "100")
@@ -135,13 +169,98 @@ fn refusals() {
 #[test]
 fn header_routes_to_agent_runtime() {
     let gw = gateway();
-    let plan = gw
-        .plan(h(&[
-            (":method", "POST"),
-            (":path", "/x/y"),
-            ("aws-endpoint-prefix", "bedrock-agent-runtime"),
-        ]))
-        .unwrap();
-    assert_eq!(plan.service, 1);
+    let headers = h(&[
+        (":method", "POST"),
+        (":path", "/x/y"),
+        ("aws-endpoint-prefix", "bedrock-agent-runtime"),
+    ]);
+    let route = gw.route(&headers).unwrap();
+    assert_eq!((route.service, route.operation.name), (1, "Unknown"));
+    let plan = gw.forward(headers, route, None);
     assert_eq!(find_str(&plan.headers, "aws-endpoint-prefix"), None);
+}
+
+#[test]
+fn authorization_by_tenant_policy() {
+    let gw = jwt_gateway();
+    let route = |path: &str| {
+        gw.route(&h(&[(":method", "POST"), (":path", path)]))
+            .unwrap()
+    };
+    assert!(
+        gw.authorize(
+            &alice("team-a"),
+            &route("/model/anthropic.claude-v2/converse")
+        )
+        .is_ok()
+    );
+    let denied = gw
+        .authorize(&alice("team-a"), &route("/model/meta.llama3/converse"))
+        .unwrap_err();
+    assert_eq!(
+        (denied.status, denied.code, denied.reason),
+        (403, "AccessDeniedException", "model_not_allowed")
+    );
+    let denied = gw
+        .authorize(
+            &alice("team-b"),
+            &route("/model/anthropic.claude-v2/converse"),
+        )
+        .unwrap_err();
+    assert_eq!(denied.reason, "model_not_allowed");
+    let denied = gw
+        .authorize(&alice("team-a"), &route("/knowledgebases/K/retrieve"))
+        .unwrap_err();
+    assert_eq!(denied.reason, "operation_not_allowed");
+    // Mode none authorizes everything.
+    assert!(
+        gateway()
+            .authorize(&alice("x"), &route("/model/meta.llama3/converse"))
+            .is_ok()
+    );
+}
+
+#[test]
+fn identity_headers_replace_spoofed_ones_and_token_headers_are_dropped() {
+    let gw = jwt_gateway();
+    let headers = h(&[
+        (":method", "POST"),
+        (":path", "/model/m/converse"),
+        ("x-bedrock-gateway-tenant", "spoofed"),
+        ("x-bedrock-gateway-tier", "platinum"),
+        ("x-corp-token", "eyJ..."),
+        ("authorization", "Bearer eyJ..."),
+    ]);
+    let route = gw.route(&headers).unwrap();
+    let plan = gw.forward(headers, route, Some(&alice("team-a")));
+    let all = |name: &str| {
+        plan.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all("x-bedrock-gateway-tenant"), ["team-a"]);
+    assert_eq!(all("x-bedrock-gateway-subject"), ["alice"]);
+    assert_eq!(all("x-bedrock-gateway-role"), ["dev,ops"]);
+    assert!(
+        all("x-bedrock-gateway-tier").is_empty(),
+        "no tier claim: the spoofed one is gone"
+    );
+    assert!(all("x-corp-token").is_empty() && all("authorization").is_empty());
+    // In mode none a spoofed identity header is dropped too.
+    let gw = gateway();
+    let headers = h(&[
+        (":method", "POST"),
+        (":path", "/model/m/converse"),
+        ("x-bedrock-gateway-tenant", "spoofed"),
+    ]);
+    let route = gw.route(&headers).unwrap();
+    assert_eq!(
+        find_str(
+            &gw.forward(headers, route, None).headers,
+            "x-bedrock-gateway-tenant"
+        ),
+        None
+    );
 }

@@ -1,0 +1,139 @@
+//! Verified tokens, keyed by the SHA-256 of the token, so a caller repeating the same token
+//! skips signature verification until the token expires. Bounded: the oldest entries go
+//! first. Emptied whenever the keys change, so a removed key stops working at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use sha2::{Digest, Sha256};
+
+use super::claims::Identity;
+
+pub type TokenKey = [u8; 32];
+
+pub fn token_key(token: &str) -> TokenKey {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+struct Entry {
+    identity: Rc<Identity>,
+    /// Unix seconds after which the token is no longer accepted (`exp` plus clock skew).
+    valid_until: u64,
+}
+
+pub struct TokenCache {
+    entries: HashMap<TokenKey, Entry>,
+    /// Insertion order, for eviction; may hold keys already removed.
+    order: VecDeque<TokenKey>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<Rc<Identity>> {
+        let entry = self.entries.get(key)?;
+        if now > entry.valid_until {
+            self.entries.remove(key);
+            return None;
+        }
+        Some(Rc::clone(&entry.identity))
+    }
+
+    pub fn insert(&mut self, key: TokenKey, identity: Rc<Identity>, valid_until: u64) {
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.entries.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self
+            .entries
+            .insert(
+                key,
+                Entry {
+                    identity,
+                    valid_until,
+                },
+            )
+            .is_none()
+        {
+            self.order.push_back(key);
+        }
+        if self.order.len() > 2 * self.capacity {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(tenant: &str) -> Rc<Identity> {
+        Rc::new(Identity {
+            issuer: "i".into(),
+            tenant: tenant.into(),
+            subject: "s".into(),
+            roles: vec![],
+            tier: None,
+            expires_at: 0,
+        })
+    }
+
+    #[test]
+    fn honours_expiry() {
+        let mut cache = TokenCache::new(10);
+        let key = token_key("a.b.c");
+        cache.insert(key, identity("t"), 100);
+        assert_eq!(cache.get(&key, 100).unwrap().tenant, "t");
+        assert!(cache.get(&key, 101).is_none());
+        assert!(cache.is_empty(), "expired entries are dropped");
+    }
+
+    #[test]
+    fn evicts_oldest_beyond_capacity() {
+        let mut cache = TokenCache::new(3);
+        let keys: Vec<_> = (0..5).map(|i| token_key(&format!("token-{i}"))).collect();
+        for (i, key) in keys.iter().enumerate() {
+            cache.insert(*key, identity(&i.to_string()), 1000);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(&keys[0], 0).is_none() && cache.get(&keys[1], 0).is_none());
+        assert_eq!(cache.get(&keys[4], 0).unwrap().tenant, "4");
+        // Re-inserting an existing key does not grow the order without bound.
+        for _ in 0..100 {
+            cache.insert(keys[4], identity("4"), 1000);
+        }
+        assert!(cache.order.len() <= 6);
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn distinct_tokens_distinct_keys() {
+        assert_ne!(token_key("a.b.c"), token_key("a.b.d"));
+    }
+}
