@@ -145,6 +145,7 @@ mod tests {
             "abc".into(),
             UNIX_EPOCH,
             Arc::new(CredentialStore::default()),
+            crate::identity::KeyManager::for_tests(),
         )
     }
 

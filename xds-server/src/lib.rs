@@ -3,12 +3,15 @@
 //! It renders Envoy's listener, routes and clusters (with the Wasm filter and its JSON
 //! configuration) from one YAML file ([`config`], [`snapshot`]), serves them over ADS
 //! ([`xds`]), applies edits of the file ([`watch`]), hands the filter its AWS signing
-//! credentials over gRPC ([`credentials`]) and reports on an HTTP admin port ([`admin`]).
+//! credentials ([`credentials`]) and the keys that verify callers' tokens ([`identity`]) over
+//! gRPC ([`control`]), and reports on an HTTP admin port ([`admin`]).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod credentials;
+pub mod identity;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -12,14 +12,19 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use gateway_common::filter_config::Authentication;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use xds_server::{
     ServeOptions,
     config::{self, Overrides},
     credentials::{CredentialSource, aws::AwsChainSource},
+    identity::{
+        KeySource, dev_key,
+        mint::{self, SigningKey, TokenRequest},
+    },
     snapshot::bootstrap::{self, ControlAddress},
-    status::rfc3339,
+    status::{rfc3339, unix_seconds},
 };
 
 #[derive(Parser)]
@@ -77,6 +82,35 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         timeout_seconds: u64,
     },
+    /// Print a signed JWT of a development issuer (one with `dev_signing_key` or
+    /// `hs256_secret_env`), with the claims its claim mapping expects.
+    MintToken {
+        /// The gateway's YAML configuration file (its `auth` section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The caller's tenant (the issuer's `claims.tenant`).
+        #[arg(long)]
+        tenant: String,
+        /// The issuer's `name`; default: the only issuer with a development key.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The caller (the issuer's `claims.subject`).
+        #[arg(long, default_value = "developer")]
+        subject: String,
+        /// A role (the issuer's `claims.role`, an array); repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// The caller's tier (the issuer's `claims.tier`).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Lifetime: 90s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = mint::parse_ttl)]
+        ttl: Duration,
+        /// Another claim, KEY=VALUE (a dotted KEY nests; VALUE is JSON when it parses as
+        /// JSON, else text); repeatable.
+        #[arg(long = "claim", value_parser = mint::parse_claim)]
+        claims: Vec<(String, serde_json::Value)>,
+    },
     /// Write a static Envoy bootstrap (binary protobuf) with the rendered resources.
     Render {
         #[arg(long)]
@@ -110,6 +144,27 @@ fn main() -> ExitCode {
             out,
             wasm_path,
         } => render(config, control_address, out, wasm_path),
+        Command::MintToken {
+            config,
+            tenant,
+            issuer,
+            subject,
+            roles,
+            tier,
+            ttl,
+            claims,
+        } => mint_token(
+            config,
+            issuer,
+            TokenRequest {
+                tenant,
+                subject,
+                roles,
+                tier,
+                ttl,
+                extra: claims,
+            },
+        ),
         Command::CheckCredentials {
             region,
             timeout_seconds,
@@ -163,6 +218,86 @@ fn render(
     std::fs::write(&out, bootstrap.encode_to_vec())
         .with_context(|| format!("{}: cannot write", out.display()))?;
     println!("ok: {}", out.display());
+    Ok(())
+}
+
+fn mint_token(
+    config: PathBuf,
+    issuer: Option<String>,
+    request: TokenRequest,
+) -> anyhow::Result<()> {
+    // Only the `auth` section matters here: a file that leaves `filter.wasm_path` to the
+    // command line must still do.
+    let overrides = Overrides {
+        wasm_path: Some(PathBuf::from("unused.wasm")),
+    };
+    let gateway = config::load(&config, &overrides)?;
+    let file = config.display();
+    let Authentication::Jwt(jwt) = &gateway.filter.authentication else {
+        anyhow::bail!("{file}: auth.mode is none: no issuer to mint a token for");
+    };
+    let local = |source: &KeySource| {
+        matches!(
+            source,
+            KeySource::DevSigningKey(_) | KeySource::SharedSecret(_)
+        )
+    };
+    let names = |only_local: bool| {
+        gateway
+            .identity
+            .iter()
+            .filter(|s| !only_local || local(&s.source))
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let index = match &issuer {
+        Some(name) => {
+            let index = gateway
+                .identity
+                .iter()
+                .position(|s| &s.name == name)
+                .with_context(|| {
+                    format!(
+                        "{file}: no issuer is named {name:?} (issuers: {})",
+                        names(false)
+                    )
+                })?;
+            if !local(&gateway.identity[index].source) {
+                anyhow::bail!(
+                    "{file}: issuer {name:?} has no local signing key: mint-token signs only for issuers with dev_signing_key or hs256_secret_env"
+                );
+            }
+            index
+        }
+        None => {
+            let mut signers = gateway
+                .identity
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| local(&s.source));
+            match (signers.next(), signers.next()) {
+                (Some((index, _)), None) => index,
+                (None, _) => anyhow::bail!(
+                    "{file}: no issuer has dev_signing_key or hs256_secret_env, so there is no key to sign with"
+                ),
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "{file}: several issuers can sign ({}): choose one with --issuer",
+                    names(true)
+                ),
+            }
+        }
+    };
+    let key = match &gateway.identity[index].source {
+        KeySource::DevSigningKey(path) => {
+            SigningKey::Ed25519(Box::new(dev_key::load_or_create(path)?))
+        }
+        KeySource::SharedSecret(secret) => SigningKey::Hs256(secret.clone()),
+        _ => anyhow::bail!("{file}: the chosen issuer has no local signing key"),
+    };
+    let now = u64::try_from(unix_seconds(SystemTime::now())).unwrap_or(0);
+    let claims = mint::claims(&jwt.issuers[index], &request, now)?;
+    println!("{}", mint::sign(&key, claims)?);
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Wires the parts together: one tonic server with ADS and the control API, the admin port,
-//! the configuration watcher and the credentials refresher.
+//! the configuration watcher, the credentials refresher and the issuers' key manager.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -12,11 +12,12 @@ use tracing::{info, warn};
 use crate::{
     admin,
     config::{ConfigError, GatewayConfig, Overrides},
+    control::ControlService,
     control_api::gateway_control_server::GatewayControlServer,
     credentials::{
-        Clock, CredentialSource, CredentialStore, SystemClock, grpc::ControlService,
-        refresher::run_refresher,
+        Clock, CredentialSource, CredentialStore, SystemClock, refresher::run_refresher,
     },
+    identity::{KeyManager, fetch::HttpClient, manager::follow_config},
     snapshot::Snapshot,
     status::ServerStatus,
     watch::{Reloader, watch_config},
@@ -50,6 +51,9 @@ pub enum ServeError {
     Config(#[from] ConfigError),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The client that fetches issuers' keys cannot be built.
+    #[error("identity keys: {0}")]
+    Identity(String),
 }
 
 /// Runs the control service on already bound listeners until `shutdown` completes. Fails at
@@ -73,15 +77,24 @@ pub async fn serve(
         "configuration loaded"
     );
 
+    let cancel = CancellationToken::new();
+    let http = HttpClient::new().map_err(ServeError::Identity)?;
+    let keys = Arc::new(KeyManager::new(
+        Arc::new(http),
+        Arc::clone(&clock),
+        cancel.child_token(),
+    ));
+    keys.apply(&config.identity);
+
     let store = Arc::new(CredentialStore::default());
     let status = Arc::new(ServerStatus::new(
         options.config_path.display().to_string(),
         snapshot.version().to_string(),
         clock.now(),
         Arc::clone(&store),
+        Arc::clone(&keys),
     ));
     let (publish, subscribe) = watch::channel(Arc::new(ActiveConfig { config, snapshot }));
-    let cancel = CancellationToken::new();
 
     let mut tasks = JoinSet::new();
     tasks.spawn({
@@ -106,6 +119,11 @@ pub async fn serve(
         Arc::clone(&clock),
         cancel.clone(),
     ));
+    tasks.spawn(follow_config(
+        Arc::clone(&keys),
+        subscribe.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(admin::serve_admin(
         http_listener,
         Arc::clone(&status),
@@ -114,7 +132,7 @@ pub async fn serve(
     ));
 
     let ads = AdsService::new(subscribe.clone(), Arc::clone(&status), cancel.clone());
-    let control = ControlService::new(store, clock, subscribe);
+    let control = ControlService::new(store, keys, clock, subscribe);
     let grpc = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(GatewayControlServer::new(control))

@@ -1,9 +1,10 @@
 //! What the server reports about itself: the configuration in force, rejected reloads, ADS
-//! streams and NACKs, and the signing credentials (never the secret). Shared by the tasks that
-//! update it and rendered by the admin port as JSON (`/status`) and Prometheus text
-//! (`/metrics`).
+//! streams and NACKs, the signing credentials (never the secret) and the issuers' keys.
+//! Shared by the tasks that update it and rendered by the admin port as JSON (`/status`) and
+//! Prometheus text (`/metrics`).
 
 use std::{
+    collections::BTreeMap,
     fmt::Write as _,
     sync::{
         Arc, Mutex,
@@ -14,7 +15,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::credentials::CredentialStore;
+use crate::{
+    credentials::CredentialStore,
+    identity::{KeyManager, manager::IssuerReport},
+};
 
 /// A reload that failed, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -41,6 +45,7 @@ pub struct ServerStatus {
     xds_streams_total: AtomicU64,
     nacks: AtomicU64,
     credentials: Arc<CredentialStore>,
+    identity: Arc<KeyManager>,
 }
 
 /// The `/status` document.
@@ -57,6 +62,33 @@ pub struct StatusReport {
     pub xds_streams: u64,
     pub nacks: u64,
     pub credentials: CredentialsReport,
+    /// Version of the keys `GetIdentityKeys` hands out now (16 hex digits).
+    pub identity_keys_version: String,
+    /// The `jwt` issuers, by name.
+    pub identity: BTreeMap<String, IdentityReport>,
+}
+
+/// One issuer's keys (no secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IdentityReport {
+    pub issuer: String,
+    /// The configuration key of its key source: `jwks_uri`, `discovery`, `jwks_file`,
+    /// `jwks`, `dev_signing_key` or `hs256_secret_env`.
+    pub source: &'static str,
+    /// The URL or file the keys are read from (for discovery, the JWKS URL once found).
+    pub location: Option<String>,
+    pub keys: usize,
+    pub kids: Vec<String>,
+    /// RFC 3339, UTC; `null` before the first read and for keys that are never read.
+    pub last_fetch_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub next_fetch_at: Option<String>,
+    /// Why the last read failed (the last good keys stay in use); `null` after a good one.
+    pub last_error: Option<String>,
+    pub fetches: u64,
+    pub fetch_failures: u64,
+    /// Reads caused by tokens with an unknown key id.
+    pub unknown_kid_refreshes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -76,6 +108,7 @@ impl ServerStatus {
         config_version: String,
         loaded_at: SystemTime,
         credentials: Arc<CredentialStore>,
+        identity: Arc<KeyManager>,
     ) -> Self {
         Self {
             config_file,
@@ -90,6 +123,7 @@ impl ServerStatus {
             xds_streams_total: AtomicU64::new(0),
             nacks: AtomicU64::new(0),
             credentials,
+            identity,
         }
     }
 
@@ -140,6 +174,31 @@ impl ServerStatus {
                 expires_at: credentials.expires_at.map(rfc3339),
                 last_refresh_error: credentials.last_error,
             },
+            identity_keys_version: format!("{:016x}", self.identity.version()),
+            identity: self
+                .identity
+                .report()
+                .into_iter()
+                .map(|issuer| {
+                    (
+                        issuer.name,
+                        IdentityReport {
+                            issuer: issuer.issuer,
+                            source: issuer.source,
+                            location: issuer.location,
+                            keys: issuer.kids.len(),
+                            kids: issuer.kids,
+                            last_fetch_at: issuer.last_fetch_at.map(rfc3339),
+                            last_success_at: issuer.last_success_at.map(rfc3339),
+                            next_fetch_at: issuer.next_fetch_at.map(rfc3339),
+                            last_error: issuer.last_error,
+                            fetches: issuer.fetches,
+                            fetch_failures: issuer.failures,
+                            unknown_kid_refreshes: issuer.unknown_kid_refreshes,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -220,8 +279,60 @@ impl ServerStatus {
             "Failed fetches of signing credentials.",
             credentials.refresh_failures as f64,
         );
+        let issuers = self.identity.report();
+        let mut labelled =
+            |name: &str, kind: &str, help: &str, value: &dyn Fn(&IssuerReport) -> f64| {
+                let _ = writeln!(out, "# HELP xds_server_{name} {help}");
+                let _ = writeln!(out, "# TYPE xds_server_{name} {kind}");
+                for issuer in &issuers {
+                    let _ = writeln!(
+                        out,
+                        "xds_server_{name}{{issuer=\"{}\"}} {}",
+                        label_value(&issuer.name),
+                        value(issuer)
+                    );
+                }
+            };
+        labelled(
+            "identity_keys",
+            "gauge",
+            "Verification keys of the issuer handed to the filter.",
+            &|i| i.kids.len() as f64,
+        );
+        labelled(
+            "identity_key_fetches_total",
+            "counter",
+            "Reads of the issuer's keys (good or bad).",
+            &|i| i.fetches as f64,
+        );
+        labelled(
+            "identity_key_fetch_failures_total",
+            "counter",
+            "Failed reads of the issuer's keys (the last good keys stayed in use).",
+            &|i| i.failures as f64,
+        );
+        labelled(
+            "identity_unknown_kid_refreshes_total",
+            "counter",
+            "Reads of the issuer's keys caused by a token with an unknown key id.",
+            &|i| i.unknown_kid_refreshes as f64,
+        );
+        labelled(
+            "identity_last_success_timestamp_seconds",
+            "gauge",
+            "When the issuer's keys were last read successfully (Unix seconds; 0: never).",
+            &|i| i.last_success_at.map_or(0, unix_seconds) as f64,
+        );
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Decrements the open-stream gauge when an ADS stream ends.
@@ -240,7 +351,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub(crate) fn unix_seconds(at: SystemTime) -> i64 {
+pub fn unix_seconds(at: SystemTime) -> i64 {
     match at.duration_since(UNIX_EPOCH) {
         Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
@@ -255,82 +366,4 @@ pub fn rfc3339(at: SystemTime) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn formats_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000) + Duration::from_millis(900)),
-            "2026-11-18T11:06:40Z"
-        );
-    }
-
-    #[test]
-    fn reload_errors_are_reported_until_a_reload_succeeds() {
-        let status = ServerStatus::new(
-            "gateway.yaml".into(),
-            "v1".into(),
-            UNIX_EPOCH,
-            Arc::new(CredentialStore::default()),
-        );
-        let at = UNIX_EPOCH + Duration::from_secs(60);
-        status.reload_rejected("gateway.yaml: upstream.region: expected ...".into(), at);
-        let report = status.report(at);
-        assert_eq!(report.rejected_reloads, 1);
-        assert_eq!(
-            report.last_error,
-            Some(LastError {
-                message: "gateway.yaml: upstream.region: expected ...".into(),
-                at: "1970-01-01T00:01:00Z".into()
-            })
-        );
-        assert_eq!(report.config_version, "v1");
-        assert!(
-            status
-                .prometheus(at)
-                .contains("xds_server_config_rejected_reloads_total 1\n")
-        );
-        assert!(
-            status
-                .prometheus(at)
-                .contains("xds_server_config_last_reload_failed 1\n")
-        );
-
-        status.config_loaded("v2".into(), at);
-        let report = status.report(at);
-        assert_eq!(report.last_error, None);
-        assert_eq!(report.rejected_reloads, 1);
-        assert_eq!(report.config_version, "v2");
-        assert!(
-            status
-                .prometheus(at)
-                .contains("xds_server_config_last_reload_failed 0\n")
-        );
-    }
-
-    #[test]
-    fn counts_open_streams_and_nacks() {
-        let status = Arc::new(ServerStatus::new(
-            "f".into(),
-            "v".into(),
-            UNIX_EPOCH,
-            Arc::new(CredentialStore::default()),
-        ));
-        let first = status.stream_opened();
-        let second = status.stream_opened();
-        status.nack_received();
-        assert_eq!(status.report(UNIX_EPOCH).xds_streams, 2);
-        drop(first);
-        let report = status.report(UNIX_EPOCH);
-        assert_eq!((report.xds_streams, report.nacks), (1, 1));
-        drop(second);
-        let text = status.prometheus(UNIX_EPOCH);
-        assert!(text.contains("xds_server_xds_streams 0\n"), "{text}");
-        assert!(text.contains("xds_server_xds_streams_total 2\n"), "{text}");
-        assert!(text.contains("xds_server_xds_nacks_total 1\n"), "{text}");
-    }
-}
+mod tests;

@@ -1,15 +1,19 @@
 //! One fixture per way a configuration file can be wrong, each with the whole message it must
-//! produce (`NAME.yaml` + `NAME.expected`), and the valid fixtures with what they mean.
+//! produce (`NAME.yaml` + `NAME.expected`), and the valid fixtures with what they mean. A
+//! fixture's environment (`hs256_secret_env`) is `NAME.env` (`KEY=VALUE` lines), else empty.
 //! Paths are relative to the crate, as `cargo test` runs there.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use gateway_common::filter_config::{Authentication, FilterConfig, PathRule};
-use xds_server::config::{self, EndpointHost, EndpointUrl, Overrides, SHARED_UPSTREAM_CLUSTER};
+use xds_server::config::{
+    self, ConfigError, EndpointHost, EndpointUrl, GatewayConfig, Overrides, SHARED_UPSTREAM_CLUSTER,
+};
 
 const INVALID: &str = "tests/fixtures/invalid";
 const VALID: &str = "tests/fixtures/valid";
@@ -22,6 +26,20 @@ fn files_with_extension(dir: &str, extension: &str) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Loads a fixture with the environment of its `.env` file (empty when it has none).
+fn load(fixture: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    let env: HashMap<String, String> = std::fs::read_to_string(fixture.with_extension("env"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').expect("KEY=VALUE");
+            (key.to_string(), value.to_string())
+        })
+        .collect();
+    config::load_with_env(fixture, overrides, &|name| env.get(name).cloned())
 }
 
 #[test]
@@ -38,7 +56,7 @@ fn every_invalid_fixture_fails_with_its_exact_message() {
         let expected = std::fs::read_to_string(&expected_file)
             .unwrap_or_else(|e| panic!("{}: {e}", expected_file.display()));
         let expected = expected.trim_end();
-        match config::load(fixture, &Overrides::default()) {
+        match load(fixture, &Overrides::default()) {
             Ok(_) => failures.push(format!(
                 "{}: accepted, expected: {expected}",
                 fixture.display()
@@ -81,7 +99,7 @@ fn every_valid_fixture_loads_and_its_filter_config_validates() {
     let fixtures = files_with_extension(VALID, "yaml");
     assert!(fixtures.len() >= 3, "valid fixtures missing");
     for fixture in fixtures {
-        let config = config::load(&fixture, &Overrides::default())
+        let config = load(&fixture, &Overrides::default())
             .unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));
         let json = serde_json::to_vec(&config.filter).unwrap();
         FilterConfig::from_json(&json).unwrap_or_else(|e| panic!("{}: {e}", fixture.display()));
@@ -253,4 +271,77 @@ fn validate_command_reports_like_the_library() {
             .unwrap()
             .trim_end()
     );
+}
+
+#[test]
+fn jwt_fixture_names_every_key_source() {
+    use gateway_common::auth_config::{Algorithm, ClaimMapping};
+    use xds_server::identity::KeySource;
+
+    let config = load(&Path::new(VALID).join("jwt.yaml"), &Overrides::default()).unwrap();
+    let Authentication::Jwt(jwt) = &config.filter.authentication else {
+        panic!("mode jwt");
+    };
+    let names: Vec<&str> = jwt.issuers.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "corp",
+            "oidc",
+            "air-gapped",
+            "inline",
+            "local-dev",
+            "shared"
+        ]
+    );
+    let corp = &jwt.issuers[0];
+    assert_eq!(corp.algorithms, [Algorithm::RS256, Algorithm::ES256]);
+    assert_eq!(
+        corp.claims,
+        ClaimMapping {
+            tenant: "custom:tenant".into(),
+            subject: "sub".into(),
+            role: Some("groups".into()),
+            tier: Some("tier".into())
+        }
+    );
+    assert_eq!(jwt.issuers[1].algorithms, Algorithm::ASYMMETRIC);
+    assert_eq!(jwt.issuers[4].algorithms, [Algorithm::EdDSA]);
+    assert_eq!(jwt.issuers[5].algorithms, [Algorithm::HS256]);
+    assert_eq!(
+        (
+            jwt.cache_max_entries,
+            jwt.unknown_kid_refresh_seconds,
+            jwt.keys_refresh_seconds
+        ),
+        (2000, 5, 120)
+    );
+    assert_eq!(jwt.access.tenants["team-a"][0].models, ["anthropic.*"]);
+    assert_eq!(config.audit_log, Path::new("/var/log/gateway/audit.log"));
+
+    let sources: Vec<&str> = config.identity.iter().map(|s| s.source.label()).collect();
+    assert_eq!(
+        sources,
+        [
+            "jwks_uri",
+            "discovery",
+            "jwks_file",
+            "jwks",
+            "dev_signing_key",
+            "hs256_secret_env"
+        ]
+    );
+    assert_eq!(
+        config.identity[2].source,
+        KeySource::JwksFile(fixture_dir().join("keys/internal.jwks.json"))
+    );
+    assert_eq!(
+        config.identity[4].source,
+        KeySource::DevSigningKey(fixture_dir().join("../.run/dev-issuer.pem"))
+    );
+    assert_eq!(config.identity[0].refresh, Duration::from_secs(600));
+    assert_eq!(config.identity[0].min_refresh, Duration::from_secs(60));
+    // The shared secret never reaches Envoy's configuration.
+    let json = serde_json::to_string(&config.filter).unwrap();
+    assert!(!json.contains("a-development-secret"), "{json}");
 }

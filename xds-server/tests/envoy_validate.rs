@@ -97,6 +97,9 @@ fn configs() -> Vec<String> {
             "listener:\n  address: 127.0.0.1\n  port: 18080\nupstream:\n  region: us-west-2\n  endpoint_url: http://127.0.0.1:4566\n{tail}"
         ),
         // Every key set; a named TLS endpoint.
+        // Token authentication: the filter's JSON grows an `authentication` section, the
+        // listener writes its audit log to a file.
+        "upstream:\n  region: us-east-1\nfilter:\n  wasm_path: unused.wasm\nauth:\n  issuers:\n    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway]\n      dev_signing_key: dev-issuer.pem\n      claims: {role: groups}\n      token_header: {name: x-api-token}\n    - name: corp\n      issuer: https://idp.example.com/\n      audiences: [bedrock-gateway]\n      jwks_uri: https://idp.example.com/jwks\n  access:\n    default: [{services: [bedrock-runtime, bedrock-agent-runtime], operations: [\"*\"], models: [\"*\"]}]\n    roles: {admin: [{services: [\"*\"]}]}\n  audit_log: /tmp/bedrock-gateway-audit.log\n".to_string(),
         format!(
             "listener:\n  address: \"::\"\n  port: 10000\nupstream:\n  region: eu-central-1\n  endpoint_url: https://bedrock.internal.example:8443\n  services: [bedrock-runtime, bedrock-agent-runtime]\n  ca_file: /etc/ssl/certs/ca-certificates.crt\n  connect_timeout_ms: 2500\n  request_timeout_seconds: 600\n  stream_idle_timeout_seconds: 120\n  max_request_body_bytes: 52428800\n  path_rules:\n    - method: POST\n      path: /model/*/invoke\n      service: bedrock-runtime\n    - path: /knowledgebases/**\n      service: bedrock-agent-runtime\nfilter:\n  wasm_path: unused.wasm\n  credentials_refresh_seconds: 30\n  control_timeout_ms: 500\nauth:\n  mode: none\n"
         ),

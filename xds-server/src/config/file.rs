@@ -3,14 +3,16 @@
 //! [`GatewayConfig`](super::GatewayConfig). The doc comment of each field is its reference
 //! documentation: meaning, default and unit.
 
+mod auth;
+
 use std::path::PathBuf;
 
+pub use auth::*;
 use gateway_common::{filter_config::DEFAULT_MAX_REQUEST_BODY_BYTES, names};
 use serde::Deserialize;
 
 /// The whole file. Required: `upstream.region`, `filter.wasm_path` (unless given on the command
-/// line) and, for now, `auth.mode: none`, because the default mode, `jwt`, is not supported
-/// yet.
+/// line), and either `auth.issuers` or `auth.mode: none`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -22,7 +24,8 @@ pub struct ConfigFile {
     /// The Wasm filter that routes and signs requests.
     #[serde(default)]
     pub filter: FilterSection,
-    /// Who may call the gateway. When absent, the mode is `jwt`.
+    /// Who may call the gateway, and the audit log. When absent, the mode is `jwt` (which
+    /// needs `auth.issuers`).
     #[serde(default)]
     pub auth: Option<AuthSection>,
 }
@@ -38,6 +41,23 @@ pub struct ListenerSection {
     /// TCP port Envoy listens on, 1 to 65535. Default `8080`.
     #[serde(default = "default_listener_port")]
     pub port: u16,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with this certificate instead of plain HTTP.
+    /// Needed by clients that send bearer tokens only over TLS (boto3 with
+    /// `AWS_BEARER_TOKEN_BEDROCK`). Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsSection>,
+}
+
+/// The listener's TLS certificate, as files on the machine where Envoy runs (relative paths
+/// are relative to this file's directory). Envoy reads them when the listener is (re)built;
+/// after replacing the files, touch this config file to apply them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsSection {
+    /// PEM certificate chain, leaf first. Required.
+    pub certificate_file: PathBuf,
+    /// PEM private key of the certificate. Required.
+    pub private_key_file: PathBuf,
 }
 
 impl Default for ListenerSection {
@@ -45,6 +65,7 @@ impl Default for ListenerSection {
         Self {
             address: default_listener_address(),
             port: default_listener_port(),
+            tls: None,
         }
     }
 }
@@ -137,26 +158,6 @@ impl Default for FilterSection {
             control_timeout_ms: default_control_timeout_ms(),
         }
     }
-}
-
-/// How callers are authenticated.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSection {
-    /// `none` lets every caller through (use it only where the network already restricts who
-    /// reaches the listener); `jwt` requires a token from a configured issuer. Default `jwt`:
-    /// authentication is never off unless the file says so.
-    #[serde(default)]
-    pub mode: AuthMode,
-}
-
-/// Value of `auth.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    None,
-    #[default]
-    Jwt,
 }
 
 fn default_listener_address() -> String {

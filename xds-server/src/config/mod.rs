@@ -2,7 +2,9 @@
 //! [`validate`] the semantic checks that turn them into a [`GatewayConfig`]. Pure apart from
 //! [`load`], which reads the file.
 
+mod auth;
 pub mod file;
+mod key_source;
 mod validate;
 
 use std::{
@@ -13,7 +15,18 @@ use std::{
 
 use gateway_common::filter_config::FilterConfig;
 
-pub use validate::AUTH_JWT_UNSUPPORTED;
+pub use key_source::MIN_HS256_SECRET_BYTES;
+
+use crate::identity::IssuerKeySource;
+
+/// How the configuration reads environment variables (`hs256_secret_env`): the process
+/// environment in production, a map in tests.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment; a variable that is not UTF-8 counts as unset.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
 
 /// Name of the one cluster every service goes to when `upstream.endpoint_url` is set.
 pub const SHARED_UPSTREAM_CLUSTER: &str = "bedrock_upstream";
@@ -23,11 +36,24 @@ pub const SHARED_UPSTREAM_CLUSTER: &str = "bedrock_upstream";
 pub struct GatewayConfig {
     /// Where Envoy listens for clients.
     pub listener: SocketAddr,
+    /// HTTPS instead of plain HTTP on the listener.
+    pub listener_tls: Option<ListenerTls>,
     pub upstream: Upstream,
     /// Absolute path of the filter's `.wasm` file on Envoy's machine.
     pub wasm_path: PathBuf,
     /// The filter's configuration, validated with [`FilterConfig::validate`].
     pub filter: FilterConfig,
+    /// Absolute path of the audit access log on Envoy's machine.
+    pub audit_log: PathBuf,
+    /// The `jwt` issuers' key sources, for the key manager; empty in mode `none`.
+    pub identity: Vec<IssuerKeySource>,
+}
+
+/// Absolute paths of the listener's certificate and key on Envoy's machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub certificate_file: PathBuf,
+    pub private_key_file: PathBuf,
 }
 
 /// Where requests go and the limits on the way.
@@ -147,12 +173,32 @@ pub fn parse(
     base_dir: &Path,
     overrides: &Overrides,
 ) -> Result<GatewayConfig, ConfigError> {
+    parse_with_env(file, text, base_dir, overrides, &process_env)
+}
+
+/// [`parse`], reading environment variables through `env`.
+pub fn parse_with_env(
+    file: &str,
+    text: &str,
+    base_dir: &Path,
+    overrides: &Overrides,
+    env: Env<'_>,
+) -> Result<GatewayConfig, ConfigError> {
     let raw = parse_yaml(file, text)?;
-    validate::validate(file, raw, base_dir, overrides)
+    validate::validate(file, raw, base_dir, overrides, env)
 }
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigError> {
+    load_with_env(path, overrides, &process_env)
+}
+
+/// [`load`], reading environment variables through `env`.
+pub fn load_with_env(
+    path: &Path,
+    overrides: &Overrides,
+    env: Env<'_>,
+) -> Result<GatewayConfig, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| ConfigError::Read {
         file: file.clone(),
@@ -162,7 +208,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<GatewayConfig, ConfigE
         file: file.clone(),
         reason: format!("expected UTF-8 text: {e}"),
     })?;
-    parse(&file, text, &base_dir(path), overrides)
+    parse_with_env(&file, text, &base_dir(path), overrides, env)
 }
 
 /// The absolute directory of a configuration file, against which its relative paths resolve.
@@ -260,6 +306,8 @@ fn reword(key: String, message: String) -> (String, String) {
             "expected a whole number from 0 to 4294967295",
         ),
         ("expected u64", "expected a whole number from 0 up"),
+        ("expected usize", "expected a whole number from 0 up"),
+        ("expected a boolean", "expected true or false"),
     ] {
         if let Some(stripped) = message.strip_suffix(rust) {
             message = format!("{stripped}{yaml}");

@@ -15,24 +15,20 @@ use gateway_common::{
 };
 
 use super::{
-    ConfigError, EndpointHost, EndpointUrl, GatewayConfig, Overrides, Upstream,
-    file::{AuthMode, AuthSection, ConfigFile},
+    ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides, Upstream,
+    auth::{check_auth, map_auth_error},
+    file::ConfigFile,
 };
 
-/// Why `auth.mode: jwt` (the default) is refused. The identity work replaces this check, in
-/// [`check_auth`], with real issuer configuration.
-pub const AUTH_JWT_UNSUPPORTED: &str =
-    "`none`; `jwt` needs issuers, which this version does not support yet";
-
 /// Longest duration a protobuf `Duration` (and so Envoy) accepts, in seconds.
-const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+pub(super) const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     file: &'a str,
 }
 
 impl Checker<'_> {
-    fn invalid(&self, key: &str, expected: &str, found: Option<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, expected: &str, found: Option<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_string(),
             key: key.to_string(),
@@ -47,6 +43,7 @@ pub(super) fn validate(
     raw: ConfigFile,
     base_dir: &Path,
     overrides: &Overrides,
+    env: Env<'_>,
 ) -> Result<GatewayConfig, ConfigError> {
     let check = Checker { file };
 
@@ -60,6 +57,23 @@ pub(super) fn validate(
     if raw.listener.port == 0 {
         return Err(check.invalid("listener.port", "a port from 1 to 65535", Some("0".into())));
     }
+    let listener_tls = match &raw.listener.tls {
+        None => None,
+        Some(tls) => {
+            for (key, path) in [
+                ("listener.tls.certificate_file", &tls.certificate_file),
+                ("listener.tls.private_key_file", &tls.private_key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(check.invalid(key, "the path of a PEM file", Some(quoted(""))));
+                }
+            }
+            Some(ListenerTls {
+                certificate_file: resolve(base_dir, &tls.certificate_file),
+                private_key_file: resolve(base_dir, &tls.private_key_file),
+            })
+        }
+    };
 
     let upstream = &raw.upstream;
     let endpoint = match &upstream.endpoint_url {
@@ -123,10 +137,17 @@ pub(super) fn validate(
         }
     };
 
-    filter.authentication = check_auth(&check, raw.auth.as_ref())?;
+    let auth = check_auth(&check, raw.auth.as_ref(), base_dir, env)?;
+    if auth.authentication != Authentication::None {
+        filter.authentication = auth.authentication;
+        filter
+            .validate()
+            .map_err(|e| map_filter_error(&check, &raw, e))?;
+    }
 
     Ok(GatewayConfig {
         listener: SocketAddr::new(address, raw.listener.port),
+        listener_tls,
         upstream: Upstream {
             region: upstream.region.clone(),
             endpoint,
@@ -139,18 +160,9 @@ pub(super) fn validate(
         },
         wasm_path,
         filter,
+        audit_log: auth.audit_log,
+        identity: auth.identity,
     })
-}
-
-/// The one place that decides which authentication modes are accepted.
-fn check_auth(
-    check: &Checker<'_>,
-    auth: Option<&AuthSection>,
-) -> Result<Authentication, ConfigError> {
-    match auth.map(|a| a.mode).unwrap_or_default() {
-        AuthMode::None => Ok(Authentication::None),
-        AuthMode::Jwt => Err(check.invalid("auth.mode", AUTH_JWT_UNSUPPORTED, None)),
-    }
 }
 
 /// The filter's configuration, before validation. Hosts are always the real AWS hosts: they
@@ -208,6 +220,8 @@ fn map_filter_error(check: &Checker<'_>, raw: &ConfigFile, error: InvalidKey) ->
             format!("upstream.services[{index}]"),
             upstream.services.get(index).map(|s| quoted(s)),
         )
+    } else if let Some(auth_key) = key.strip_prefix("authentication.") {
+        map_auth_error(raw.auth.as_ref(), &upstream.services, auth_key)
     } else if let Some((index, field)) = indexed(key, "path_rules") {
         let rule = upstream.path_rules.get(index);
         let found = rule.and_then(|r| match field {
@@ -240,7 +254,7 @@ fn map_filter_error(check: &Checker<'_>, raw: &ConfigFile, error: InvalidKey) ->
 }
 
 /// Splits `prefix[3].field` into `(3, "field")`.
-fn indexed<'k>(key: &'k str, prefix: &str) -> Option<(usize, &'k str)> {
+pub(super) fn indexed<'k>(key: &'k str, prefix: &str) -> Option<(usize, &'k str)> {
     let rest = key.strip_prefix(prefix)?.strip_prefix('[')?;
     let (index, rest) = rest.split_once(']')?;
     let field = rest.strip_prefix('.').unwrap_or(rest);
@@ -286,7 +300,7 @@ fn parse_endpoint_url(url: &str) -> Option<EndpointUrl> {
     Some(EndpointUrl { tls, host, port })
 }
 
-fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
+pub(super) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -294,7 +308,7 @@ fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn quoted(value: &str) -> String {
+pub(super) fn quoted(value: &str) -> String {
     format!("{value:?}")
 }
 

@@ -1,34 +1,12 @@
-//! `bedrock_gateway.v1.GatewayControl`: hands the filter the current signing credentials.
+//! `GetSigningCredentials`: the current signing credentials, in their wire form.
 
-use std::{sync::Arc, time::SystemTime};
+use std::time::SystemTime;
 
 use gateway_common::proto::{GetSigningCredentialsRequest, SigningCredentials};
-use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 use tracing::{debug, info};
 
-use super::{Clock, CredentialStore, Credentials};
-use crate::{control_api::gateway_control_server::GatewayControl, server::ActiveConfig};
-
-pub struct ControlService {
-    store: Arc<CredentialStore>,
-    clock: Arc<dyn Clock>,
-    config: watch::Receiver<Arc<ActiveConfig>>,
-}
-
-impl ControlService {
-    pub fn new(
-        store: Arc<CredentialStore>,
-        clock: Arc<dyn Clock>,
-        config: watch::Receiver<Arc<ActiveConfig>>,
-    ) -> Self {
-        Self {
-            store,
-            clock,
-            config,
-        }
-    }
-}
+use super::{CredentialStore, Credentials};
 
 /// Seconds until the filter should ask again: when the server itself fetches next, but at
 /// least 1 and at most the configured `credentials_refresh_seconds`.
@@ -61,45 +39,36 @@ fn to_proto(credentials: &Credentials, refresh_after_seconds: u32) -> SigningCre
     }
 }
 
-#[tonic::async_trait]
-impl GatewayControl for ControlService {
-    async fn get_signing_credentials(
-        &self,
-        request: Request<GetSigningCredentialsRequest>,
-    ) -> Result<Response<SigningCredentials>, Status> {
-        let request = request.into_inner();
-        let now = self.clock.now();
-        let Some(credentials) = self.store.current(now) else {
-            let reason = self
-                .store
-                .last_error()
-                .unwrap_or_else(|| "not fetched yet".to_string());
-            debug!(node = %request.node_id, %reason, "no signing credentials to hand out");
-            return Err(Status::unavailable(format!(
-                "no unexpired AWS signing credentials: {reason}"
-            )));
-        };
-        if !request.current_access_key_id.is_empty()
-            && request.current_access_key_id != credentials.access_key_id
-        {
-            info!(
-                node = %request.node_id,
-                from = %request.current_access_key_id.chars().take(4).collect::<String>(),
-                to = %credentials.access_key_id_prefix(),
-                "filter switches to new signing credentials"
-            );
-        }
-        let refresh_seconds = self
-            .config
-            .borrow()
-            .config
-            .filter
-            .control
-            .credentials_refresh_seconds;
-        let refresh_after =
-            refresh_after_seconds(now, self.store.next_refresh_at(), refresh_seconds);
-        Ok(Response::new(to_proto(&credentials, refresh_after)))
+/// The answer to `request` at `now`: `UNAVAILABLE` (with the reason, never a secret) when
+/// there are no unexpired credentials.
+pub fn signing_credentials(
+    store: &CredentialStore,
+    now: SystemTime,
+    request: &GetSigningCredentialsRequest,
+    credentials_refresh_seconds: u64,
+) -> Result<SigningCredentials, Status> {
+    let Some(credentials) = store.current(now) else {
+        let reason = store
+            .last_error()
+            .unwrap_or_else(|| "not fetched yet".to_string());
+        debug!(node = %request.node_id, %reason, "no signing credentials to hand out");
+        return Err(Status::unavailable(format!(
+            "no unexpired AWS signing credentials: {reason}"
+        )));
+    };
+    if !request.current_access_key_id.is_empty()
+        && request.current_access_key_id != credentials.access_key_id
+    {
+        info!(
+            node = %request.node_id,
+            from = %request.current_access_key_id.chars().take(4).collect::<String>(),
+            to = %credentials.access_key_id_prefix(),
+            "filter switches to new signing credentials"
+        );
     }
+    let refresh_after =
+        refresh_after_seconds(now, store.next_refresh_at(), credentials_refresh_seconds);
+    Ok(to_proto(&credentials, refresh_after))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The listener: one HTTP connection manager running the Wasm filter, then the router.
+//! The listener: one HTTP connection manager running the Wasm filter, then the router, with
+//! the audit access log.
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -6,15 +7,24 @@ use envoy_types::{
     pb::{
         envoy::{
             config::{
+                accesslog::v3::{
+                    AccessLog, AccessLogFilter, ExtensionFilter, access_log,
+                    access_log_filter::FilterSpecifier, extension_filter,
+                },
                 core::v3::{
                     Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource,
-                    DataSource, SocketAddress, address, async_data_source,
-                    config_source::ConfigSourceSpecifier, data_source, socket_address,
+                    DataSource, SocketAddress, SubstitutionFormatString, TransportSocket, address,
+                    async_data_source, config_source::ConfigSourceSpecifier, data_source,
+                    socket_address, substitution_format_string, transport_socket,
                 },
                 listener::v3::{Filter, FilterChain, Listener, filter},
                 route::v3::RouteConfiguration,
             },
             extensions::{
+                access_loggers::{
+                    file::v3::{FileAccessLog, file_access_log},
+                    filters::cel::v3::ExpressionFilter,
+                },
                 filters::{
                     http::{router::v3::Router, wasm::v3::Wasm},
                     network::http_connection_manager::v3::{
@@ -22,6 +32,9 @@ use envoy_types::{
                         http_connection_manager::{CodecType, RouteSpecifier},
                         http_filter,
                     },
+                },
+                transport_sockets::tls::v3::{
+                    CommonTlsContext, DownstreamTlsContext, TlsCertificate,
                 },
                 wasm::v3::{FailurePolicy, PluginConfig, VmConfig, plugin_config},
             },
@@ -33,7 +46,7 @@ use envoy_types::{
 use gateway_common::names;
 
 use super::{LISTENER_NAME, ROUTE_CONFIG_NAME, duration};
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, ListenerTls};
 
 /// Name of the Wasm HTTP filter in the chain (also its stats prefix).
 pub const WASM_FILTER_NAME: &str = "bedrock_gateway";
@@ -41,6 +54,9 @@ pub const WASM_FILTER_NAME: &str = "bedrock_gateway";
 pub const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
+const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
+const CEL_ACCESS_LOG_FILTER: &str = "envoy.access_loggers.extension_filters.cel";
 
 /// Where the connection manager gets its routes.
 pub enum RouteSource {
@@ -67,6 +83,7 @@ pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) 
         request_timeout: Some(duration(std::time::Duration::ZERO)),
         generate_request_id: Some(BoolValue { value: true }),
         local_reply_config: Some(super::local_reply::local_reply_config()),
+        access_log: vec![audit_log(config)],
         http_filters: vec![
             HttpFilter {
                 name: WASM_FILTER_NAME.to_string(),
@@ -105,9 +122,35 @@ pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) 
                 name: HTTP_CONNECTION_MANAGER.to_string(),
                 config_type: Some(filter::ConfigType::TypedConfig(pack_any(manager))),
             }],
+            transport_socket: config.listener_tls.as_ref().map(downstream_tls),
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+/// HTTPS on the listener: the certificate and key are files Envoy reads (their content never
+/// appears in the configuration), HTTP/2 or HTTP/1.1 by ALPN.
+fn downstream_tls(tls: &ListenerTls) -> TransportSocket {
+    let file = |path: &std::path::Path| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.display().to_string())),
+        ..Default::default()
+    };
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificates: vec![TlsCertificate {
+                certificate_chain: Some(file(&tls.certificate_file)),
+                private_key: Some(file(&tls.private_key_file)),
+                ..Default::default()
+            }],
+            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: TLS_TRANSPORT_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(context))),
     }
 }
 
@@ -140,6 +183,65 @@ pub fn wasm_filter(config: &GatewayConfig, filter_json: &str) -> Wasm {
             allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
             ..Default::default()
         }),
+    }
+}
+
+/// The filter state the filter writes the audit record into, as Envoy names it.
+pub fn audit_filter_state_key() -> String {
+    format!("wasm.{}", names::AUDIT_PROPERTY)
+}
+
+/// One JSON object per line. The filter's state is a fragment of already escaped members
+/// (`"tenant":"team-a","decision":"allow",...`); Envoy adds the time and the response facts.
+pub fn audit_log_format() -> String {
+    format!(
+        concat!(
+            r#"{{"time":"%START_TIME(%Y-%m-%dT%H:%M:%E3SZ)%",%FILTER_STATE({}:PLAIN)%,"#,
+            r#""status":%RESPONSE_CODE%,"duration_ms":%DURATION%,"#,
+            r#""bytes_received":%BYTES_RECEIVED%,"bytes_sent":%BYTES_SENT%}}"#,
+            "\n"
+        ),
+        audit_filter_state_key()
+    )
+}
+
+/// The CEL condition that keeps requests without an audit record out of the log: those
+/// Envoy rejected before the filter ran would print `-` in place of the fragment, which is
+/// not JSON.
+pub fn audit_log_condition() -> String {
+    format!("'{}' in filter_state", audit_filter_state_key())
+}
+
+/// The audit access log of `auth.audit_log`.
+pub fn audit_log(config: &GatewayConfig) -> AccessLog {
+    let file = FileAccessLog {
+        path: config.audit_log.display().to_string(),
+        access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
+            SubstitutionFormatString {
+                format: Some(substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(audit_log_format())),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+        )),
+    };
+    AccessLog {
+        name: FILE_ACCESS_LOG.to_string(),
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(FilterSpecifier::ExtensionFilter(ExtensionFilter {
+                name: CEL_ACCESS_LOG_FILTER.to_string(),
+                config_type: Some(extension_filter::ConfigType::TypedConfig(pack_any(
+                    ExpressionFilter {
+                        expression: audit_log_condition(),
+                        ..Default::default()
+                    },
+                ))),
+            })),
+        }),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack_any(file))),
     }
 }
 

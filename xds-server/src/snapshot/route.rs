@@ -15,10 +15,15 @@ use crate::config::GatewayConfig;
 /// The virtual host that takes every request.
 pub const VIRTUAL_HOST_NAME: &str = "bedrock";
 
-/// Removed before a request leaves Envoy: the routing header is internal, and the other two
-/// are added by Envoy itself and mean nothing to Bedrock.
-pub const REQUEST_HEADERS_TO_REMOVE: [&str; 3] =
-    [names::CLUSTER_HEADER, "x-forwarded-proto", "x-request-id"];
+/// Removed before a request leaves Envoy: the routing header and the caller's identity
+/// (`names::IDENTITY_HEADERS`, for later filters in the same Envoy) are internal, and the
+/// other two are added by Envoy itself and mean nothing to Bedrock.
+pub fn request_headers_to_remove() -> Vec<&'static str> {
+    [names::CLUSTER_HEADER, "x-forwarded-proto", "x-request-id"]
+        .into_iter()
+        .chain(names::IDENTITY_HEADERS)
+        .collect()
+}
 
 /// Envoy buffers this much more than the filter accepts. The filter checks the body size in
 /// each body callback, but Envoy checks its own limit when it appends a piece to the buffer,
@@ -53,9 +58,9 @@ pub fn route_configuration(config: &GatewayConfig) -> RouteConfiguration {
                     timeout: Some(duration(config.upstream.request_timeout)),
                     ..Default::default()
                 })),
-                request_headers_to_remove: REQUEST_HEADERS_TO_REMOVE
-                    .iter()
-                    .map(|h| h.to_string())
+                request_headers_to_remove: request_headers_to_remove()
+                    .into_iter()
+                    .map(str::to_string)
                     .collect(),
                 ..Default::default()
             }],

@@ -207,7 +207,12 @@ fn routes_follow_the_cluster_header() {
         [
             "x-bedrock-gateway-cluster",
             "x-forwarded-proto",
-            "x-request-id"
+            "x-request-id",
+            "x-bedrock-gateway-tenant",
+            "x-bedrock-gateway-subject",
+            "x-bedrock-gateway-role",
+            "x-bedrock-gateway-tier",
+            "x-bedrock-gateway-issuer"
         ]
     );
 
@@ -308,3 +313,117 @@ fn listening_on_ipv6_any_includes_ipv4() {
 }
 
 mod clusters;
+
+#[test]
+fn the_audit_log_records_only_requests_the_filter_saw() {
+    use envoy_types::pb::envoy::{
+        config::accesslog::v3::{access_log, access_log_filter, extension_filter},
+        config::core::v3::substitution_format_string,
+        extensions::access_loggers::{
+            file::v3::{FileAccessLog, file_access_log},
+            filters::cel::v3::ExpressionFilter,
+        },
+    };
+    let jwt = BASE.replace(
+        "auth: {mode: none}\n",
+        "auth:\n  issuers: [{name: dev, issuer: http://127.0.0.1/dev, audiences: [gw], dev_signing_key: dev.pem}]\n  audit_log: /var/log/gateway/audit.log\n",
+    );
+    for (text, path) in [
+        (BASE.to_string(), "/dev/stdout"),
+        (jwt, "/var/log/gateway/audit.log"),
+    ] {
+        let listener = listener::listener(&gateway(&text), "{}", listener::RouteSource::Ads);
+        let manager = connection_manager(&listener);
+        assert_eq!(manager.access_log.len(), 1);
+        let log = &manager.access_log[0];
+        assert_eq!(log.name, "envoy.access_loggers.file");
+        let Some(access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
+            panic!("no access log config");
+        };
+        let file: FileAccessLog = unpack(any);
+        assert_eq!(file.path, path);
+        let Some(file_access_log::AccessLogFormat::LogFormat(format)) = file.access_log_format
+        else {
+            panic!("no log format");
+        };
+        let Some(substitution_format_string::Format::TextFormatSource(source)) = format.format
+        else {
+            panic!("not a text format");
+        };
+        assert_eq!(
+            source.specifier,
+            Some(data_source::Specifier::InlineString(
+                "{\"time\":\"%START_TIME(%Y-%m-%dT%H:%M:%E3SZ)%\",%FILTER_STATE(wasm.bedrock_gateway.audit:PLAIN)%,\"status\":%RESPONSE_CODE%,\"duration_ms\":%DURATION%,\"bytes_received\":%BYTES_RECEIVED%,\"bytes_sent\":%BYTES_SENT%}\n".into()
+            ))
+        );
+        let Some(access_log_filter::FilterSpecifier::ExtensionFilter(filter)) =
+            log.filter.as_ref().and_then(|f| f.filter_specifier.clone())
+        else {
+            panic!("no access log filter");
+        };
+        assert_eq!(filter.name, "envoy.access_loggers.extension_filters.cel");
+        let Some(extension_filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+            panic!("no CEL config");
+        };
+        let cel: ExpressionFilter = unpack(any);
+        assert_eq!(
+            cel.expression,
+            "'wasm.bedrock_gateway.audit' in filter_state"
+        );
+    }
+}
+
+#[test]
+fn jwt_authentication_reaches_the_filter_without_secrets() {
+    let text = BASE.replace(
+        "auth: {mode: none}\n",
+        "auth:\n  issuers: [{name: dev, issuer: http://127.0.0.1/dev, audiences: [gw], algorithms: [HS256], hs256_secret_env: PATH}]\n",
+    );
+    let config = config::parse_with_env(
+        "gateway.yaml",
+        &text,
+        Path::new("/etc/gateway"),
+        &Overrides::default(),
+        &|_| Some("a-development-secret-of-at-least-32-bytes".to_string()),
+    )
+    .unwrap();
+    let json = filter_json(&config);
+    assert!(json.contains("\"mode\":\"jwt\""), "{json}");
+    assert!(!json.contains("a-development-secret"), "{json}");
+    assert_eq!(
+        FilterConfig::from_json(json.as_bytes()).unwrap(),
+        config.filter
+    );
+}
+
+#[test]
+fn listener_tls_uses_the_files_with_alpn() {
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, transport_socket};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
+    let config = gateway(
+        "listener:\n  tls:\n    certificate_file: certs/gateway.pem\n    private_key_file: /etc/gw/key.pem\nupstream:\n  region: us-east-1\nfilter:\n  wasm_path: /opt/filter.wasm\nauth:\n  mode: none\n",
+    );
+    let listeners: Vec<Listener> = decoded(&Snapshot::build(&config), type_url::LISTENER);
+    let socket = listeners[0].filter_chains[0]
+        .transport_socket
+        .clone()
+        .expect("tls");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type else {
+        panic!("typed config")
+    };
+    let context: DownstreamTlsContext = unpack(&any);
+    let common = context.common_tls_context.unwrap();
+    assert_eq!(common.alpn_protocols, ["h2", "http/1.1"]);
+    let certificate = &common.tls_certificates[0];
+    let file = |d: &Option<DataSource>| match d.as_ref().and_then(|d| d.specifier.clone()) {
+        Some(data_source::Specifier::Filename(f)) => f,
+        other => panic!("{other:?}"),
+    };
+    assert!(file(&certificate.certificate_chain).ends_with("certs/gateway.pem"));
+    assert!(Path::new(&file(&certificate.certificate_chain)).is_absolute());
+    assert_eq!(file(&certificate.private_key), "/etc/gw/key.pem");
+    // Plain HTTP by default.
+    let plain: Vec<Listener> = decoded(&Snapshot::build(&with_upstream("")), type_url::LISTENER);
+    assert!(plain[0].filter_chains[0].transport_socket.is_none());
+}

@@ -1,5 +1,8 @@
-//! A running server on 127.0.0.1:0 with a static credential source, plus small clients.
+//! A running server on 127.0.0.1:0 with a static credential source, plus small clients; a
+//! token issuer serving a JWKS ([`issuer`]).
 #![allow(dead_code)]
+
+pub mod issuer;
 
 use std::{
     net::SocketAddr,

@@ -1,0 +1,100 @@
+//! `bedrock_gateway.v1.GatewayControl`, the control API the filter calls: signing
+//! credentials ([`crate::credentials::grpc`]) and the issuers' verification keys
+//! ([`crate::identity::manager`]).
+
+use std::sync::Arc;
+
+use gateway_common::{
+    auth_config::JwtAuthentication,
+    filter_config::Authentication,
+    proto::{
+        GetIdentityKeysRequest, GetSigningCredentialsRequest, IdentityKeys, SigningCredentials,
+    },
+};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+use tracing::debug;
+
+use crate::{
+    config::file::DEFAULT_KEYS_REFRESH_SECONDS,
+    control_api::gateway_control_server::GatewayControl,
+    credentials::{Clock, CredentialStore, grpc::signing_credentials},
+    identity::KeyManager,
+    server::ActiveConfig,
+};
+
+pub struct ControlService {
+    store: Arc<CredentialStore>,
+    keys: Arc<KeyManager>,
+    clock: Arc<dyn Clock>,
+    config: watch::Receiver<Arc<ActiveConfig>>,
+}
+
+impl ControlService {
+    pub fn new(
+        store: Arc<CredentialStore>,
+        keys: Arc<KeyManager>,
+        clock: Arc<dyn Clock>,
+        config: watch::Receiver<Arc<ActiveConfig>>,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            clock,
+            config,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl GatewayControl for ControlService {
+    async fn get_signing_credentials(
+        &self,
+        request: Request<GetSigningCredentialsRequest>,
+    ) -> Result<Response<SigningCredentials>, Status> {
+        let refresh_seconds = self
+            .config
+            .borrow()
+            .config
+            .filter
+            .control
+            .credentials_refresh_seconds;
+        signing_credentials(
+            &self.store,
+            self.clock.now(),
+            request.get_ref(),
+            refresh_seconds,
+        )
+        .map(Response::new)
+    }
+
+    async fn get_identity_keys(
+        &self,
+        request: Request<GetIdentityKeysRequest>,
+    ) -> Result<Response<IdentityKeys>, Status> {
+        let request = request.into_inner();
+        let keys_refresh_seconds = match &self.config.borrow().config.filter.authentication {
+            Authentication::Jwt(JwtAuthentication {
+                keys_refresh_seconds,
+                ..
+            }) => *keys_refresh_seconds,
+            Authentication::None => DEFAULT_KEYS_REFRESH_SECONDS,
+        };
+        let answer = self
+            .keys
+            .identity_keys(
+                &request.unknown_kid_issuer,
+                &request.unknown_kid,
+                keys_refresh_seconds,
+            )
+            .await;
+        debug!(
+            node = %request.node_id,
+            version = answer.version,
+            issuers = answer.issuers.len(),
+            unknown_kid_issuer = %request.unknown_kid_issuer,
+            "identity keys handed out"
+        );
+        Ok(Response::new(answer))
+    }
+}
