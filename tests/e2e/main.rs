@@ -7,4 +7,5 @@ mod config_reload;
 mod credentials;
 mod envoy_configs;
 mod forwarding;
+mod identity;
 mod operations;

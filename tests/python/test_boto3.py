@@ -18,12 +18,13 @@ MODEL = "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
 REGION = "us-east-1"
 
 
-def gateway_client(service: str, base_url: str, token: str | None = None):
+def gateway_client(service: str, base_url: str, token: str | None = None, verify=None):
     """The seeds' client factory: the client does not sign; the gateway does."""
     client = boto3.client(
         service,
         region_name=REGION,
         endpoint_url=base_url,
+        verify=verify,
         config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
     )
     prefix = client.meta.service_model.endpoint_prefix

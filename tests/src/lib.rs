@@ -3,9 +3,11 @@
 //! Used by the Rust end-to-end tests and, through the `gateway-stack` binary, by the Python
 //! (boto3) tests.
 
+pub mod idp;
 mod paths;
-mod process;
+pub mod process;
 pub mod stack;
 
+pub use idp::TestIdp;
 pub use paths::Paths;
 pub use stack::{Credentials, RecordedRequest, Stack, StackOptions};

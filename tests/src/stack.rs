@@ -30,6 +30,11 @@ pub struct StackOptions {
     /// Edits the gateway YAML before the first start.
     pub configure: Box<dyn Fn(&mut Yaml)>,
     pub envoy_concurrency: u32,
+    /// More environment variables for xds-server.
+    pub xds_env: Vec<(String, String)>,
+    /// Serve HTTPS with a self-signed certificate for `localhost` and `127.0.0.1`
+    /// (`Stack::ca_file` is the certificate to trust).
+    pub tls: bool,
 }
 
 impl Default for StackOptions {
@@ -38,6 +43,8 @@ impl Default for StackOptions {
             credentials: Credentials::Static,
             configure: Box::new(|_| {}),
             envoy_concurrency: 2,
+            xds_env: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -76,7 +83,10 @@ pub struct Stack {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub config_path: PathBuf,
+    /// Set with `StackOptions::tls`: the certificate clients must trust.
+    pub ca_file: Option<PathBuf>,
     credentials: Credentials,
+    xds_env: Vec<(String, String)>,
     // Dropped in reverse order of start: Envoy first.
     envoy: Option<Child>,
     xds: Option<Child>,
@@ -119,8 +129,24 @@ impl Stack {
         let emulator_control = address(&report, "control")?;
 
         let gateway = free_port()?;
-        let mut config = base_config(&paths, gateway, emulator_api);
+        let audit_log = dir.path().join("audit.log");
+        let mut config = base_config(&paths, gateway, emulator_api, &audit_log);
+        if options.tls {
+            let certified = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+            ])?;
+            std::fs::write(dir.path().join("gateway-cert.pem"), certified.cert.pem())?;
+            std::fs::write(
+                dir.path().join("gateway-key.pem"),
+                certified.signing_key.serialize_pem(),
+            )?;
+            config["listener"]["tls"] = serde_yaml::from_str(
+                "{certificate_file: gateway-cert.pem, private_key_file: gateway-key.pem}",
+            )?;
+        }
         (options.configure)(&mut config);
+        let ca_file = options.tls.then(|| dir.path().join("gateway-cert.pem"));
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, serde_yaml::to_string(&config)?)?;
 
@@ -137,8 +163,10 @@ impl Stack {
             emulator_control,
             access_key_id,
             secret_access_key,
+            ca_file,
             config_path,
             credentials: options.credentials,
+            xds_env: options.xds_env,
             emulator,
         };
         stack.start_xds()?;
@@ -169,7 +197,8 @@ impl Stack {
                 "--http-listen",
                 &self.xds_http.to_string(),
             ])
-            .args(["--watch-interval-ms", "200"]);
+            .args(["--watch-interval-ms", "200"])
+            .envs(self.xds_env.iter().map(|(k, v)| (k, v)));
         match self.credentials {
             Credentials::Static => {
                 command
@@ -293,7 +322,12 @@ impl Stack {
     }
 
     pub fn gateway_url(&self) -> String {
-        format!("http://{}", self.gateway)
+        let scheme = if self.ca_file.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.gateway)
     }
 
     pub fn envoy_pid(&self) -> Option<u32> {
@@ -341,6 +375,17 @@ impl Stack {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// The audit log lines written so far, parsed.
+    pub fn audit_lines(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .with_context(|| format!("audit line is not JSON: {line}"))
+            })
+            .collect()
+    }
+
     pub fn envoy_admin_get(&self, path: &str) -> anyhow::Result<String> {
         Ok(http_get(&format!("http://{}{path}", self.envoy_admin))?.1)
     }
@@ -375,7 +420,12 @@ impl Stack {
     }
 }
 
-fn base_config(paths: &Paths, gateway: SocketAddr, emulator: SocketAddr) -> Yaml {
+fn base_config(
+    paths: &Paths,
+    gateway: SocketAddr,
+    emulator: SocketAddr,
+    audit_log: &std::path::Path,
+) -> Yaml {
     let text = format!(
         r#"
 listener:
@@ -389,9 +439,11 @@ filter:
   credentials_refresh_seconds: 60
 auth:
   mode: none
+  audit_log: {audit}
 "#,
         port = gateway.port(),
         wasm = paths.wasm.display(),
+        audit = audit_log.display(),
     );
     serde_yaml::from_str(&text).unwrap_or(Yaml::Null)
 }

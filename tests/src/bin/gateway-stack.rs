@@ -15,7 +15,39 @@ struct Args {
     /// Lifetime of temporary credentials (with --credentials temporary).
     #[arg(long, default_value_t = 900)]
     ttl_seconds: u64,
+    /// `none`, or `dev`: JWTs from a local development issuer (mint them with
+    /// `xds-server mint-token --config <config_path> --tenant T`).
+    #[arg(long, value_enum, default_value = "none")]
+    auth: AuthKind,
+    /// Serve HTTPS with a self-signed certificate (reported as `ca_file`).
+    #[arg(long)]
+    tls: bool,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuthKind {
+    None,
+    Dev,
+}
+
+/// The development issuer of `--auth dev`: tenant `team-a` may use Anthropic models on
+/// bedrock-runtime; every tenant may use Retrieve.
+const DEV_AUTH: &str = r#"
+mode: jwt
+issuers:
+  - name: local-dev
+    issuer: http://127.0.0.1/local-dev
+    audiences: [bedrock-gateway]
+    dev_signing_key: dev-issuer.pem
+    required_claims: [tenant]
+access:
+  default:
+    - {services: [bedrock-agent-runtime], operations: [Retrieve]}
+  tenants:
+    team-a:
+      - {models: ["anthropic.*"]}
+      - {services: [bedrock-agent-runtime], operations: [Retrieve]}
+"#;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum CredentialKind {
@@ -33,8 +65,17 @@ fn main() -> anyhow::Result<()> {
         },
         CredentialKind::WrongSecret => Credentials::WrongSecret,
     };
+    let auth = args.auth;
     let stack = Stack::start(StackOptions {
         credentials,
+        configure: Box::new(move |config| {
+            if auth == AuthKind::Dev {
+                let audit_log = config["auth"]["audit_log"].clone();
+                config["auth"] = serde_yaml::from_str(DEV_AUTH).unwrap_or_default();
+                config["auth"]["audit_log"] = audit_log;
+            }
+        }),
+        tls: args.tls,
         ..StackOptions::default()
     })?;
     let report = serde_json::json!({
@@ -44,6 +85,8 @@ fn main() -> anyhow::Result<()> {
         "envoy_admin": format!("http://{}", stack.envoy_admin),
         "config_path": stack.config_path,
         "work_dir": stack.dir.path(),
+        "xds_server": stack.paths.xds_server,
+        "ca_file": stack.ca_file,
     });
     println!("{report}");
     // Block until the parent closes our stdin (or dies).

@@ -1,0 +1,587 @@
+//! Identity through real Envoy: JWTs of every algorithm family verified by the filter with
+//! keys that xds-server fetched from an identity provider's JWKS, every bad token refused the
+//! same way, key rotation without restarts, two issuers, per-tenant model access, spoofed
+//! identity headers dropped, and one audit line per decision.
+
+use std::time::{Duration as StdDuration, Instant};
+
+use gateway_e2e::{Stack, StackOptions, TestIdp};
+use jwt_simple::prelude::*;
+use serde_json::{Value, json};
+use serde_yaml::Value as Yaml;
+
+use crate::common::{post, start};
+
+const AUDIENCE: &str = "bedrock-gateway";
+const HS_SECRET: &str = "a-development-secret-of-at-least-32-bytes";
+const CONVERSE_BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"hello"}]}]}"#;
+
+/// The corporate IdP's signing keys (one per algorithm family).
+struct CorpKeys {
+    rsa: RS256KeyPair,
+    es256: ES256KeyPair,
+    es384: ES384KeyPair,
+    ed: Ed25519KeyPair,
+}
+
+impl CorpKeys {
+    fn new() -> Self {
+        Self {
+            rsa: RS256KeyPair::from_pem(include_str!(
+                "../../filter/src/core/auth/testdata/rsa-2048.pem"
+            ))
+            .unwrap()
+            .with_key_id("rsa-1"),
+            es256: ES256KeyPair::generate().with_key_id("p256-1"),
+            es384: ES384KeyPair::generate().with_key_id("p384-1"),
+            ed: Ed25519KeyPair::generate().with_key_id("ed-1"),
+        }
+    }
+
+    fn jwks(&self) -> Vec<Value> {
+        [
+            self.rsa.public_key().to_jwk(),
+            self.es256.public_key().to_jwk(),
+            self.es384.public_key().to_jwk(),
+            self.ed.public_key().to_jwk(),
+        ]
+        .iter()
+        .map(|jwk| without_alg(serde_json::from_str(jwk).unwrap()))
+        .collect()
+    }
+}
+
+/// An RSA JWK usually names no `alg`: one key then serves RS* and PS*.
+fn without_alg(mut jwk: Value) -> Value {
+    if jwk["kty"] == "RSA" {
+        jwk.as_object_mut().unwrap().remove("alg");
+    }
+    jwk
+}
+
+fn claims(idp: &TestIdp, tenant: &str) -> JWTClaims<Value> {
+    Claims::with_custom_claims(
+        json!({"custom:tenant": tenant, "groups": ["dev"]}),
+        Duration::from_mins(10),
+    )
+    .with_issuer(idp.issuer())
+    .with_audience(AUDIENCE)
+    .with_subject("alice@example.com")
+}
+
+fn issuer_yaml(idp: &TestIdp, name: &str, extra: &str) -> Yaml {
+    serde_yaml::from_str(&format!(
+        r#"
+name: {name}
+issuer: {issuer}
+audiences: [{AUDIENCE}]
+jwks_uri: {jwks}
+jwks_refresh_seconds: 2
+jwks_min_refresh_seconds: 1
+{extra}
+"#,
+        issuer = idp.issuer(),
+        jwks = idp.jwks_uri(),
+    ))
+    .unwrap()
+}
+
+struct Setup {
+    stack: Stack,
+    corp: TestIdp,
+    partner: TestIdp,
+    keys: CorpKeys,
+    partner_key: ES256KeyPair,
+}
+
+fn setup() -> Setup {
+    let corp = TestIdp::start().unwrap();
+    let partner = TestIdp::start().unwrap();
+    let keys = CorpKeys::new();
+    corp.publish(keys.jwks());
+    let partner_key = ES256KeyPair::generate().with_key_id("partner-1");
+    partner.publish(vec![
+        serde_json::from_str(&partner_key.public_key().to_jwk()).unwrap(),
+    ]);
+    let issuers = vec![
+        issuer_yaml(&corp, "corp", "claims: {tenant: \"custom:tenant\", role: groups}\nrequired_claims: [\"custom:tenant\"]"),
+        issuer_yaml(&partner, "partner", "claims: {tenant: org.id, subject: email}\nalgorithms: [ES256]"),
+        serde_yaml::from_str(&format!(
+            "name: dev\nissuer: local-dev\naudiences: [{AUDIENCE}]\nalgorithms: [HS256]\nhs256_secret_env: GATEWAY_TEST_HS_SECRET\nclaims: {{tenant: \"custom:tenant\"}}"
+        ))
+        .unwrap(),
+    ];
+    let access: Yaml = serde_yaml::from_str(
+        r#"
+tenants:
+  team-a: [{models: ["anthropic.*"]}]
+  partner-x: [{services: [bedrock-runtime], operations: [Converse], models: ["*"]}]
+roles:
+  kb-readers: [{services: [bedrock-agent-runtime], operations: [Retrieve]}]
+"#,
+    )
+    .unwrap();
+    let stack = start(StackOptions {
+        configure: Box::new(move |c| {
+            c["auth"]["mode"] = "jwt".into();
+            c["auth"]["issuers"] = Yaml::Sequence(issuers.clone());
+            c["auth"]["access"] = access.clone();
+            c["auth"]["keys_refresh_seconds"] = 1.into();
+            c["auth"]["unknown_kid_refresh_seconds"] = 2.into();
+        }),
+        xds_env: vec![("GATEWAY_TEST_HS_SECRET".into(), HS_SECRET.into())],
+        ..StackOptions::default()
+    });
+    Setup {
+        stack,
+        corp,
+        partner,
+        keys,
+        partner_key,
+    }
+}
+
+async fn converse(
+    stack: &Stack,
+    model: &str,
+    token: &str,
+    extra: &[(&str, &str)],
+) -> (u16, Option<String>, String) {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("authorization", auth.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    post(
+        stack,
+        &format!("/model/{model}/converse"),
+        &headers,
+        CONVERSE_BODY,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_of_every_algorithm_family_are_accepted() {
+    let s = setup();
+    let c = || claims(&s.corp, "team-a");
+    let pem = include_str!("../../filter/src/core/auth/testdata/rsa-2048.pem");
+    let tokens = [
+        ("RS256", s.keys.rsa.sign(c()).unwrap()),
+        (
+            "RS512",
+            RS512KeyPair::from_pem(pem)
+                .unwrap()
+                .with_key_id("rsa-1")
+                .sign(c())
+                .unwrap(),
+        ),
+        (
+            "PS256",
+            PS256KeyPair::from_pem(pem)
+                .unwrap()
+                .with_key_id("rsa-1")
+                .sign(c())
+                .unwrap(),
+        ),
+        ("ES256", s.keys.es256.sign(c()).unwrap()),
+        ("ES384", s.keys.es384.sign(c()).unwrap()),
+        ("EdDSA", s.keys.ed.sign(c()).unwrap()),
+        (
+            "HS256 (development issuer)",
+            HS256Key::from_bytes(HS_SECRET.as_bytes())
+                .authenticate(
+                    Claims::with_custom_claims(
+                        json!({"custom:tenant": "team-a"}),
+                        Duration::from_mins(5),
+                    )
+                    .with_issuer("local-dev")
+                    .with_audience(AUDIENCE),
+                )
+                .unwrap(),
+        ),
+    ];
+    for (alg, token) in tokens {
+        let (status, _, body) = converse(&s.stack, "anthropic.claude-3-haiku", &token, &[]).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+    }
+    // The token never reaches Bedrock.
+    for request in s.stack.emulator_requests().unwrap() {
+        assert!(
+            request.headers.iter().all(|(_, v)| !v.contains("eyJ")),
+            "{request:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_are_refused_alike() {
+    let s = setup();
+    let good = s.keys.es256.sign(claims(&s.corp, "team-a")).unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+    let b64 = |v: &str| Base64UrlSafeNoPadding::encode_to_string(v).unwrap();
+    let mut expired = claims(&s.corp, "team-a");
+    expired.expires_at = Some(Clock::now_since_epoch() - Duration::from_mins(10));
+    let mut future = claims(&s.corp, "team-a");
+    future.invalid_before = Some(Clock::now_since_epoch() + Duration::from_mins(10));
+    let rsa_n = s.keys.rsa.public_key().to_components().n;
+    let cases = [
+        (
+            "alg none",
+            format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), parts[1]),
+        ),
+        (
+            "alg none with a signature",
+            format!("{}.{}.AAAA", b64(r#"{"alg":"none","typ":"JWT"}"#), parts[1]),
+        ),
+        (
+            "HS256 signed with the RSA public key",
+            HS256Key::from_bytes(&rsa_n)
+                .with_key_id("rsa-1")
+                .authenticate(claims(&s.corp, "team-a"))
+                .unwrap(),
+        ),
+        (
+            "unknown kid",
+            ES256KeyPair::generate()
+                .with_key_id("nobody-knows-me")
+                .sign(claims(&s.corp, "team-a"))
+                .unwrap(),
+        ),
+        (
+            "bad base64 segment",
+            format!("{}.{}*.{}", parts[0], parts[1], parts[2]),
+        ),
+        (
+            "wrong signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                s.keys
+                    .es256
+                    .sign(claims(&s.corp, "team-b"))
+                    .unwrap()
+                    .split('.')
+                    .nth(2)
+                    .unwrap()
+            ),
+        ),
+        ("expired", s.keys.es256.sign(expired).unwrap()),
+        ("not yet valid", s.keys.es256.sign(future).unwrap()),
+        (
+            "wrong audience",
+            s.keys
+                .es256
+                .sign(claims(&s.corp, "team-a").with_audience("someone-else"))
+                .unwrap(),
+        ),
+        ("not a JWT", "hello".to_string()),
+    ];
+    let refused = cases.len();
+    for (case, token) in cases {
+        let response = crate::common::http()
+            .post(format!(
+                "{}/model/anthropic.claude-3-haiku/converse",
+                s.stack.gateway_url()
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .body(CONVERSE_BODY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{case}");
+        let headers = response.headers().clone();
+        assert_eq!(
+            headers["x-amzn-errortype"], "UnrecognizedClientException",
+            "{case}"
+        );
+        assert_eq!(
+            headers["www-authenticate"], r#"Bearer realm="bedrock-gateway", error="invalid_token""#,
+            "{case}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"message": "The security token included in the request is invalid."}),
+            "{case}"
+        );
+    }
+    let (status, error_type, _) = post(&s.stack, "/model/m/converse", &[], CONVERSE_BODY).await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (401, Some("MissingAuthenticationTokenException"))
+    );
+    assert!(
+        s.stack.emulator_requests().unwrap().is_empty(),
+        "a refused request reached Bedrock"
+    );
+
+    let audit = wait_for_audit(&s.stack, refused + 1);
+    let reasons: Vec<&str> = audit
+        .iter()
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "algorithm_not_allowed",
+        "unknown_key",
+        "malformed_token",
+        "bad_signature",
+        "token_expired",
+        "token_not_yet_valid",
+        "wrong_audience",
+        "missing_token",
+    ] {
+        assert!(reasons.contains(&expected), "no {expected} in {reasons:?}");
+    }
+    assert!(
+        audit
+            .iter()
+            .all(|l| l["decision"] == "deny" && l["status"] == 401)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_without_restarting_anything() {
+    let s = setup();
+    let old = s.keys.ed.sign(claims(&s.corp, "team-a")).unwrap();
+    assert_eq!(
+        converse(&s.stack, "anthropic.claude-3-haiku", &old, &[])
+            .await
+            .0,
+        200
+    );
+
+    // A new key appears at the IdP: a token signed with it works at once (the unknown kid
+    // makes xds-server fetch the JWKS again).
+    let rotated = Ed25519KeyPair::generate().with_key_id("ed-2");
+    let mut jwks = s.keys.jwks();
+    jwks.push(serde_json::from_str(&rotated.public_key().to_jwk()).unwrap());
+    s.corp.publish(jwks.clone());
+    let new = rotated.sign(claims(&s.corp, "team-a")).unwrap();
+    let (status, _, body) = converse(&s.stack, "anthropic.claude-3-haiku", &new, &[]).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The old key is withdrawn: after the next scheduled refresh its tokens are refused, even
+    // the one already verified and cached.
+    jwks.retain(|k| k["kid"] != "ed-1");
+    s.corp.publish(jwks);
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let (status, _, _) = converse(&s.stack, "anthropic.claude-3-haiku", &old, &[]).await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a withdrawn key still verifies tokens"
+        );
+        tokio::time::sleep(StdDuration::from_millis(250)).await;
+    }
+    assert_eq!(
+        converse(&s.stack, "anthropic.claude-3-haiku", &new, &[])
+            .await
+            .0,
+        200
+    );
+    // Unknown kids do not make the gateway hammer the IdP.
+    let hits = s.corp.jwks_hits();
+    for i in 0..20 {
+        let stranger = Ed25519KeyPair::generate().with_key_id(&format!("random-{i}"));
+        let token = stranger.sign(claims(&s.corp, "team-a")).unwrap();
+        assert_eq!(
+            converse(&s.stack, "anthropic.claude-3-haiku", &token, &[])
+                .await
+                .0,
+            401
+        );
+    }
+    assert!(
+        s.corp.jwks_hits() <= hits + 4,
+        "20 unknown kids caused {} JWKS fetches",
+        s.corp.jwks_hits() - hits
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_issuers_with_their_own_tenant_claims() {
+    let s = setup();
+    let partner_claims = Claims::with_custom_claims(
+        json!({"org": {"id": "partner-x"}, "email": "bob@partner.example"}),
+        Duration::from_mins(10),
+    )
+    .with_issuer(s.partner.issuer())
+    .with_audience(AUDIENCE);
+    let token = s.partner_key.sign(partner_claims).unwrap();
+    let (status, _, body) = converse(&s.stack, "meta.llama3-8b", &token, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    // The partner tenant may only Converse.
+    let (status, error_type, _) = post(
+        &s.stack,
+        "/model/meta.llama3-8b/invoke",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
+        r#"{"prompt":"x"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (403, Some("AccessDeniedException"))
+    );
+    // A corp token claiming the partner's issuer is not the partner's.
+    let forged = s
+        .keys
+        .es256
+        .sign(claims(&s.corp, "partner-x").with_issuer(s.partner.issuer()))
+        .unwrap();
+    assert_eq!(
+        converse(&s.stack, "meta.llama3-8b", &forged, &[]).await.0,
+        401
+    );
+
+    let audit = wait_for_audit(&s.stack, 3);
+    let allowed = audit.iter().find(|l| l["decision"] == "allow").unwrap();
+    assert_eq!(
+        (
+            allowed["issuer"].as_str(),
+            allowed["tenant"].as_str(),
+            allowed["subject"].as_str()
+        ),
+        (
+            Some("partner"),
+            Some("partner-x"),
+            Some("bob@partner.example")
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_access_per_tenant_and_role_and_no_spoofing() {
+    let s = setup();
+    let team_a = s.keys.es256.sign(claims(&s.corp, "team-a")).unwrap();
+    let spoof = [
+        ("x-bedrock-gateway-tenant", "root"),
+        ("x-bedrock-gateway-subject", "admin"),
+        ("x-bedrock-gateway-role", "admin"),
+        ("x-bedrock-gateway-tier", "platinum"),
+        ("x-bedrock-gateway-issuer", "corp"),
+    ];
+    let (status, _, body) = converse(&s.stack, "anthropic.claude-3-haiku", &team_a, &spoof).await;
+    assert_eq!(status, 200, "{body}");
+    let seen = s.stack.emulator_requests().unwrap();
+    let request = seen.last().unwrap();
+    for (name, _) in spoof {
+        assert_eq!(request.header(name), None, "{name} reached Bedrock");
+    }
+    assert_eq!(
+        request
+            .header("authorization")
+            .map(|a| a.starts_with("AWS4-HMAC-SHA256")),
+        Some(true)
+    );
+
+    // Not an allowed model: 403 naming nothing.
+    let (status, error_type, body) = converse(&s.stack, "meta.llama3-8b", &team_a, &spoof).await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (403, Some("AccessDeniedException")),
+        "{body}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"message": "You don't have access to the model with the specified model ID."})
+    );
+    // Cross-region profiles and ARNs of an allowed model are the allowed model.
+    for model in [
+        "us.anthropic.claude-3-haiku",
+        "arn%3Aaws%3Abedrock%3Aus-east-1%3A%3Afoundation-model%2Fanthropic.claude-3-haiku",
+    ] {
+        assert_eq!(
+            converse(&s.stack, model, &team_a, &[]).await.0,
+            200,
+            "{model}"
+        );
+    }
+    // A tenant without an entry and without a default: nothing.
+    let team_z = s.keys.es256.sign(claims(&s.corp, "team-z")).unwrap();
+    assert_eq!(
+        converse(&s.stack, "anthropic.claude-3-haiku", &team_z, &[])
+            .await
+            .0,
+        403
+    );
+    // Its role grants Retrieve, though.
+    let mut with_role = claims(&s.corp, "team-z");
+    with_role.custom["groups"] = json!(["kb-readers"]);
+    let kb_reader = s.keys.es256.sign(with_role).unwrap();
+    let (status, _, body) = post(
+        &s.stack,
+        "/knowledgebases/KB1/retrieve",
+        &[
+            ("authorization", &format!("Bearer {kb_reader}")),
+            ("content-type", "application/json"),
+        ],
+        r#"{"retrievalQuery":{"text":"q"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    let audit = wait_for_audit(&s.stack, 6);
+    let denied = audit
+        .iter()
+        .find(|l| l["reason"] == "model_not_allowed")
+        .expect("a model_not_allowed line");
+    assert_eq!(denied["model"], "meta.llama3-8b");
+    let first = &audit[0];
+    for field in [
+        "time",
+        "request_id",
+        "tenant",
+        "subject",
+        "issuer",
+        "service",
+        "operation",
+        "model",
+        "decision",
+        "reason",
+        "status",
+        "duration_ms",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "audit line without {field}: {first}"
+        );
+    }
+    assert_eq!(
+        (
+            first["tenant"].as_str(),
+            first["operation"].as_str(),
+            first["decision"].as_str(),
+            first["status"].as_u64()
+        ),
+        (Some("team-a"), Some("Converse"), Some("allow"), Some(200))
+    );
+    assert!(
+        !s.stack
+            .audit_lines()
+            .unwrap()
+            .iter()
+            .any(|l| l.to_string().contains("eyJ")),
+        "a token in the audit log"
+    );
+}
+
+/// The audit log once it has at least `count` lines (Envoy flushes it on a timer).
+fn wait_for_audit(stack: &Stack, count: usize) -> Vec<Value> {
+    let deadline = Instant::now() + StdDuration::from_secs(15);
+    loop {
+        let lines = stack.audit_lines().unwrap();
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(StdDuration::from_millis(200));
+    }
+}
