@@ -12,6 +12,8 @@ FROM debian:bookworm-slim AS xds-server
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/xds-server /src/target/release/bedrock-emulator /usr/local/bin/
+# State of xds-server (the development issuer's key), a volume in docker-compose.yml.
+RUN mkdir -p /var/lib/bedrock-gateway && chown nobody /var/lib/bedrock-gateway
 USER nobody
 ENTRYPOINT ["xds-server"]
 

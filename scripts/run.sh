@@ -98,17 +98,38 @@ for _ in $(seq 1 150); do
 done
 port_open "$listener" || die "the gateway did not come up (see $RUN_DIR/logs/)"
 
+token="$("$BIN/xds-server" mint-token --config "$config" --tenant team-a --ttl 12h 2>/dev/null || true)"
+scheme=http
+grep -q '^  tls:' "$config" && scheme=https
 cat <<EOT
 
-  Bedrock gateway listening on http://$listener  ->  $upstream
+  Bedrock gateway listening on $scheme://$listener  ->  $upstream
   config: $config (watched: edits apply live)
-  logs:   $RUN_DIR/logs/   Envoy admin: http://127.0.0.1:9901   xds-server: http://$XDS_HTTP/status
+  logs:   $RUN_DIR/logs/ (audit: Envoy's stdout, $RUN_DIR/logs/envoy.log)
+  Envoy admin: http://127.0.0.1:9901   xds-server: http://$XDS_HTTP/status
+EOT
+if [ -n "$token" ]; then
+  cat <<EOT
 
-  Call it with boto3 (seeds' convention, in another shell):
-    $VENV/bin/python examples/converse.py --endpoint http://$listener
-  or any AWS SDK with its endpoint URL set to http://$listener.
+  A development token for tenant team-a (valid 12 h; mint more with
+  $BIN/xds-server mint-token --config $config --tenant NAME):
+
+    export GATEWAY_TOKEN=$token
+
+  Call it with boto3, the reference design's way (in another shell):
+    $VENV/bin/python examples/converse.py --endpoint $scheme://$listener --token "\$GATEWAY_TOKEN"
+EOT
+else
+  cat <<EOT
+
+  Call it with boto3 (in another shell):
+    $VENV/bin/python examples/converse.py --endpoint $scheme://$listener
+EOT
+fi
+cat <<EOT
 
   Ctrl-C stops everything.
 EOT
+
 wait -n "${pids[@]}"
 die "a component exited (see $RUN_DIR/logs/)"

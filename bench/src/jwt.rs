@@ -1,0 +1,334 @@
+//! What token verification costs per request, in one run on one machine:
+//!
+//! | configuration | what each request goes through |
+//! |---|---|
+//! | `envoy` | Envoy alone (router only): the baseline |
+//! | `jwt_authn` | Envoy's jwt_authn (RS256, local JWKS), no JWT cache (its default) |
+//! | `jwt_authn+cache` | the same with `jwt_cache_config` (Envoy's verified-JWT cache) |
+//! | `jwt_authn+sigv4` | jwt_authn and aws_request_signing: Envoy's native chain doing the gateway's work |
+//! | `gateway(auth none)` | the gateway filter: routing, header rewriting, SigV4 over the body |
+//! | `gateway(jwt cold)` | the filter with JWT verification on every request (a new token each time) |
+//! | `gateway(jwt cached)` | the filter with its verified-token cache (the same token again) |
+//!
+//! Every configuration runs in its own Envoy with one worker in front of the same upstream (an
+//! Envoy answering 200 at once). Rounds interleave the configurations, so drift on a noisy
+//! machine hits all of them alike; the report shows medians and the added cost per request
+//! relative to Envoy alone (1/throughput − 1/baseline).
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use gateway_e2e::process::Child;
+use gateway_e2e::stack::free_port;
+use gateway_e2e::{Paths, Stack, StackOptions};
+use jwt_simple::prelude::*;
+use serde_yaml::Value as Yaml;
+
+use crate::wrk;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Interleaved rounds over all configurations.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Concurrent connections of wrk.
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Distinct tokens sent round-robin in the cold-cache configuration.
+    #[arg(long, default_value_t = 256)]
+    cold_tokens: usize,
+}
+
+const ISSUER: &str = "https://idp.bench.example";
+const AUDIENCE: &str = "bedrock-gateway";
+const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
+const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}]}"#;
+
+struct Target {
+    name: &'static str,
+    url: String,
+    script: PathBuf,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let paths = Paths::discover()?;
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-bench-")
+        .tempdir()?;
+    let work = dir.path();
+
+    let key = RS256KeyPair::from_pem(include_str!(
+        "../../filter/src/core/auth/testdata/rsa-2048.pem"
+    ))?
+    .with_key_id("bench-1");
+    let mut jwk: serde_json::Value = serde_json::from_str(&key.public_key().to_jwk())?;
+    jwk["alg"] = "RS256".into();
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    let jwks_file = work.join("jwks.json");
+    std::fs::write(&jwks_file, &jwks)?;
+    let token = |n: usize| -> anyhow::Result<String> {
+        let claims = Claims::with_custom_claims(
+            serde_json::json!({"tenant": "bench", "n": n}),
+            Duration::from_hours(2),
+        )
+        .with_issuer(ISSUER)
+        .with_audience(AUDIENCE)
+        .with_subject("bench-user");
+        key.sign(claims)
+    };
+    let warm_token = token(0)?;
+    let cold_tokens: Vec<String> = (1..=options.cold_tokens)
+        .map(token)
+        .collect::<Result<_, _>>()?;
+
+    let upstream_port = free_port()?.port();
+    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
+    let mut upstream = envoy(&paths, work, "upstream", &upstream_config)?;
+    wait_listening(
+        &mut upstream,
+        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
+    )?;
+    let mut children = vec![upstream];
+
+    let plain = script(work, "plain", None, &[])?;
+    let warm = script(work, "warm", Some(&warm_token), &[])?;
+    let cold = script(work, "cold", None, &cold_tokens)?;
+    let mut targets = Vec::new();
+    let natives: [(&'static str, String, &PathBuf); 4] = [
+        ("envoy", String::new(), &plain),
+        ("jwt_authn", jwt_authn(&jwks, false), &warm),
+        ("jwt_authn+cache", jwt_authn(&jwks, true), &warm),
+        (
+            "jwt_authn+sigv4",
+            format!("{}{}", jwt_authn(&jwks, false), SIGV4),
+            &warm,
+        ),
+    ];
+    for (name, filters, script) in natives {
+        let port = free_port()?.port();
+        let config = template("native.yaml")?
+            .replace("{PORT}", &port.to_string())
+            .replace("{UPSTREAM_PORT}", &upstream_port.to_string())
+            .replace("{HTTP_FILTERS}", filters.trim_end_matches('\n'));
+        let mut child = envoy(&paths, work, name, &config)?;
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_listening(&mut child, address)?;
+        children.push(child);
+        targets.push(Target {
+            name,
+            url: format!("http://{address}{MODEL_PATH}"),
+            script: script.clone(),
+        });
+    }
+
+    let mut stacks = Vec::new();
+    for (name, auth, script) in [
+        ("gateway(auth none)", None, &plain),
+        ("gateway(jwt cold)", Some(1), &cold),
+        ("gateway(jwt cached)", Some(10_000), &warm),
+    ] {
+        let stack = gateway(upstream_port, &jwks_file, auth)?;
+        targets.push(Target {
+            name,
+            url: format!("{}{MODEL_PATH}", stack.gateway_url()),
+            script: script.clone(),
+        });
+        stacks.push(stack);
+    }
+
+    // Warm up (Wasm compilation, connections, first credentials), then measure.
+    for target in &targets {
+        wrk::run(&target.url, &target.script, 4, 2)
+            .with_context(|| format!("warming up {}", target.name))?;
+    }
+    let mut results: Vec<Vec<wrk::Measurement>> = vec![Vec::new(); targets.len()];
+    for round in 1..=options.rounds {
+        for (i, target) in targets.iter().enumerate() {
+            let m = wrk::run(
+                &target.url,
+                &target.script,
+                options.connections,
+                options.seconds,
+            )?;
+            eprintln!(
+                "round {round}: {:<22} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+                target.name, m.requests_per_second, m.p50_ms, m.p99_ms
+            );
+            results[i].push(m);
+        }
+    }
+    println!("{}", report(options, &targets, &results));
+    drop(stacks);
+    drop(children);
+    Ok(())
+}
+
+/// jwt_authn with the same key, issuer and audience as the gateway.
+fn jwt_authn(jwks: &str, cache: bool) -> String {
+    let cache = if cache {
+        "\n                          jwt_cache_config: { jwt_cache_size: 10000 }"
+    } else {
+        ""
+    };
+    format!(
+        r#"                  - name: envoy.filters.http.jwt_authn
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+                      providers:
+                        corp:
+                          issuer: {ISSUER}
+                          audiences: [{AUDIENCE}]
+                          local_jwks: {{ inline_string: '{jwks}' }}{cache}
+                      rules:
+                        - match: {{ prefix: "/" }}
+                          requires: {{ provider_name: corp }}
+"#
+    )
+}
+
+/// Envoy's SigV4 signer over the whole body, with inline credentials.
+const SIGV4: &str = r#"                  - name: envoy.filters.http.aws_request_signing
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning
+                      service_name: bedrock
+                      region: us-east-1
+                      host_rewrite: bedrock-runtime.us-east-1.amazonaws.com
+                      use_unsigned_payload: false
+                      credential_provider:
+                        inline_credential: { access_key_id: AKIDBENCHMARK, secret_access_key: bench-secret-not-real }
+"#;
+
+/// A gateway stack (xds-server + Envoy with the filter, one worker) in front of the upstream;
+/// `cache` is the verified-token cache size in jwt mode, `None` for auth none.
+fn gateway(upstream_port: u16, jwks_file: &Path, cache: Option<u32>) -> anyhow::Result<Stack> {
+    let jwks_file = jwks_file.to_path_buf();
+    Stack::start(StackOptions {
+        envoy_concurrency: 1,
+        configure: Box::new(move |c: &mut Yaml| {
+            c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
+            c["auth"]["audit_log"] = "/dev/null".into();
+            if let Some(cache) = cache {
+                let jwt: Yaml = serde_yaml::from_str(&format!(
+                    r#"
+mode: jwt
+audit_log: /dev/null
+cache_max_entries: {cache}
+issuers:
+  - name: corp
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    algorithms: [RS256]
+    jwks_file: {jwks}
+access:
+  default: [{{models: ["*"]}}]
+"#,
+                    jwks = jwks_file.display()
+                ))
+                .unwrap_or_default();
+                c["auth"] = jwt;
+            }
+        }),
+        ..StackOptions::default()
+    })
+}
+
+fn template(name: &str) -> anyhow::Result<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("envoy")
+        .join(name);
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn envoy(paths: &Paths, work: &Path, name: &str, config: &str) -> anyhow::Result<Child> {
+    let file = work.join(format!("{}.yaml", name.replace(['+', '(', ')', ' '], "_")));
+    std::fs::write(&file, config)?;
+    let mut command = Command::new(&paths.envoy);
+    command.arg("-c").arg(&file).args([
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warn",
+    ]);
+    Child::spawn(name, command, &file.with_extension("log"))
+}
+
+fn wait_listening(child: &mut Child, address: SocketAddr) -> anyhow::Result<()> {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while Instant::now() < deadline && child.is_running() {
+        if TcpStream::connect_timeout(&address, std::time::Duration::from_millis(100)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!("nothing listens on {address}:\n{}", child.log_tail())
+}
+
+/// A wrk script posting the Converse body, with one token, or tokens round-robin.
+fn script(
+    work: &Path,
+    name: &str,
+    token: Option<&str>,
+    rotate: &[String],
+) -> anyhow::Result<PathBuf> {
+    let mut lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    if let Some(token) = token {
+        writeln!(lua, "wrk.headers[\"Authorization\"] = \"Bearer {token}\"")?;
+    }
+    if !rotate.is_empty() {
+        lua.push_str("local tokens = {\n");
+        for token in rotate {
+            writeln!(lua, "  \"{token}\",")?;
+        }
+        lua.push_str(
+            "}\nlocal n = 0\nrequest = function()\n  n = n + 1\n  wrk.headers[\"Authorization\"] = \"Bearer \" .. tokens[(n % #tokens) + 1]\n  return wrk.format()\nend\n",
+        );
+    }
+    let path = work.join(format!("{name}.lua"));
+    std::fs::write(&path, lua)?;
+    Ok(path)
+}
+
+fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement>]) -> String {
+    let medians: Vec<(f64, f64, f64)> = results
+        .iter()
+        .map(|runs| {
+            (
+                wrk::median(runs.iter().map(|m| m.requests_per_second).collect()),
+                wrk::median(runs.iter().map(|m| m.p50_ms).collect()),
+                wrk::median(runs.iter().map(|m| m.p99_ms).collect()),
+            )
+        })
+        .collect();
+    let baseline = medians[0].0;
+    let added = |rps: f64| 1e6 / rps - 1e6 / baseline;
+    let jwt_authn = added(medians[1].0);
+    let mut out = format!(
+        "{} rounds x {} s, wrk 1 thread {} connections, each Envoy 1 worker, RS256 tokens (2048-bit key).\n\n\
+         | configuration | req/s (median) | p50 ms | p99 ms | added µs/request vs Envoy alone | added cost / jwt_authn's |\n|---|---:|---:|---:|---:|---:|\n",
+        options.rounds, options.seconds, options.connections
+    );
+    for (target, (rps, p50, p99)) in targets.iter().zip(&medians) {
+        let extra = added(*rps);
+        let ratio = if target.name == "envoy" {
+            "-".to_string()
+        } else {
+            format!("{:.2}", extra / jwt_authn)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {rps:.0} | {p50:.3} | {p99:.3} | {extra:.1} | {ratio} |",
+            target.name
+        );
+    }
+    out
+}
