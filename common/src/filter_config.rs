@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth_config::JwtAuthentication;
 use crate::names;
+use crate::quota_config::QuotaConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,9 @@ pub struct FilterConfig {
     /// Larger request bodies are refused with 413 before they are buffered for signing.
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: u64,
+    /// Request and token quotas, through a rate limit service; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaConfig>,
 }
 
 /// Where requests for one Bedrock service go and how they are signed.
@@ -178,6 +182,12 @@ impl FilterConfig {
         }
         if self.max_request_body_bytes == 0 {
             return Err(invalid("max_request_body_bytes", "a size above 0"));
+        }
+        if let Some(quota) = &self.quota {
+            quota.validate().map_err(|e| InvalidKey {
+                key: format!("quota.{}", e.key),
+                expected: e.expected,
+            })?;
         }
         if let Authentication::Jwt(jwt) = &self.authentication {
             let services: Vec<String> = self.services.iter().map(|s| s.name.clone()).collect();

@@ -5,6 +5,8 @@
 pub mod auth_config;
 pub mod filter_config;
 pub mod names;
+pub mod quota_config;
+pub mod ratelimit;
 
 /// Messages of the `bedrock_gateway.v1` control API (`proto/bedrock_gateway/v1/control.proto`).
 pub mod proto {

@@ -121,3 +121,30 @@ fn rejects_unknown_keys_and_modes() {
     );
     assert!(FilterConfig::from_json(b"{not json").is_err());
 }
+
+#[test]
+fn quota_section() {
+    let mut value = valid();
+    value["quota"] = json!({
+        "domain": "bedrock-gateway",
+        "failure_mode": "closed",
+        "request_descriptors": [["tenant"], ["tenant", "model"]],
+        "token_descriptors": [{"keys": ["tenant"], "kind": "total"}, {"keys": [], "kind": "output"}]
+    });
+    let config = parse(value.clone()).unwrap();
+    let quota = config.quota.unwrap();
+    assert_eq!(quota.cluster, "gateway_control");
+    assert_eq!(quota.timeout_ms, 200);
+    assert!(quota.counts_tokens());
+    value["quota"]["request_descriptors"] = json!([[]]);
+    assert_eq!(
+        parse(value.clone()).unwrap_err(),
+        "filter configuration: quota.request_descriptors[0]: expected at least one context key"
+    );
+    value["quota"]["request_descriptors"] = json!([["tenant", "colour"]]);
+    assert!(
+        parse(value)
+            .unwrap_err()
+            .contains("unknown variant `colour`")
+    );
+}

@@ -1,0 +1,191 @@
+//! The quota section of the filter configuration: how the filter asks the rate limit service
+//! (xds-server, or any service speaking Envoy's rate limit API) before forwarding, which
+//! descriptors it sends, and how it estimates the tokens to reserve. The limits themselves
+//! live in the service's configuration; xds-server derives the descriptor shapes below from
+//! its limit tree so the filter sends exactly what can match.
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter_config::InvalidKey;
+use crate::names;
+
+/// Descriptor key of token descriptors; its value is the [`TokenKind`].
+pub const TOKENS_KEY: &str = "tokens";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Envoy cluster of the rate limit service.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Rate limit domain.
+    pub domain: String,
+    /// How long a request waits for the service's decision.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// What happens when the service does not answer in time.
+    pub failure_mode: FailureMode,
+    /// Descriptors charged one hit per request, as lists of context keys.
+    #[serde(default)]
+    pub request_descriptors: Vec<Vec<ContextKey>>,
+    /// Descriptors charged with tokens: context keys, then `tokens=<kind>`.
+    #[serde(default)]
+    pub token_descriptors: Vec<TokenDescriptor>,
+    /// Output tokens reserved when the request sets no output cap.
+    #[serde(default = "default_max_output_tokens")]
+    pub default_max_output_tokens: u64,
+    /// Characters of prompt text per estimated input token.
+    #[serde(default = "default_chars_per_token")]
+    pub chars_per_token: u64,
+    /// Usage reports kept for retry while the control service is away; beyond, the oldest
+    /// are dropped (and counted).
+    #[serde(default = "default_report_buffer")]
+    pub report_buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    /// Forward the request (counted as a failure).
+    Open,
+    /// Refuse with 503 `ServiceUnavailableException`.
+    Closed,
+}
+
+/// The parts of the request context a descriptor can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextKey {
+    Tenant,
+    Subject,
+    Tier,
+    Issuer,
+    Service,
+    Operation,
+    Model,
+}
+
+impl ContextKey {
+    pub const ALL: [ContextKey; 7] = [
+        ContextKey::Tenant,
+        ContextKey::Subject,
+        ContextKey::Tier,
+        ContextKey::Issuer,
+        ContextKey::Service,
+        ContextKey::Operation,
+        ContextKey::Model,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ContextKey::Tenant => "tenant",
+            ContextKey::Subject => "subject",
+            ContextKey::Tier => "tier",
+            ContextKey::Issuer => "issuer",
+            ContextKey::Service => "service",
+            ContextKey::Operation => "operation",
+            ContextKey::Model => "model",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Input plus output tokens.
+    Total,
+    Input,
+    Output,
+}
+
+impl TokenKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenKind::Total => "total",
+            TokenKind::Input => "input",
+            TokenKind::Output => "output",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [TokenKind::Total, TokenKind::Input, TokenKind::Output]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenDescriptor {
+    /// Context keys before `tokens=<kind>` (may be empty: a budget for everyone together).
+    pub keys: Vec<ContextKey>,
+    pub kind: TokenKind,
+}
+
+fn default_cluster() -> String {
+    names::CONTROL_CLUSTER.to_string()
+}
+
+fn default_timeout_ms() -> u64 {
+    200
+}
+
+/// Default of `default_max_output_tokens`.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+fn default_max_output_tokens() -> u64 {
+    DEFAULT_MAX_OUTPUT_TOKENS
+}
+
+fn default_chars_per_token() -> u64 {
+    4
+}
+
+fn default_report_buffer() -> usize {
+    10_000
+}
+
+fn invalid(key: &str, expected: &str) -> InvalidKey {
+    InvalidKey {
+        key: key.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+impl QuotaConfig {
+    /// Semantic checks; keys are relative to `quota`.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.cluster.is_empty() {
+            return Err(invalid("cluster", "an Envoy cluster name"));
+        }
+        if self.domain.is_empty() {
+            return Err(invalid("domain", "a rate limit domain"));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid("timeout_ms", "a timeout above 0"));
+        }
+        if let Some(i) = self.request_descriptors.iter().position(Vec::is_empty) {
+            return Err(invalid(
+                &format!("request_descriptors[{i}]"),
+                "at least one context key",
+            ));
+        }
+        if self.chars_per_token == 0 {
+            return Err(invalid("chars_per_token", "at least 1"));
+        }
+        if self.report_buffer == 0 {
+            return Err(invalid("report_buffer", "at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Whether any token descriptor is configured (the filter then estimates, reserves and
+    /// reads usage).
+    pub fn counts_tokens(&self) -> bool {
+        !self.token_descriptors.is_empty()
+    }
+}
