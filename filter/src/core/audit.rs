@@ -2,8 +2,6 @@
 //! it to Envoy as filter state (`wasm.bedrock_gateway.audit`), a JSON fragment that the
 //! listener's audit access log wraps into one JSON line with the time, status and duration.
 
-use serde_json::{Map, Value};
-
 use super::auth::Identity;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,42 +39,68 @@ impl AuditRecord {
     /// The record as comma-separated JSON members without braces
     /// (`"request_id":"…","tenant":null,…`), every value escaped.
     pub fn fragment(&self) -> String {
-        let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
-        let mut members = Map::new();
-        members.insert("request_id".into(), text(&self.request_id));
-        members.insert("issuer".into(), text(&self.issuer));
-        members.insert("tenant".into(), text(&self.tenant));
-        members.insert("subject".into(), text(&self.subject));
-        members.insert("service".into(), text(&self.service));
-        members.insert(
-            "operation".into(),
-            self.operation
-                .map_or(Value::Null, |o| Value::String(o.into())),
-        );
-        members.insert("model".into(), text(&self.model));
-        members.insert("decision".into(), Value::String(self.decision.into()));
-        members.insert("reason".into(), Value::String(self.reason.into()));
-        let object = Value::Object(members).to_string();
-        object[1..object.len() - 1].to_string()
+        let mut out = String::with_capacity(256);
+        let fields: [(&str, Option<&str>); 9] = [
+            ("request_id", self.request_id.as_deref()),
+            ("issuer", self.issuer.as_deref()),
+            ("tenant", self.tenant.as_deref()),
+            ("subject", self.subject.as_deref()),
+            ("service", self.service.as_deref()),
+            ("operation", self.operation),
+            ("model", self.model.as_deref()),
+            ("decision", Some(self.decision)),
+            ("reason", Some(self.reason)),
+        ];
+        for (i, (name, value)) in fields.into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\":");
+            match value {
+                Some(value) => push_json_string(&mut out, value),
+                None => out.push_str("null"),
+            }
+        }
+        out
     }
+}
+
+/// Appends `value` as a JSON string literal.
+fn push_json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn fragment_is_escaped_json_members() {
         let mut record = AuditRecord {
             request_id: Some("r-1".into()),
-            tenant: Some("team \"a\"\n".into()),
+            tenant: Some("team \"a\"\n\u{1}\\é".into()),
             operation: Some("Converse"),
             ..AuditRecord::default()
         };
         record.deny("model_not_allowed");
         let line = format!("{{\"time\":\"t\",{},\"status\":403}}", record.fragment());
         let parsed: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(parsed["tenant"], "team \"a\"\n");
+        assert_eq!(parsed["tenant"], "team \"a\"\n\u{1}\\é");
         assert_eq!(parsed["subject"], Value::Null);
         assert_eq!(parsed["decision"], "deny");
         assert_eq!(parsed["reason"], "model_not_allowed");

@@ -1,8 +1,10 @@
 //! The filter's cache of signing credentials and when to ask the control service again.
 //! Time is passed in (unix seconds), so the schedule is tested without waiting.
 
-use aws_credential_types::Credentials;
-use aws_smithy_runtime_api::client::identity::Identity;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::SystemTime;
+
 use gateway_common::proto::SigningCredentials;
 
 use super::schedule::Schedule;
@@ -11,13 +13,23 @@ use super::schedule::Schedule;
 /// little later. (The control service refreshes them well before that.)
 const EXPIRY_MARGIN_SECS: u64 = 5;
 
-/// Credentials ready to sign with.
-#[derive(Clone)]
+/// Credentials ready to sign with, and the signing key derived from them for the current day
+/// (the derivation is four HMACs; it is done once a day, not on every request).
 pub struct SigningIdentity {
     pub access_key_id: String,
-    pub identity: Identity,
+    secret_access_key: String,
+    session_token: Option<String>,
     /// Unix seconds; `None` for long-term credentials.
     pub expires_at: Option<u64>,
+    signing_key: RefCell<Option<DerivedKey>>,
+}
+
+/// A SigV4 signing key and what it was derived for.
+struct DerivedKey {
+    date: String,
+    region: String,
+    service: String,
+    key: Vec<u8>,
 }
 
 impl std::fmt::Debug for SigningIdentity {
@@ -47,19 +59,44 @@ impl SigningIdentity {
         if expires_at.is_some_and(|t| t <= now + EXPIRY_MARGIN_SECS) {
             return Err(InvalidCredentials::AlreadyExpired);
         }
-        let token = Some(message.session_token).filter(|t| !t.is_empty());
-        let credentials = Credentials::new(
-            message.access_key_id.clone(),
-            message.secret_access_key,
-            token,
-            None,
-            "bedrock-gateway-control",
-        );
         Ok(Self {
             access_key_id: message.access_key_id,
-            identity: credentials.into(),
+            secret_access_key: message.secret_access_key,
+            session_token: Some(message.session_token).filter(|t| !t.is_empty()),
             expires_at,
+            signing_key: RefCell::new(None),
         })
+    }
+
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref()
+    }
+
+    /// The SigV4 signing key for `date` (`YYYYMMDD` of `now`), region and service.
+    pub fn signing_key(&self, date: &str, region: &str, service: &str, now: SystemTime) -> Vec<u8> {
+        let mut cached = self.signing_key.borrow_mut();
+        if let Some(derived) = cached.as_ref()
+            && derived.date == date
+            && derived.region == region
+            && derived.service == service
+        {
+            return derived.key.clone();
+        }
+        let key = aws_sigv4::sign::v4::generate_signing_key(
+            &self.secret_access_key,
+            now,
+            region,
+            service,
+        )
+        .as_ref()
+        .to_vec();
+        *cached = Some(DerivedKey {
+            date: date.to_string(),
+            region: region.to_string(),
+            service: service.to_string(),
+            key: key.clone(),
+        });
+        key
     }
 
     fn usable_at(&self, now: u64) -> bool {
@@ -70,13 +107,13 @@ impl SigningIdentity {
 /// The current credentials, if any, and the refresh schedule.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    current: Option<SigningIdentity>,
+    current: Option<Rc<SigningIdentity>>,
     schedule: Schedule,
 }
 
 impl CredentialCache {
     /// Credentials to sign with now, if valid.
-    pub fn usable(&self, now: u64) -> Option<&SigningIdentity> {
+    pub fn usable(&self, now: u64) -> Option<&Rc<SigningIdentity>> {
         self.current.as_ref().filter(|c| c.usable_at(now))
     }
 
@@ -104,7 +141,7 @@ impl CredentialCache {
                     // Ask again well before expiry even if told otherwise.
                     after = after.min((expires_at - now) / 2).max(1);
                 }
-                self.current = Some(identity);
+                self.current = Some(Rc::new(identity));
                 self.schedule.succeeded(now, after);
                 Ok(())
             }

@@ -13,8 +13,8 @@ pub struct ErrorReply {
     pub message: String,
     /// A short, stable label for logs, metrics and the audit log.
     pub reason: &'static str,
-    /// `WWW-Authenticate` challenge of 401 replies.
-    pub challenge: Option<&'static str>,
+    /// More response headers (`www-authenticate` of 401s, `retry-after` of 429s, ...).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 impl ErrorReply {
@@ -29,7 +29,7 @@ impl ErrorReply {
             code,
             reason,
             message: message.into(),
-            challenge: None,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -48,9 +48,7 @@ impl ErrorReply {
         if let Some(id) = request_id {
             headers.push(("x-amzn-requestid", id));
         }
-        if let Some(challenge) = self.challenge {
-            headers.push(("www-authenticate", challenge));
-        }
+        headers.extend(self.extra_headers.iter().map(|(n, v)| (*n, v.as_str())));
         headers
     }
 
@@ -87,7 +85,7 @@ impl ErrorReply {
             )
         };
         Self {
-            challenge: Some(challenge),
+            extra_headers: vec![("www-authenticate", challenge.to_string())],
             ..Self::new(401, code, error.reason(), message)
         }
     }
@@ -122,6 +120,35 @@ impl ErrorReply {
             "ValidationException",
             "body_too_large",
             format!("The request body is larger than this gateway accepts ({limit} bytes)."),
+        )
+    }
+
+    /// 429 for a request over a quota, with the limit's state in the usual headers.
+    pub fn over_quota(limit: u64, remaining: u64, reset_seconds: u64) -> Self {
+        let retry_after = reset_seconds.max(1).to_string();
+        Self {
+            extra_headers: vec![
+                ("retry-after", retry_after.clone()),
+                ("x-ratelimit-limit", limit.to_string()),
+                ("x-ratelimit-remaining", remaining.to_string()),
+                ("x-ratelimit-reset", retry_after),
+            ],
+            ..Self::new(
+                429,
+                "ThrottlingException",
+                "quota_exceeded",
+                "Too many requests, please wait before trying again.",
+            )
+        }
+    }
+
+    /// 503 when the quota service cannot decide and the configuration says to fail closed.
+    pub fn quota_unavailable() -> Self {
+        Self::new(
+            503,
+            "ServiceUnavailableException",
+            "quota_unavailable",
+            "The gateway cannot check quotas right now. Try again shortly.",
         )
     }
 
@@ -163,10 +190,6 @@ impl From<SignError> for ErrorReply {
             SignError::UnsignableHeader(name) => ErrorReply::validation(
                 "unsignable_header",
                 format!("The value of header {name} contains characters that cannot be signed."),
-            ),
-            SignError::Signer(_) => ErrorReply::validation(
-                "unsignable_request",
-                "The request cannot be signed for Bedrock (malformed path or query).",
             ),
         }
     }

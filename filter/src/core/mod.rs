@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod errors;
 pub mod headers;
 pub mod operations;
+pub mod quota;
 pub mod routing;
 pub mod schedule;
 pub mod signing;
@@ -183,7 +184,7 @@ impl Gateway {
             signing_name: &service.signing_name,
             now,
         };
-        let signature = signature_headers(&input, &credentials.identity)?;
+        let signature = signature_headers(&input, credentials)?;
         let mut headers = plan.headers;
         headers.extend(signature.into_iter().map(|(n, v)| (n, v.into_bytes())));
         Ok(headers)

@@ -18,6 +18,7 @@ fn config(services: &[&str], rules: Vec<PathRule>) -> FilterConfig {
         control: ControlConfig::default(),
         authentication: Authentication::None,
         max_request_body_bytes: 1024,
+        quota: None,
     }
 }
 

@@ -1,16 +1,22 @@
 use super::*;
-use aws_credential_types::Credentials;
+use gateway_common::proto::SigningCredentials;
+use proptest::prelude::*;
 use std::time::{Duration, UNIX_EPOCH};
 
-fn identity(token: Option<&str>) -> Identity {
-    Credentials::new(
-        "AKIDEXAMPLE",
-        "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        token.map(str::to_string),
-        None,
-        "test",
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+fn identity(token: Option<&str>) -> SigningIdentity {
+    SigningIdentity::from_proto(
+        SigningCredentials {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: SECRET.into(),
+            session_token: token.unwrap_or_default().into(),
+            expires_at_unix_seconds: 0,
+            refresh_after_seconds: 0,
+        },
+        0,
     )
-    .into()
+    .unwrap()
 }
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
@@ -20,6 +26,9 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// 2015-08-30T12:36:00Z, the date of AWS's published SigV4 examples.
+const EXAMPLE_TIME: u64 = 1_440_938_160;
+
 fn input<'a>(headers: &'a [(String, Vec<u8>)], path: &'a str, hash: &'a str) -> SigningInput<'a> {
     SigningInput {
         method: "POST",
@@ -28,13 +37,66 @@ fn input<'a>(headers: &'a [(String, Vec<u8>)], path: &'a str, hash: &'a str) -> 
         payload_sha256_hex: hash,
         region: "us-east-1",
         signing_name: "bedrock",
-        // 2015-08-30T12:36:00Z, the date of AWS's published SigV4 examples.
-        now: UNIX_EPOCH + Duration::from_secs(1_440_938_160),
+        now: UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME),
     }
 }
 
 fn get<'a>(out: &'a [(String, String)], name: &str) -> Option<&'a str> {
     out.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// The same request signed by aws-sigv4's own `sign()`: the reference our canonical request
+/// must reproduce exactly.
+fn oracle(input: &SigningInput<'_>, token: Option<&str>) -> Option<(String, String)> {
+    use aws_credential_types::Credentials;
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    use aws_smithy_runtime_api::client::identity::Identity;
+    let identity: Identity = Credentials::new(
+        "AKIDEXAMPLE",
+        SECRET,
+        token.map(str::to_string),
+        None,
+        "test",
+    )
+    .into();
+    let headers: Vec<(&str, &str)> = input
+        .headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let name = if n == ":authority" {
+                "host"
+            } else if is_signed(n) {
+                n.as_str()
+            } else {
+                return None;
+            };
+            Some((name, std::str::from_utf8(v).ok()?))
+        })
+        .collect();
+    let request = SignableRequest::new(
+        input.method,
+        input.path,
+        headers.into_iter(),
+        SignableBody::Precomputed(input.payload_sha256_hex.to_string()),
+    )
+    .ok()?;
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(input.region)
+        .name(input.signing_name)
+        .time(input.now)
+        .settings(SigningSettings::default())
+        .build()
+        .ok()?
+        .into();
+    let (instructions, _) = sign(request, &params).ok()?.into_parts();
+    let find = |name: &str| {
+        instructions
+            .headers()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    Some((find("authorization")?, find("x-amz-date")?))
 }
 
 #[test]
@@ -92,8 +154,9 @@ fn signature_depends_on_body_path_and_host() {
         ":authority",
         "bedrock-agent-runtime.us-east-1.amazonaws.com",
     )]);
+    let credentials = identity(None);
     let sig = |headers: &[(String, Vec<u8>)], path: &str, hash: &str| {
-        let out = signature_headers(&input(headers, path, hash), &identity(None)).unwrap();
+        let out = signature_headers(&input(headers, path, hash), &credentials).unwrap();
         get(&out, "authorization")
             .unwrap()
             .rsplit('=')
@@ -130,8 +193,24 @@ fn known_signature() {
         &identity(None),
     )
     .unwrap();
-    let auth = get(&out, "authorization").unwrap();
-    assert_eq!(auth, include_str!("known_signature.txt").trim());
+    assert_eq!(
+        get(&out, "authorization").unwrap(),
+        include_str!("known_signature.txt").trim()
+    );
+}
+
+#[test]
+fn the_signing_key_is_derived_once_a_day() {
+    let credentials = identity(None);
+    let day = UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME);
+    let key = credentials.signing_key("20150830", "us-east-1", "bedrock", day);
+    let expected = aws_sigv4::sign::v4::generate_signing_key(SECRET, day, "us-east-1", "bedrock");
+    assert_eq!(key, expected.as_ref());
+    let next_day = day + Duration::from_secs(86_400);
+    assert_ne!(
+        credentials.signing_key("20150831", "us-east-1", "bedrock", next_day),
+        key
+    );
 }
 
 #[test]
@@ -146,4 +225,94 @@ fn refuses_to_sign_control_characters() {
 #[test]
 fn empty_hash_constant() {
     assert_eq!(BodyHasher::default().finish_hex(), EMPTY_SHA256);
+}
+
+#[test]
+fn calendar() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(civil_from_days(20_779), (2026, 11, 22));
+    assert_eq!(
+        timestamps(UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME)),
+        ("20150830".into(), "20150830T123600Z".into())
+    );
+}
+
+fn path_segment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[A-Za-z0-9._~-]{0,12}",
+        Just(".".to_string()),
+        Just("..".to_string()),
+        Just(String::new()),
+        "(%[0-9A-F]{2}|[a-z:+@!$&'()*,;=]){1,6}",
+    ]
+}
+
+fn query() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        (
+            "[a-zA-Z0-9%+._~-]{0,6}",
+            prop::option::of("[a-zA-Z0-9%+=._~ -]{0,8}"),
+        ),
+        0..4,
+    )
+    .prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={}", v.replace(' ', "+")),
+                None => k,
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Every request we sign gets exactly aws-sigv4's signature.
+    #[test]
+    fn same_signature_as_aws_sigv4(
+        segments in prop::collection::vec(path_segment(), 0..6),
+        trailing_slash in any::<bool>(),
+        query in query(),
+        content_type in prop::option::of("[ a-z/;=-]{0,20}"),
+        amz in prop::collection::vec(("x-amzn?-[a-z-]{1,10}", "[ -~]{0,16}"), 0..4),
+        token in prop::option::of("[A-Za-z0-9/+=]{1,40}"),
+        seconds in 0u64..4_102_444_800,
+        method in prop_oneof![Just("GET"), Just("POST"), Just("PUT"), Just("DELETE")],
+    ) {
+        let mut path = format!("/{}", segments.join("/"));
+        if trailing_slash {
+            path.push('/');
+        }
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let mut headers = h(&[(":authority", "bedrock-runtime.us-east-1.amazonaws.com")]);
+        if let Some(ct) = content_type {
+            headers.push(("content-type".into(), ct.into_bytes()));
+        }
+        for (name, value) in amz {
+            prop_assume!(name != "x-amz-date" && name != "x-amz-security-token" && name != "x-amzn-trace-id");
+            headers.push((name, value.into_bytes()));
+        }
+        let signing = SigningInput {
+            method,
+            path: &path,
+            headers: &headers,
+            payload_sha256_hex: EMPTY_SHA256,
+            region: "eu-central-1",
+            signing_name: "bedrock",
+            now: UNIX_EPOCH + Duration::from_secs(seconds),
+        };
+        let reference = oracle(&signing, token.as_deref());
+        prop_assume!(reference.is_some());
+        let (authorization, date) = reference.unwrap();
+        let ours = signature_headers(&signing, &identity(token.as_deref())).unwrap();
+        prop_assert_eq!(get(&ours, "x-amz-date"), Some(date.as_str()));
+        prop_assert_eq!(get(&ours, "authorization"), Some(authorization.as_str()));
+        prop_assert_eq!(get(&ours, "x-amz-security-token"), token.as_deref());
+    }
 }

@@ -1,0 +1,194 @@
+//! Quotas through a rate limit service: the descriptors a request is admitted with (one hit
+//! per request descriptor; the estimated tokens reserved on each token descriptor), the verdict,
+//! and the settlement once the real token counts are known.
+
+pub mod estimate;
+pub mod usage;
+
+use gateway_common::proto::{CounterAdjustment, DescriptorEntry, UsageRecord};
+use gateway_common::quota_config::{ContextKey, QuotaConfig, TOKENS_KEY, TokenKind};
+use gateway_common::ratelimit::{
+    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, UInt64Value,
+};
+
+use super::errors::ErrorReply;
+use estimate::Estimate;
+use usage::Usage;
+
+/// What descriptors can be built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    pub tenant: Option<String>,
+    pub subject: Option<String>,
+    pub tier: Option<String>,
+    pub issuer: Option<String>,
+    pub service: String,
+    pub operation: String,
+    pub model: Option<String>,
+}
+
+impl Context {
+    fn value(&self, key: ContextKey) -> Option<&str> {
+        match key {
+            ContextKey::Tenant => self.tenant.as_deref(),
+            ContextKey::Subject => self.subject.as_deref(),
+            ContextKey::Tier => self.tier.as_deref(),
+            ContextKey::Issuer => self.issuer.as_deref(),
+            ContextKey::Service => Some(self.service.as_str()),
+            ContextKey::Operation => Some(self.operation.as_str()),
+            ContextKey::Model => self.model.as_deref(),
+        }
+        .filter(|v| !v.is_empty())
+    }
+
+    fn entries(&self, keys: &[ContextKey]) -> Option<Vec<Entry>> {
+        keys.iter()
+            .map(|key| {
+                self.value(*key).map(|value| Entry {
+                    key: key.name().to_string(),
+                    value: value.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Tokens reserved on one token descriptor at admission.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    pub entries: Vec<Entry>,
+    pub kind: TokenKind,
+    pub reserved: u64,
+}
+
+/// The rate limit request for a request, and what it reserves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub request: RateLimitRequest,
+    pub reservations: Vec<Reservation>,
+}
+
+/// Builds the admission request; `None` when no configured descriptor applies (for instance,
+/// per-tenant quotas and no tenant).
+pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) -> Option<Admission> {
+    let mut descriptors = Vec::new();
+    for keys in &config.request_descriptors {
+        if let Some(entries) = context.entries(keys) {
+            descriptors.push(RateLimitDescriptor {
+                entries,
+                hits_addend: Some(UInt64Value { value: 1 }),
+                is_negative_hits: false,
+            });
+        }
+    }
+    let mut reservations = Vec::new();
+    for token in &config.token_descriptors {
+        let Some(mut entries) = context.entries(&token.keys) else {
+            continue;
+        };
+        entries.push(Entry {
+            key: TOKENS_KEY.to_string(),
+            value: token.kind.name().to_string(),
+        });
+        let reserved = tokens_of(token.kind, estimate.input, estimate.output);
+        descriptors.push(RateLimitDescriptor {
+            entries: entries.clone(),
+            // 0 is a pre-check: refused once the budget is used up.
+            hits_addend: Some(UInt64Value { value: reserved }),
+            is_negative_hits: false,
+        });
+        reservations.push(Reservation {
+            entries,
+            kind: token.kind,
+            reserved,
+        });
+    }
+    (!descriptors.is_empty()).then(|| Admission {
+        request: RateLimitRequest {
+            domain: config.domain.clone(),
+            descriptors,
+            hits_addend: 1,
+        },
+        reservations,
+    })
+}
+
+fn tokens_of(kind: TokenKind, input: u64, output: u64) -> u64 {
+    match kind {
+        TokenKind::Total => input + output,
+        TokenKind::Input => input,
+        TokenKind::Output => output,
+    }
+}
+
+/// The service's answer: admitted, or a 429 carrying the first exceeded limit's state.
+pub fn verdict(response: &RateLimitResponse) -> Result<(), ErrorReply> {
+    if response.overall_code != Code::OverLimit as i32 {
+        return Ok(());
+    }
+    let over = response
+        .statuses
+        .iter()
+        .find(|s| s.code == Code::OverLimit as i32);
+    let limit = over
+        .and_then(|s| s.current_limit.as_ref())
+        .map_or(0, |l| u64::from(l.requests_per_unit));
+    let remaining = over.map_or(0, |s| u64::from(s.limit_remaining));
+    let reset = over.and_then(|s| s.duration_until_reset).map_or(1, |d| {
+        let seconds = u64::try_from(d.seconds).unwrap_or_default();
+        seconds + u64::from(d.nanos > 0)
+    });
+    Err(ErrorReply::over_quota(limit, remaining, reset))
+}
+
+/// Corrections of the reservations once the real usage is known (none when it is not: the
+/// reservation then stands as the charge).
+pub fn settle(reservations: &[Reservation], usage: Option<Usage>) -> Vec<CounterAdjustment> {
+    let Some(usage) = usage else {
+        return Vec::new();
+    };
+    reservations
+        .iter()
+        .filter_map(|r| {
+            let actual = tokens_of(r.kind, usage.input, usage.output);
+            let delta = i64::try_from(actual).unwrap_or(i64::MAX)
+                - i64::try_from(r.reserved).unwrap_or(i64::MAX);
+            (delta != 0).then(|| CounterAdjustment {
+                entries: r
+                    .entries
+                    .iter()
+                    .map(|e| DescriptorEntry {
+                        key: e.key.clone(),
+                        value: e.value.clone(),
+                    })
+                    .collect(),
+                delta,
+            })
+        })
+        .collect()
+}
+
+/// The ledger record of a finished (or refused) request.
+pub fn record(
+    context: &Context,
+    admitted_at: u64,
+    usage: Option<Usage>,
+    adjustments: Vec<CounterAdjustment>,
+    refused: bool,
+) -> UsageRecord {
+    let usage = usage.unwrap_or_default();
+    UsageRecord {
+        tenant: context.tenant.clone().unwrap_or_default(),
+        model: context.model.clone().unwrap_or_default(),
+        operation: context.operation.clone(),
+        service: context.service.clone(),
+        admitted_at_unix_seconds: i64::try_from(admitted_at).unwrap_or_default(),
+        input_tokens: usage.input,
+        output_tokens: usage.output,
+        refused,
+        adjustments,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+use super::*;
+use gateway_common::quota_config::{FailureMode, TokenDescriptor};
+use gateway_common::ratelimit::{DescriptorStatus, Duration, RateLimit};
+
+fn config() -> QuotaConfig {
+    QuotaConfig {
+        cluster: "gateway_control".into(),
+        domain: "bedrock-gateway".into(),
+        timeout_ms: 200,
+        failure_mode: FailureMode::Open,
+        request_descriptors: vec![
+            vec![ContextKey::Tenant],
+            vec![ContextKey::Tenant, ContextKey::Model],
+        ],
+        token_descriptors: vec![
+            TokenDescriptor {
+                keys: vec![ContextKey::Tenant],
+                kind: TokenKind::Total,
+            },
+            TokenDescriptor {
+                keys: vec![ContextKey::Tenant, ContextKey::Model],
+                kind: TokenKind::Output,
+            },
+        ],
+        default_max_output_tokens: 100,
+        chars_per_token: 4,
+        report_buffer: 10,
+    }
+}
+
+fn context(model: Option<&str>) -> Context {
+    Context {
+        tenant: Some("team-a".into()),
+        service: "bedrock-runtime".into(),
+        operation: "Converse".into(),
+        model: model.map(str::to_string),
+        ..Context::default()
+    }
+}
+
+fn entries(descriptor: &RateLimitDescriptor) -> Vec<(String, String)> {
+    descriptor
+        .entries
+        .iter()
+        .map(|e| (e.key.clone(), e.value.clone()))
+        .collect()
+}
+
+#[test]
+fn admission_descriptors_and_reservations() {
+    let admission = admission(
+        &config(),
+        &context(Some("m1")),
+        Estimate {
+            input: 10,
+            output: 30,
+        },
+    )
+    .unwrap();
+    assert_eq!(admission.request.domain, "bedrock-gateway");
+    let got: Vec<(Vec<(String, String)>, u64)> = admission
+        .request
+        .descriptors
+        .iter()
+        .map(|d| (entries(d), d.hits_addend.map(|h| h.value).unwrap()))
+        .collect();
+    let e = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        got,
+        vec![
+            (e(&[("tenant", "team-a")]), 1),
+            (e(&[("tenant", "team-a"), ("model", "m1")]), 1),
+            (e(&[("tenant", "team-a"), ("tokens", "total")]), 40),
+            (
+                e(&[("tenant", "team-a"), ("model", "m1"), ("tokens", "output")]),
+                30
+            ),
+        ]
+    );
+    assert_eq!(
+        admission
+            .reservations
+            .iter()
+            .map(|r| r.reserved)
+            .collect::<Vec<_>>(),
+        [40, 30]
+    );
+}
+
+#[test]
+fn descriptors_needing_a_missing_value_are_skipped() {
+    let admission = admission(&config(), &context(None), Estimate::default()).unwrap();
+    assert_eq!(
+        admission.request.descriptors.len(),
+        2,
+        "no model: the model descriptors are left out"
+    );
+    let mut anonymous = context(Some("m"));
+    anonymous.tenant = None;
+    assert!(super::admission(&config(), &anonymous, Estimate::default()).is_none());
+}
+
+#[test]
+fn verdicts() {
+    let ok = RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![],
+    };
+    assert!(verdict(&ok).is_ok());
+    let over = RateLimitResponse {
+        overall_code: Code::OverLimit as i32,
+        statuses: vec![
+            DescriptorStatus {
+                code: Code::Ok as i32,
+                current_limit: None,
+                limit_remaining: 5,
+                duration_until_reset: None,
+            },
+            DescriptorStatus {
+                code: Code::OverLimit as i32,
+                current_limit: Some(RateLimit {
+                    requests_per_unit: 60,
+                    unit: 2,
+                    name: String::new(),
+                }),
+                limit_remaining: 0,
+                duration_until_reset: Some(Duration {
+                    seconds: 41,
+                    nanos: 500,
+                }),
+            },
+        ],
+    };
+    let reply = verdict(&over).unwrap_err();
+    assert_eq!((reply.status, reply.code), (429, "ThrottlingException"));
+    let headers = reply.headers(None);
+    for expected in [
+        ("retry-after", "42"),
+        ("x-ratelimit-limit", "60"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "42"),
+    ] {
+        assert!(headers.contains(&expected), "{expected:?} in {headers:?}");
+    }
+}
+
+#[test]
+fn settlement_gives_back_or_charges_the_difference() {
+    let admission = admission(
+        &config(),
+        &context(Some("m1")),
+        Estimate {
+            input: 10,
+            output: 30,
+        },
+    )
+    .unwrap();
+    let adjustments = settle(
+        &admission.reservations,
+        Some(Usage {
+            input: 12,
+            output: 5,
+        }),
+    );
+    assert_eq!(
+        adjustments.iter().map(|a| a.delta).collect::<Vec<_>>(),
+        [17 - 40, 5 - 30]
+    );
+    assert_eq!(
+        adjustments[0]
+            .entries
+            .last()
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+        Some(("tokens", "total"))
+    );
+    assert!(
+        settle(&admission.reservations, None).is_empty(),
+        "unknown usage: the reservation stands"
+    );
+    assert!(
+        settle(
+            &admission.reservations,
+            Some(Usage {
+                input: 10,
+                output: 30
+            })
+        )
+        .is_empty(),
+        "exact estimate"
+    );
+    let record = record(
+        &context(Some("m1")),
+        1_800_000_000,
+        Some(Usage {
+            input: 12,
+            output: 5,
+        }),
+        adjustments,
+        false,
+    );
+    assert_eq!(
+        (
+            record.tenant.as_str(),
+            record.model.as_str(),
+            record.input_tokens,
+            record.output_tokens
+        ),
+        ("team-a", "m1", 12, 5)
+    );
+}

@@ -1,0 +1,177 @@
+//! The tokens a response reports, read as it passes and never held back: the token-count
+//! headers of InvokeModel, the `usage` object of a Converse body, the `metadata` event of
+//! ConverseStream, and the `amazon-bedrock-invocationMetrics` of InvokeModelWithResponseStream's
+//! last chunk. Event-stream frames are decoded (CRCs checked) with aws-smithy-eventstream.
+
+use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
+use aws_smithy_types::event_stream::HeaderValue;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::BytesMut;
+use serde_json::Value;
+
+/// Input and output tokens of a response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// A JSON body larger than this is not kept for parsing (its usage is then unknown).
+const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+const METRICS_KEY: &[u8] = b"amazon-bedrock-invocationMetrics";
+
+enum Body {
+    Json(Vec<u8>),
+    EventStream {
+        pending: BytesMut,
+        decoder: MessageFrameDecoder,
+    },
+    Ignored,
+}
+
+pub struct UsageParser {
+    failed: bool,
+    from_headers: Option<Usage>,
+    found: Option<Usage>,
+    body: Body,
+}
+
+impl UsageParser {
+    /// Starts reading a response with this status and these headers.
+    pub fn new(status: u32, headers: &[(String, Vec<u8>)]) -> Self {
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        };
+        let count = |name: &str| header(name).and_then(|v| v.trim().parse::<u64>().ok());
+        let from_headers = match (
+            count("x-amzn-bedrock-input-token-count"),
+            count("x-amzn-bedrock-output-token-count"),
+        ) {
+            (Some(input), Some(output)) => Some(Usage { input, output }),
+            _ => None,
+        };
+        let content_type = header("content-type").unwrap_or_default();
+        let body = if from_headers.is_some() {
+            Body::Ignored
+        } else if content_type.starts_with("application/vnd.amazon.eventstream") {
+            Body::EventStream {
+                pending: BytesMut::new(),
+                decoder: MessageFrameDecoder::new(),
+            }
+        } else if content_type.starts_with("application/json") {
+            Body::Json(Vec::new())
+        } else {
+            Body::Ignored
+        };
+        Self {
+            failed: status >= 400,
+            from_headers,
+            found: None,
+            body,
+        }
+    }
+
+    /// A piece of the response body, as it passes.
+    pub fn feed(&mut self, piece: &[u8]) {
+        if self.failed {
+            return;
+        }
+        match &mut self.body {
+            Body::Ignored => {}
+            Body::Json(buffer) => {
+                if buffer.len() + piece.len() > MAX_JSON_BODY {
+                    self.body = Body::Ignored;
+                } else {
+                    buffer.extend_from_slice(piece);
+                }
+            }
+            Body::EventStream { pending, decoder } => {
+                pending.extend_from_slice(piece);
+                loop {
+                    match decoder.decode_frame(&mut *pending) {
+                        Ok(DecodedFrame::Complete(message)) => {
+                            let event_type = message
+                                .headers()
+                                .iter()
+                                .find(|h| h.name().as_str() == ":event-type")
+                                .and_then(|h| match h.value() {
+                                    HeaderValue::String(s) => Some(s.as_str().to_string()),
+                                    _ => None,
+                                });
+                            if let Some(usage) =
+                                event_usage(event_type.as_deref(), message.payload())
+                            {
+                                self.found = Some(usage);
+                            }
+                        }
+                        Ok(DecodedFrame::Incomplete) => break,
+                        Err(_) => {
+                            // Not a valid stream: stop reading it; usage stays unknown.
+                            self.body = Body::Ignored;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The response is complete: its usage, if it reported one. Failed responses used nothing.
+    pub fn finish(self) -> Option<Usage> {
+        if self.failed {
+            return Some(Usage::default());
+        }
+        if let Some(usage) = self.from_headers {
+            return Some(usage);
+        }
+        match self.body {
+            Body::Json(buffer) => serde_json::from_slice::<Value>(&buffer)
+                .ok()
+                .and_then(|json| json_usage(&json)),
+            _ => self.found,
+        }
+    }
+}
+
+/// `usage` of a Converse answer or a ConverseStream `metadata` event, or the token counts of
+/// an Anthropic-style body.
+fn json_usage(json: &Value) -> Option<Usage> {
+    let usage = json.get("usage")?;
+    let field = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
+    Some(Usage {
+        input: field(["inputTokens", "input_tokens"])?,
+        output: field(["outputTokens", "output_tokens"])?,
+    })
+}
+
+fn event_usage(event_type: Option<&str>, payload: &[u8]) -> Option<Usage> {
+    match event_type? {
+        "metadata" => json_usage(&serde_json::from_slice(payload).ok()?),
+        "chunk" => {
+            #[derive(serde::Deserialize)]
+            struct Chunk {
+                bytes: String,
+            }
+            let chunk: Chunk = serde_json::from_slice(payload).ok()?;
+            let inner = STANDARD.decode(chunk.bytes).ok()?;
+            // Only the last chunk carries the metrics: skip the JSON parse of the others.
+            if !inner.windows(METRICS_KEY.len()).any(|w| w == METRICS_KEY) {
+                return None;
+            }
+            let json: Value = serde_json::from_slice(&inner).ok()?;
+            let metrics = json.get("amazon-bedrock-invocationMetrics")?;
+            Some(Usage {
+                input: metrics.get("inputTokenCount")?.as_u64()?,
+                output: metrics.get("outputTokenCount")?.as_u64()?,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+use super::*;
+use aws_smithy_eventstream::frame::write_message_to;
+use aws_smithy_types::event_stream::{Header, Message};
+
+fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+fn frame(event_type: &str, payload: &str) -> Vec<u8> {
+    let message = Message::new(payload.as_bytes().to_vec())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.to_string().into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+const STREAM: &[(&str, &str)] = &[("content-type", "application/vnd.amazon.eventstream")];
+
+#[test]
+fn invoke_model_headers() {
+    let parser = UsageParser::new(
+        200,
+        &h(&[
+            ("content-type", "application/json"),
+            ("x-amzn-bedrock-input-token-count", "12"),
+            ("x-amzn-bedrock-output-token-count", "34"),
+        ]),
+    );
+    assert_eq!(
+        parser.finish(),
+        Some(Usage {
+            input: 12,
+            output: 34
+        })
+    );
+}
+
+#[test]
+fn converse_body_in_pieces() {
+    let body = br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":5,"outputTokens":6,"totalTokens":11}}"#;
+    let mut parser = UsageParser::new(200, &h(&[("content-type", "application/json")]));
+    for piece in body.chunks(7) {
+        parser.feed(piece);
+    }
+    assert_eq!(
+        parser.finish(),
+        Some(Usage {
+            input: 5,
+            output: 6
+        })
+    );
+}
+
+#[test]
+fn converse_stream_metadata_across_chunk_boundaries() {
+    let mut bytes = Vec::new();
+    bytes.extend(frame("messageStart", r#"{"role":"assistant"}"#));
+    bytes.extend(frame(
+        "contentBlockDelta",
+        r#"{"contentBlockIndex":0,"delta":{"text":"hello"}}"#,
+    ));
+    bytes.extend(frame("metadata", r#"{"usage":{"inputTokens":3,"outputTokens":7,"totalTokens":10},"metrics":{"latencyMs":1}}"#));
+    for size in [1, 5, 13, 64, bytes.len()] {
+        let mut parser = UsageParser::new(200, &h(STREAM));
+        for piece in bytes.chunks(size) {
+            parser.feed(piece);
+        }
+        assert_eq!(
+            parser.finish(),
+            Some(Usage {
+                input: 3,
+                output: 7
+            }),
+            "pieces of {size}"
+        );
+    }
+}
+
+#[test]
+fn invoke_model_with_response_stream_metrics() {
+    let chunk = |json: &str| {
+        frame(
+            "chunk",
+            &format!(r#"{{"bytes":"{}"}}"#, STANDARD.encode(json)),
+        )
+    };
+    let mut bytes =
+        chunk(r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}"#);
+    bytes.extend(chunk(r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":21,"outputTokenCount":8,"invocationLatency":1,"firstByteLatency":1}}"#));
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(&bytes);
+    assert_eq!(
+        parser.finish(),
+        Some(Usage {
+            input: 21,
+            output: 8
+        })
+    );
+}
+
+#[test]
+fn unknown_and_failed() {
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(&frame("messageStart", "{}"));
+    assert_eq!(parser.finish(), None, "stream ended without usage");
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(b"\x00\x00\x00\x10garbage-garbage-garbage");
+    assert_eq!(parser.finish(), None, "corrupt stream");
+    let mut parser = UsageParser::new(429, &h(&[("content-type", "application/json")]));
+    parser.feed(br#"{"message":"slow down"}"#);
+    assert_eq!(
+        parser.finish(),
+        Some(Usage::default()),
+        "errors use nothing"
+    );
+    assert_eq!(
+        UsageParser::new(200, &h(&[("content-type", "text/plain")])).finish(),
+        None
+    );
+}

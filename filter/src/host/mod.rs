@@ -1,0 +1,445 @@
+//! The only module that talks to Envoy. It reads requests into plain values, asks `core`
+//! what to do, and applies the answer. Every host call's failure becomes an explicit reply or
+//! a counted failure: the filter never panics.
+//!
+//! The root context (one per Envoy worker) keeps what requests share: the configuration, the
+//! signing credentials and verification keys it refreshes from xds-server, and the usage
+//! reports it delivers. `request.rs` is the per-request state machine.
+
+mod request;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gateway_common::filter_config::Authentication;
+use gateway_common::names::{
+    CONTROL_SERVICE, GET_IDENTITY_KEYS, GET_SIGNING_CREDENTIALS, REPORT_USAGE,
+};
+use gateway_common::proto::{
+    GetIdentityKeysRequest, GetSigningCredentialsRequest, IdentityKeys, ReportUsageRequest,
+    SigningCredentials, UsageRecord,
+};
+use log::{debug, error, info, warn};
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel, MetricType};
+
+use crate::core::Gateway;
+use crate::core::auth::Authenticator;
+use crate::core::credentials::CredentialCache;
+use crate::core::errors::ErrorReply;
+use crate::core::schedule::Schedule;
+use request::Request;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// How often the root context refreshes credentials and keys when due, and sends usage.
+const TICK: Duration = Duration::from_millis(500);
+/// Usage records per ReportUsage call.
+const REPORT_BATCH: usize = 500;
+
+/// Counters in Envoy's stats (`wasmcustom.bedrock_gateway.*`).
+#[derive(Default, Clone, Copy)]
+struct Metrics {
+    quota_failures_open: Option<u32>,
+    quota_failures_closed: Option<u32>,
+    reports_dropped: Option<u32>,
+    reports_failed: Option<u32>,
+}
+
+impl Metrics {
+    fn define() -> Self {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self {
+            quota_failures_open: counter("bedrock_gateway.quota_failures_open"),
+            quota_failures_closed: counter("bedrock_gateway.quota_failures_closed"),
+            reports_dropped: counter("bedrock_gateway.usage_reports_dropped"),
+            reports_failed: counter("bedrock_gateway.usage_report_calls_failed"),
+        }
+    }
+
+    fn add(id: Option<u32>, n: usize) {
+        if let Some(id) = id
+            && let Err(e) = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX))
+        {
+            debug!("cannot count: {e:?}");
+        }
+    }
+}
+
+/// What one plugin configuration's contexts share (per Envoy worker).
+struct Shared {
+    gateway: Gateway,
+    /// Present in `jwt` mode.
+    auth: Option<RefCell<Authenticator>>,
+    keys_schedule: RefCell<Schedule>,
+    credentials: RefCell<CredentialCache>,
+    /// Usage of finished requests, waiting to be sent (bounded; oldest dropped first).
+    reports: RefCell<VecDeque<UsageRecord>>,
+    metrics: Metrics,
+    node_id: String,
+}
+
+impl Shared {
+    fn ask_for_credentials(&self, now: u64) -> Result<u32, String> {
+        let current = self
+            .credentials
+            .borrow()
+            .usable(now)
+            .map(|c| c.access_key_id.clone())
+            .unwrap_or_default();
+        let request = GetSigningCredentialsRequest {
+            node_id: self.node_id.clone(),
+            current_access_key_id: current,
+        };
+        self.call(GET_SIGNING_CREDENTIALS, &request.encode_to_vec())
+    }
+
+    fn ask_for_keys(&self, unknown: Option<(String, String)>) -> Result<u32, String> {
+        let (issuer, kid) = unknown.unwrap_or_default();
+        let request = GetIdentityKeysRequest {
+            node_id: self.node_id.clone(),
+            unknown_kid_issuer: issuer,
+            unknown_kid: kid,
+        };
+        self.call(GET_IDENTITY_KEYS, &request.encode_to_vec())
+    }
+
+    fn call(&self, method: &str, message: &[u8]) -> Result<u32, String> {
+        let control = &self.gateway.config.control;
+        grpc_call(
+            &control.cluster,
+            CONTROL_SERVICE,
+            method,
+            message,
+            control.timeout_ms,
+        )
+    }
+
+    /// Reads a credentials answer into the cache (or records the failure).
+    fn store_credentials(&self, status_code: u32, size: usize) {
+        let now = unix_now();
+        let mut cache = self.credentials.borrow_mut();
+        match grpc_answer::<SigningCredentials>(status_code, size) {
+            Ok(message) => {
+                let key = message.access_key_id.clone();
+                let default_refresh = self.gateway.config.control.credentials_refresh_seconds;
+                match cache.refreshed(message, now, default_refresh) {
+                    Ok(()) => debug!("signing credentials refreshed ({key})"),
+                    Err(e) => warn!("the control service sent unusable credentials: {e:?}"),
+                }
+            }
+            Err(e) => {
+                warn!("credentials refresh failed: {e}");
+                cache.failed(now);
+            }
+        }
+    }
+
+    /// Reads a keys answer into the authenticator (or records the failure).
+    fn store_keys(&self, status_code: u32, size: usize) {
+        let Some(auth) = &self.auth else { return };
+        let now = unix_now();
+        let mut schedule = self.keys_schedule.borrow_mut();
+        match grpc_answer::<IdentityKeys>(status_code, size) {
+            Ok(message) => {
+                let mut auth = auth.borrow_mut();
+                let changed = auth.keys_version() != Some(message.version);
+                for skipped in auth.set_keys(&message) {
+                    warn!("{skipped}");
+                }
+                if changed {
+                    info!(
+                        "token verification keys updated: {} keys (version {})",
+                        auth.key_count(),
+                        message.version
+                    );
+                }
+                let after = match message.refresh_after_seconds {
+                    0 => auth.config.keys_refresh_seconds,
+                    hint => u64::from(hint),
+                };
+                schedule.succeeded(now, after);
+            }
+            Err(e) => {
+                warn!("keys refresh failed: {e}");
+                schedule.failed(now);
+            }
+        }
+    }
+
+    /// Queues the usage of a finished request for the next report.
+    fn queue_report(&self, record: UsageRecord) {
+        let capacity = self
+            .gateway
+            .config
+            .quota
+            .as_ref()
+            .map_or(1, |q| q.report_buffer);
+        let mut reports = self.reports.borrow_mut();
+        reports.push_back(record);
+        let excess = reports.len().saturating_sub(capacity);
+        if excess > 0 {
+            reports.drain(..excess);
+            warn!("usage report buffer full: {excess} oldest reports dropped");
+            Metrics::add(self.metrics.reports_dropped, excess);
+        }
+    }
+
+    /// Puts records whose delivery failed back in front of the queue.
+    fn requeue_reports(&self, records: Vec<UsageRecord>) {
+        let mut reports = self.reports.borrow_mut();
+        for record in records.into_iter().rev() {
+            reports.push_front(record);
+        }
+        let capacity = self
+            .gateway
+            .config
+            .quota
+            .as_ref()
+            .map_or(1, |q| q.report_buffer);
+        let excess = reports.len().saturating_sub(capacity);
+        if excess > 0 {
+            reports.drain(..excess);
+            Metrics::add(self.metrics.reports_dropped, excess);
+        }
+    }
+}
+
+/// Which control-service call a token belongs to.
+enum Call {
+    Credentials,
+    Keys,
+    Report(Vec<UsageRecord>),
+}
+
+#[derive(Default)]
+struct Root {
+    shared: Option<Rc<Shared>>,
+    calls: HashMap<u32, Call>,
+}
+
+impl Root {
+    fn on_schedule(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let now = unix_now();
+        if shared.credentials.borrow().refresh_due(now) {
+            match shared.ask_for_credentials(now) {
+                Ok(token) => {
+                    shared.credentials.borrow_mut().refresh_started();
+                    self.calls.insert(token, Call::Credentials);
+                }
+                Err(e) => {
+                    warn!("cannot ask the control service for credentials: {e}");
+                    shared.credentials.borrow_mut().failed(now);
+                }
+            }
+        }
+        if shared.auth.is_some() && shared.keys_schedule.borrow().due(now) {
+            match shared.ask_for_keys(None) {
+                Ok(token) => {
+                    shared.keys_schedule.borrow_mut().started();
+                    self.calls.insert(token, Call::Keys);
+                }
+                Err(e) => {
+                    warn!("cannot ask the control service for keys: {e}");
+                    shared.keys_schedule.borrow_mut().failed(now);
+                }
+            }
+        }
+        self.send_reports(&shared);
+    }
+
+    /// Sends queued usage, one call at a time; what fails goes back to the queue.
+    fn send_reports(&mut self, shared: &Shared) {
+        if self.calls.values().any(|c| matches!(c, Call::Report(_))) {
+            return;
+        }
+        let records: Vec<UsageRecord> = {
+            let mut reports = shared.reports.borrow_mut();
+            let n = reports.len().min(REPORT_BATCH);
+            reports.drain(..n).collect()
+        };
+        if records.is_empty() {
+            return;
+        }
+        let request = ReportUsageRequest {
+            node_id: shared.node_id.clone(),
+            records,
+        };
+        match shared.call(REPORT_USAGE, &request.encode_to_vec()) {
+            Ok(token) => {
+                self.calls.insert(token, Call::Report(request.records));
+            }
+            Err(e) => {
+                warn!("cannot send usage reports: {e}");
+                Metrics::add(shared.metrics.reports_failed, 1);
+                shared.requeue_reports(request.records);
+            }
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        match self.calls.remove(&token) {
+            Some(Call::Credentials) => shared.store_credentials(status_code, response_size),
+            Some(Call::Keys) => shared.store_keys(status_code, response_size),
+            Some(Call::Report(records)) => {
+                if status_code == 0 {
+                    debug!("{} usage records reported", records.len());
+                    // More may be waiting: keep going without waiting for the next tick.
+                    self.send_reports(&shared);
+                } else {
+                    warn!("usage report failed with gRPC status {status_code}; will retry");
+                    Metrics::add(shared.metrics.reports_failed, 1);
+                    shared.requeue_reports(records);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let json = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                error!("cannot read the plugin configuration: {e:?}");
+                return false;
+            }
+        };
+        let gateway = match Gateway::from_json(&json) {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                error!("{e}");
+                return false;
+            }
+        };
+        info!(
+            "bedrock gateway configured: region {}, {} services, authentication {}, quotas {}",
+            gateway.config.region,
+            gateway.config.services.len(),
+            match gateway.config.authentication {
+                Authentication::None => "none",
+                Authentication::Jwt(_) => "jwt",
+            },
+            if gateway.config.quota.is_some() {
+                "on"
+            } else {
+                "off"
+            },
+        );
+        let auth = match &gateway.config.authentication {
+            Authentication::Jwt(jwt) => Some(RefCell::new(Authenticator::new(jwt.clone()))),
+            Authentication::None => None,
+        };
+        let node_id = match hostcalls::get_property(vec!["node", "id"]) {
+            Ok(Some(id)) => String::from_utf8_lossy(&id).into_owned(),
+            _ => String::new(),
+        };
+        self.shared = Some(Rc::new(Shared {
+            gateway,
+            auth,
+            keys_schedule: RefCell::new(Schedule::default()),
+            credentials: RefCell::new(CredentialCache::default()),
+            reports: RefCell::new(VecDeque::new()),
+            metrics: Metrics::define(),
+            node_id,
+        }));
+        if let Err(e) = hostcalls::set_tick_period(TICK) {
+            warn!("cannot set the tick period: {e:?}");
+        }
+        self.on_schedule();
+        true
+    }
+
+    fn on_tick(&mut self) {
+        self.on_schedule();
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request::new(self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+fn grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    message: &[u8],
+    timeout_ms: u64,
+) -> Result<u32, String> {
+    hostcalls::dispatch_grpc_call(
+        cluster,
+        service,
+        method,
+        Vec::new(),
+        Some(message),
+        Duration::from_millis(timeout_ms),
+    )
+    .map_err(|e| format!("{e:?}"))
+}
+
+/// Decodes a gRPC answer.
+fn grpc_answer<M: Message + Default>(status_code: u32, size: usize) -> Result<M, String> {
+    if status_code != 0 {
+        let detail = hostcalls::get_grpc_status()
+            .ok()
+            .and_then(|(_, message)| message)
+            .unwrap_or_default();
+        return Err(format!("gRPC status {status_code} {detail}"));
+    }
+    let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        .map_err(|e| format!("{e:?}"))?;
+    M::decode(body.unwrap_or_default().as_slice()).map_err(|e| e.to_string())
+}
+
+fn system_now() -> SystemTime {
+    hostcalls::get_current_time().unwrap_or_else(|_| SystemTime::now())
+}
+
+fn unix_now() -> u64 {
+    unix_seconds(system_now())
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn not_configured() -> ErrorReply {
+    ErrorReply::new(
+        500,
+        "InternalServerException",
+        "not_configured",
+        "The gateway filter has no valid configuration.",
+    )
+}
+
+fn internal_error() -> ErrorReply {
+    ErrorReply::new(
+        500,
+        "InternalServerException",
+        "host_error",
+        "The gateway failed to process the request.",
+    )
+}

@@ -1,0 +1,533 @@
+//! One request's way through the filter. It is held at its headers until it is decided
+//! (routed, authenticated, authorized), its body is hashed and, with quotas, admitted by the
+//! rate limit service; then it is signed and let go. Body pieces that arrive while a decision
+//! waits for the control service are hashed meanwhile. With quotas, the response's token usage
+//! is read as it passes and reported when it ends.
+
+use std::rc::Rc;
+
+use gateway_common::names::{AUDIT_PROPERTY, TENANT_PROPERTY};
+use gateway_common::quota_config::FailureMode;
+use gateway_common::ratelimit::{
+    RateLimitResponse, SERVICE as RATELIMIT_SERVICE, SHOULD_RATE_LIMIT,
+};
+use log::{debug, error, warn};
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use super::{
+    Metrics, Shared, grpc_answer, grpc_call, internal_error, not_configured, system_now, unix_now,
+    unix_seconds,
+};
+use crate::core::audit::AuditRecord;
+use crate::core::auth::{Identity, Outcome};
+use crate::core::errors::ErrorReply;
+use crate::core::headers::{HeaderList, REQUEST_ID, find_str};
+use crate::core::quota::estimate::{self, Estimate};
+use crate::core::quota::usage::UsageParser;
+use crate::core::quota::{self, Reservation};
+use crate::core::signing::{BodyHasher, EMPTY_SHA256};
+use crate::core::{ForwardPlan, Route};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Headers are being decided (routing, authentication, authorization).
+    Deciding,
+    /// The decision waits for keys from the control service.
+    AwaitingKeys,
+    /// Allowed: waiting for the end of the body.
+    Forwarding,
+    /// Admission waits for the rate limit service.
+    AwaitingQuota,
+    /// Signing waits for credentials from the control service.
+    AwaitingCredentials,
+    /// Let go upstream, or answered by the gateway.
+    Done,
+}
+
+/// A request under quotas.
+struct Quota {
+    context: quota::Context,
+    /// Admission done (or skipped: no descriptor applied, or the service failed open).
+    checked: bool,
+    reservations: Vec<Reservation>,
+    admitted_at: u64,
+    /// Reading the response's usage.
+    usage: Option<UsageParser>,
+    /// The usage record is queued (or owed, while false and forwarded).
+    reported: bool,
+    forwarded: bool,
+}
+
+pub(super) struct Request {
+    shared: Option<Rc<Shared>>,
+    phase: Phase,
+    /// The request headers, kept while the decision waits for keys.
+    pending: Option<HeaderList>,
+    route: Option<Route>,
+    plan: Option<ForwardPlan>,
+    /// Present while the body is being hashed.
+    hasher: Option<BodyHasher>,
+    /// Set once the whole body has been hashed.
+    body_hash: Option<String>,
+    /// The body, kept only when a token quota estimates from it.
+    body: Option<Vec<u8>>,
+    audit: AuditRecord,
+    quota: Option<Quota>,
+}
+
+impl Request {
+    pub(super) fn new(shared: Option<Rc<Shared>>) -> Self {
+        Self {
+            shared,
+            phase: Phase::Deciding,
+            pending: None,
+            route: None,
+            plan: None,
+            hasher: None,
+            body_hash: None,
+            body: None,
+            audit: AuditRecord::default(),
+            quota: None,
+        }
+    }
+
+    /// Answers the request with a gateway error and records the refusal.
+    fn refuse(&mut self, reply: ErrorReply) -> Action {
+        debug!("refused ({}): {}", reply.reason, reply.message);
+        self.audit.deny(reply.reason);
+        self.publish_audit(None);
+        self.phase = Phase::Done;
+        self.hasher = None;
+        let body = reply.body();
+        let headers = reply.headers(self.audit.request_id.as_deref());
+        if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(&body)) {
+            error!("cannot send a local reply: {e:?}");
+        }
+        Action::Pause
+    }
+
+    fn publish_audit(&self, tenant: Option<&str>) {
+        let fragment = self.audit.fragment();
+        if let Err(e) = hostcalls::set_property(vec![AUDIT_PROPERTY], Some(fragment.as_bytes())) {
+            debug!("cannot set the audit record: {e:?}");
+        }
+        if let Some(tenant) = tenant
+            && let Err(e) = hostcalls::set_property(vec![TENANT_PROPERTY], Some(tenant.as_bytes()))
+        {
+            debug!("cannot set the tenant: {e:?}");
+        }
+    }
+
+    /// Authenticates and authorizes the held request. `may_refresh`: an unknown key may be
+    /// looked up (once).
+    fn decide(
+        &mut self,
+        shared: &Shared,
+        headers: HeaderList,
+        route: Route,
+        may_refresh: bool,
+    ) -> Action {
+        let identity = match &shared.auth {
+            None => None,
+            Some(auth) => {
+                let outcome = auth
+                    .borrow_mut()
+                    .authenticate(&headers, unix_now(), may_refresh);
+                match outcome {
+                    Outcome::Authenticated(identity) => Some(identity),
+                    Outcome::NeedKeys { issuer, kid } => {
+                        let unknown = (!kid.is_empty()).then_some((issuer, kid));
+                        return match shared.ask_for_keys(unknown) {
+                            Ok(_) => {
+                                self.pending = Some(headers);
+                                self.route = Some(route);
+                                self.phase = Phase::AwaitingKeys;
+                                Action::Pause
+                            }
+                            Err(e) => {
+                                warn!("cannot ask the control service for keys: {e}");
+                                self.decide(shared, headers, route, false)
+                            }
+                        };
+                    }
+                    Outcome::Refused(error) => {
+                        return self.refuse(ErrorReply::unauthenticated(error));
+                    }
+                }
+            }
+        };
+        if let Some(identity) = &identity {
+            self.audit.identify(identity);
+            if let Err(reply) = shared.gateway.authorize(identity, &route) {
+                return self.refuse(reply);
+            }
+        }
+        if shared.gateway.config.quota.is_some() {
+            self.quota = Some(Quota {
+                context: quota_context(shared, identity.as_deref(), &route),
+                checked: false,
+                reservations: Vec::new(),
+                admitted_at: 0,
+                usage: None,
+                reported: false,
+                forwarded: false,
+            });
+        }
+        self.audit.allow();
+        self.publish_audit(identity.as_ref().map(|i| i.tenant.as_str()));
+        self.plan = Some(shared.gateway.forward(headers, route, identity.as_deref()));
+        self.phase = Phase::Forwarding;
+        self.proceed(shared)
+    }
+
+    /// Once the body is complete: admission (with quotas), then signing; until then keeps
+    /// holding the request.
+    fn proceed(&mut self, shared: &Shared) -> Action {
+        let Some(payload_hash) = self.body_hash.clone() else {
+            return Action::Pause;
+        };
+        if let Some(quota) = self.quota.as_mut().filter(|q| !q.checked) {
+            let Some(config) = &shared.gateway.config.quota else {
+                return Action::Continue;
+            };
+            let estimate = match &self.body {
+                Some(body) => estimate::estimate(
+                    &quota.context.operation,
+                    body,
+                    config.chars_per_token,
+                    config.default_max_output_tokens,
+                ),
+                None => Estimate::default(),
+            };
+            self.body = None;
+            match quota::admission(config, &quota.context, estimate) {
+                None => quota.checked = true,
+                Some(admission) => {
+                    quota.reservations = admission.reservations;
+                    let call = grpc_call(
+                        &config.cluster,
+                        RATELIMIT_SERVICE,
+                        SHOULD_RATE_LIMIT,
+                        &admission.request.encode_to_vec(),
+                        config.timeout_ms,
+                    );
+                    return match call {
+                        Ok(_) => {
+                            self.phase = Phase::AwaitingQuota;
+                            Action::Pause
+                        }
+                        Err(e) => self.quota_failed(shared, &e),
+                    };
+                }
+            }
+        }
+        self.sign_and_forward(shared, &payload_hash)
+    }
+
+    /// The rate limit service did not decide: the configured failure mode applies.
+    fn quota_failed(&mut self, shared: &Shared, error: &str) -> Action {
+        let mode = shared
+            .gateway
+            .config
+            .quota
+            .as_ref()
+            .map_or(FailureMode::Open, |q| q.failure_mode);
+        warn!("quota check failed ({error}); failing {mode:?}");
+        match mode {
+            FailureMode::Open => {
+                Metrics::add(shared.metrics.quota_failures_open, 1);
+                if let Some(quota) = self.quota.as_mut() {
+                    // Nothing was reserved: nothing to settle.
+                    quota.reservations.clear();
+                    quota.checked = true;
+                }
+                self.phase = Phase::Forwarding;
+                self.proceed(shared)
+            }
+            FailureMode::Closed => {
+                Metrics::add(shared.metrics.quota_failures_closed, 1);
+                self.refuse(ErrorReply::quota_unavailable())
+            }
+        }
+    }
+
+    fn sign_and_forward(&mut self, shared: &Shared, payload_hash: &str) -> Action {
+        let clock = system_now();
+        let now = unix_seconds(clock);
+        let cached = shared.credentials.borrow().usable(now).cloned();
+        let Some(credentials) = cached else {
+            return match shared.ask_for_credentials(now) {
+                Ok(_) => {
+                    self.phase = Phase::AwaitingCredentials;
+                    Action::Pause
+                }
+                Err(e) => {
+                    warn!("cannot ask the control service for credentials: {e}");
+                    self.refuse(ErrorReply::no_credentials())
+                }
+            };
+        };
+        let Some(plan) = self.plan.take() else {
+            return Action::Continue;
+        };
+        let headers = match shared.gateway.sign(plan, payload_hash, &credentials, clock) {
+            Ok(headers) => headers,
+            Err(reply) => return self.refuse(reply),
+        };
+        let pairs: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_slice()))
+            .collect();
+        match hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs) {
+            Ok(()) => {
+                self.phase = Phase::Done;
+                if let Some(quota) = self.quota.as_mut() {
+                    quota.forwarded = true;
+                }
+                Action::Continue
+            }
+            Err(e) => {
+                error!("cannot set the upstream headers: {e:?}");
+                self.refuse(internal_error())
+            }
+        }
+    }
+
+    /// The body is complete (or there is none).
+    fn body_complete(&mut self, shared: &Shared, payload_hash: String) -> Action {
+        self.body_hash = Some(payload_hash);
+        match self.phase {
+            Phase::Forwarding => self.proceed(shared),
+            Phase::Done => Action::Continue,
+            Phase::Deciding
+            | Phase::AwaitingKeys
+            | Phase::AwaitingQuota
+            | Phase::AwaitingCredentials => Action::Pause,
+        }
+    }
+
+    /// Queues the usage record of this request (once).
+    fn report(&mut self, shared: &Shared, refused: bool) {
+        let Some(quota) = self.quota.as_mut() else {
+            return;
+        };
+        if quota.reported || !(refused || quota.forwarded) {
+            return;
+        }
+        quota.reported = true;
+        let usage = quota.usage.take().and_then(UsageParser::finish);
+        let adjustments = if refused {
+            Vec::new()
+        } else {
+            quota::settle(&quota.reservations, usage)
+        };
+        let admitted_at = if quota.admitted_at == 0 {
+            unix_now()
+        } else {
+            quota.admitted_at
+        };
+        shared.queue_report(quota::record(
+            &quota.context,
+            admitted_at,
+            usage,
+            adjustments,
+            refused,
+        ));
+    }
+}
+
+/// The request context quota descriptors are built from.
+fn quota_context(shared: &Shared, identity: Option<&Identity>, route: &Route) -> quota::Context {
+    quota::Context {
+        tenant: identity.map(|i| i.tenant.clone()),
+        subject: identity.map(|i| i.subject.clone()),
+        tier: identity.and_then(|i| i.tier.clone()),
+        issuer: identity.map(|i| i.issuer.clone()),
+        service: shared.gateway.service_name(route).to_string(),
+        operation: route.operation.name.to_string(),
+        model: route.operation.model.clone(),
+    }
+}
+
+impl Context for Request {
+    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, response_size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let action = match self.phase {
+            Phase::AwaitingKeys => {
+                shared.store_keys(status_code, response_size);
+                match (self.pending.take(), self.route.take()) {
+                    (Some(headers), Some(route)) => self.decide(&shared, headers, route, false),
+                    _ => self.refuse(internal_error()),
+                }
+            }
+            Phase::AwaitingQuota => {
+                match grpc_answer::<RateLimitResponse>(status_code, response_size) {
+                    Err(e) => self.quota_failed(&shared, &e),
+                    Ok(response) => match quota::verdict(&response) {
+                        Ok(()) => {
+                            if let Some(quota) = self.quota.as_mut() {
+                                quota.checked = true;
+                                quota.admitted_at = unix_now();
+                            }
+                            self.phase = Phase::Forwarding;
+                            self.proceed(&shared)
+                        }
+                        Err(reply) => {
+                            self.report(&shared, true);
+                            self.refuse(reply)
+                        }
+                    },
+                }
+            }
+            Phase::AwaitingCredentials => {
+                shared.store_credentials(status_code, response_size);
+                if shared.credentials.borrow().usable(unix_now()).is_some() {
+                    self.phase = Phase::Forwarding;
+                    self.proceed(&shared)
+                } else {
+                    self.refuse(ErrorReply::no_credentials())
+                }
+            }
+            _ => return,
+        };
+        if matches!(action, Action::Continue)
+            && let Err(e) = hostcalls::resume_http_request()
+        {
+            error!("cannot resume the request: {e:?}");
+        }
+    }
+}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _count: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return self.refuse(not_configured());
+        };
+        let headers = match hostcalls::get_map_bytes(MapType::HttpRequestHeaders) {
+            Ok(headers) => headers,
+            Err(e) => {
+                error!("cannot read the request headers: {e:?}");
+                return self.refuse(internal_error());
+            }
+        };
+        self.audit.request_id = find_str(&headers, REQUEST_ID).map(str::to_string);
+        let route = match shared.gateway.route(&headers) {
+            Ok(route) => route,
+            Err(reply) => return self.refuse(reply),
+        };
+        self.audit.service = Some(shared.gateway.service_name(&route).to_string());
+        self.audit.operation = Some(route.operation.name);
+        self.audit.model = route.operation.model.clone();
+        if end_of_stream {
+            self.body_hash = Some(EMPTY_SHA256.to_string());
+        } else {
+            self.hasher = Some(BodyHasher::default());
+            let estimates = shared.gateway.config.quota.as_ref().is_some_and(|q| {
+                q.counts_tokens() && estimate::generates_tokens(route.operation.name)
+            });
+            if estimates {
+                self.body = Some(Vec::new());
+            }
+        }
+        self.decide(&shared, headers, route, true)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let Some(hasher) = self.hasher.as_mut() else {
+            return if self.phase == Phase::Done {
+                Action::Continue
+            } else {
+                Action::Pause
+            };
+        };
+        let limit = shared.gateway.config.max_request_body_bytes;
+        if body_size as u64 > limit {
+            return self.refuse(ErrorReply::body_too_large(limit));
+        }
+        let start = hasher.consumed();
+        if body_size > start {
+            match hostcalls::get_buffer(BufferType::HttpRequestBody, start, body_size - start) {
+                Ok(Some(piece)) => {
+                    hasher.update(&piece);
+                    if let Some(body) = self.body.as_mut() {
+                        body.extend_from_slice(&piece);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!("cannot read the request body: {e:?}");
+                    return self.refuse(internal_error());
+                }
+            }
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        match self.hasher.take() {
+            Some(hasher) => self.body_complete(&shared, hasher.finish_hex()),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _count: usize) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        match self.hasher.take() {
+            Some(hasher) => self.body_complete(&shared, hasher.finish_hex()),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _count: usize, end_of_stream: bool) -> Action {
+        let Some(quota) = self.quota.as_mut().filter(|q| q.forwarded) else {
+            return Action::Continue;
+        };
+        match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
+            Ok(headers) => {
+                let status = find_str(&headers, ":status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                quota.usage = Some(UsageParser::new(status, &headers));
+            }
+            Err(e) => warn!("cannot read the response headers: {e:?}"),
+        }
+        if end_of_stream && let Some(shared) = self.shared.clone() {
+            self.report(&shared, false);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(parser) = self.quota.as_mut().and_then(|q| q.usage.as_mut()) else {
+            return Action::Continue;
+        };
+        if body_size > 0 {
+            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(Some(piece)) => parser.feed(&piece),
+                Ok(None) => {}
+                Err(e) => warn!("cannot read the response body: {e:?}"),
+            }
+        }
+        if end_of_stream && let Some(shared) = self.shared.clone() {
+            self.report(&shared, false);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // A response that ended without its end (client gone, upstream reset): the
+        // reservation stands as the charge.
+        if let Some(shared) = self.shared.clone() {
+            self.report(&shared, false);
+        }
+    }
+}
