@@ -1,5 +1,7 @@
-//! The HTTP admin port: `GET /healthz`, `GET /status` (JSON) and `GET /metrics` (Prometheus
-//! text). [`respond`] maps a request to an answer (pure); [`serve_admin`] runs hyper.
+//! The HTTP admin port: `GET /healthz`, `GET /status` (JSON), `GET /metrics` (Prometheus
+//! text) and `GET /usage` (the usage ledger, JSON). [`respond`] maps a request to an answer
+//! (pure) except for `/usage`, which [`usage`] answers from the quota store; [`serve_admin`]
+//! runs hyper.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
@@ -11,7 +13,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::{credentials::Clock, status::ServerStatus};
+use crate::{
+    credentials::Clock,
+    quota::{QuotaEngine, QuotaError, usage::UsageQuery},
+    status::ServerStatus,
+};
 
 /// How long open admin connections get to finish once the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,27 +41,29 @@ impl Answer {
     }
 }
 
-/// The answer to `method path` given the server's status at `now`.
+/// The answer to `method path` given the server's status at `now`; `None` for `GET /usage`,
+/// which [`usage`] answers.
 pub fn respond(
     method: &Method,
     path: &str,
     status: &ServerStatus,
     now: std::time::SystemTime,
-) -> Answer {
-    let known = matches!(path, "/healthz" | "/status" | "/metrics");
+) -> Option<Answer> {
+    let known = matches!(path, "/healthz" | "/status" | "/metrics" | "/usage");
     if !known {
-        return Answer::text(
+        return Some(Answer::text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /status or /metrics",
-        );
+            "not found: try /healthz, /status, /metrics or /usage",
+        ));
     }
     if method != Method::GET && method != Method::HEAD {
-        return Answer::text(
+        return Some(Answer::text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed: use GET",
-        );
+        ));
     }
-    match path {
+    Some(match path {
+        "/usage" => return None,
         "/healthz" => Answer::text(StatusCode::OK, "ok"),
         "/status" => match serde_json::to_string_pretty(&status.report(now)) {
             Ok(json) => Answer {
@@ -70,6 +78,33 @@ pub fn respond(
             content_type: PROMETHEUS_TEXT,
             body: status.prometheus(now),
         },
+    })
+}
+
+/// `GET /usage?tenant=T&from=YYYY-MM-DD&to=YYYY-MM-DD`: the ledger's rows as
+/// `{"rows":[{day, tenant, model, requests, input_tokens, output_tokens, refusals}]}`, sorted.
+pub async fn usage(quotas: &QuotaEngine, query: Option<&str>) -> Answer {
+    let query = match UsageQuery::from_query_string(query, quotas.today()) {
+        Ok(query) => query,
+        Err(message) => return Answer::text(StatusCode::BAD_REQUEST, &message),
+    };
+    match quotas.usage(&query).await {
+        Ok(rows) => match serde_json::to_string(&serde_json::json!({ "rows": rows })) {
+            Ok(json) => Answer {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: json + "\n",
+            },
+            Err(e) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, &format!("usage: {e}")),
+        },
+        Err(error) => {
+            let code = match error {
+                QuotaError::NotConfigured => StatusCode::NOT_FOUND,
+                QuotaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                QuotaError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            };
+            Answer::text(code, &error.to_string())
+        }
     }
 }
 
@@ -77,6 +112,7 @@ pub fn respond(
 pub async fn serve_admin(
     listener: TcpListener,
     status: Arc<ServerStatus>,
+    quotas: Arc<QuotaEngine>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
@@ -95,11 +131,18 @@ pub async fn serve_admin(
             },
         };
         let status = Arc::clone(&status);
+        let quotas = Arc::clone(&quotas);
         let clock = Arc::clone(&clock);
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let answer = respond(request.method(), request.uri().path(), &status, clock.now());
+            let ready = respond(request.method(), request.uri().path(), &status, clock.now());
+            let query = request.uri().query().map(str::to_string);
             let head = request.method() == Method::HEAD;
+            let quotas = Arc::clone(&quotas);
             async move {
+                let answer = match ready {
+                    Some(answer) => answer,
+                    None => usage(&quotas, query.as_deref()).await,
+                };
                 let body = if head {
                     Bytes::new()
                 } else {
@@ -146,13 +189,14 @@ mod tests {
             UNIX_EPOCH,
             Arc::new(CredentialStore::default()),
             crate::identity::KeyManager::for_tests(),
+            crate::quota::QuotaEngine::for_tests(),
         )
     }
 
     #[test]
     fn routes() {
         let status = status();
-        let get = |path: &str| respond(&Method::GET, path, &status, UNIX_EPOCH);
+        let get = |path: &str| respond(&Method::GET, path, &status, UNIX_EPOCH).unwrap();
         assert_eq!(get("/healthz"), Answer::text(StatusCode::OK, "ok"));
 
         let answer = get("/status");
@@ -178,8 +222,13 @@ mod tests {
 
         assert_eq!(get("/nope").status, StatusCode::NOT_FOUND);
         assert_eq!(
-            respond(&Method::POST, "/status", &status, UNIX_EPOCH).status,
-            StatusCode::METHOD_NOT_ALLOWED
+            respond(&Method::POST, "/status", &status, UNIX_EPOCH).map(|a| a.status),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
         );
+        assert_eq!(
+            respond(&Method::POST, "/usage", &status, UNIX_EPOCH).map(|a| a.status),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert_eq!(respond(&Method::GET, "/usage", &status, UNIX_EPOCH), None);
     }
 }

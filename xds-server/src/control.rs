@@ -1,6 +1,6 @@
 //! `bedrock_gateway.v1.GatewayControl`, the control API the filter calls: signing
-//! credentials ([`crate::credentials::grpc`]) and the issuers' verification keys
-//! ([`crate::identity::manager`]).
+//! credentials ([`crate::credentials::grpc`]), the issuers' verification keys
+//! ([`crate::identity::manager`]), usage reports and the usage ledger ([`crate::quota::grpc`]).
 
 use std::sync::Arc;
 
@@ -8,7 +8,8 @@ use gateway_common::{
     auth_config::JwtAuthentication,
     filter_config::Authentication,
     proto::{
-        GetIdentityKeysRequest, GetSigningCredentialsRequest, IdentityKeys, SigningCredentials,
+        GetIdentityKeysRequest, GetSigningCredentialsRequest, GetUsageRequest, GetUsageResponse,
+        IdentityKeys, ReportUsageRequest, ReportUsageResponse, SigningCredentials,
     },
 };
 use tokio::sync::watch;
@@ -20,12 +21,14 @@ use crate::{
     control_api::gateway_control_server::GatewayControl,
     credentials::{Clock, CredentialStore, grpc::signing_credentials},
     identity::KeyManager,
+    quota::{QuotaEngine, grpc as quota_grpc},
     server::ActiveConfig,
 };
 
 pub struct ControlService {
     store: Arc<CredentialStore>,
     keys: Arc<KeyManager>,
+    quotas: Arc<QuotaEngine>,
     clock: Arc<dyn Clock>,
     config: watch::Receiver<Arc<ActiveConfig>>,
 }
@@ -34,12 +37,14 @@ impl ControlService {
     pub fn new(
         store: Arc<CredentialStore>,
         keys: Arc<KeyManager>,
+        quotas: Arc<QuotaEngine>,
         clock: Arc<dyn Clock>,
         config: watch::Receiver<Arc<ActiveConfig>>,
     ) -> Self {
         Self {
             store,
             keys,
+            quotas,
             clock,
             config,
         }
@@ -96,5 +101,23 @@ impl GatewayControl for ControlService {
             "identity keys handed out"
         );
         Ok(Response::new(answer))
+    }
+
+    async fn report_usage(
+        &self,
+        request: Request<ReportUsageRequest>,
+    ) -> Result<Response<ReportUsageResponse>, Status> {
+        quota_grpc::report_usage(&self.quotas, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_usage(
+        &self,
+        request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        quota_grpc::get_usage(&self.quotas, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -4,7 +4,8 @@
 //! configuration) from one YAML file ([`config`], [`snapshot`]), serves them over ADS
 //! ([`xds`]), applies edits of the file ([`watch`]), hands the filter its AWS signing
 //! credentials ([`credentials`]) and the keys that verify callers' tokens ([`identity`]) over
-//! gRPC ([`control`]), and reports on an HTTP admin port ([`admin`]).
+//! gRPC ([`control`]), enforces request and token quotas as Envoy's rate limit service and
+//! keeps a usage ledger ([`quota`]), and reports on an HTTP admin port ([`admin`]).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod credentials;
 pub mod identity;
+pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod status;

@@ -1,9 +1,13 @@
-//! Wires the parts together: one tonic server with ADS and the control API, the admin port,
-//! the configuration watcher, the credentials refresher and the issuers' key manager.
+//! Wires the parts together: one tonic server with ADS, the control API and the rate limit
+//! service, the admin port, the configuration watcher, the credentials refresher, the issuers'
+//! key manager and the quota engine.
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::{
+    discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
+    ratelimit::v3::rate_limit_service_server::RateLimitServiceServer,
+};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +22,7 @@ use crate::{
         Clock, CredentialSource, CredentialStore, SystemClock, refresher::run_refresher,
     },
     identity::{KeyManager, fetch::HttpClient, manager::follow_config},
+    quota::{QuotaEngine, engine::follow_config as follow_quota_config, grpc::RateLimitGrpc},
     snapshot::Snapshot,
     status::ServerStatus,
     watch::{Reloader, watch_config},
@@ -54,6 +59,9 @@ pub enum ServeError {
     /// The client that fetches issuers' keys cannot be built.
     #[error("identity keys: {0}")]
     Identity(String),
+    /// The quota store cannot be set up.
+    #[error("quotas: {0}")]
+    Quota(String),
 }
 
 /// Runs the control service on already bound listeners until `shutdown` completes. Fails at
@@ -85,6 +93,10 @@ pub async fn serve(
         cancel.child_token(),
     ));
     keys.apply(&config.identity);
+    let quotas = Arc::new(QuotaEngine::new(Arc::clone(&clock)));
+    quotas
+        .apply(config.quotas.as_ref())
+        .map_err(|e| ServeError::Quota(e.to_string()))?;
 
     let store = Arc::new(CredentialStore::default());
     let status = Arc::new(ServerStatus::new(
@@ -93,6 +105,7 @@ pub async fn serve(
         clock.now(),
         Arc::clone(&store),
         Arc::clone(&keys),
+        Arc::clone(&quotas),
     ));
     let (publish, subscribe) = watch::channel(Arc::new(ActiveConfig { config, snapshot }));
 
@@ -124,18 +137,25 @@ pub async fn serve(
         subscribe.clone(),
         cancel.clone(),
     ));
+    tasks.spawn(follow_quota_config(
+        Arc::clone(&quotas),
+        subscribe.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(admin::serve_admin(
         http_listener,
         Arc::clone(&status),
+        Arc::clone(&quotas),
         Arc::clone(&clock),
         cancel.clone(),
     ));
 
     let ads = AdsService::new(subscribe.clone(), Arc::clone(&status), cancel.clone());
-    let control = ControlService::new(store, keys, clock, subscribe);
+    let control = ControlService::new(store, keys, Arc::clone(&quotas), clock, subscribe);
     let grpc = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(GatewayControlServer::new(control))
+        .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(quotas)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), {
             let cancel = cancel.clone();
             async move { cancel.cancelled().await }

@@ -1,5 +1,6 @@
 //! What the server reports about itself: the configuration in force, rejected reloads, ADS
-//! streams and NACKs, the signing credentials (never the secret) and the issuers' keys.
+//! streams and NACKs, the signing credentials (never the secret), the issuers' keys and the
+//! quotas.
 //! Shared by the tasks that update it and rendered by the admin port as JSON (`/status`) and
 //! Prometheus text (`/metrics`).
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::{
     credentials::CredentialStore,
     identity::{KeyManager, manager::IssuerReport},
+    quota::{QuotaEngine, engine::QuotaReport},
 };
 
 /// A reload that failed, and when.
@@ -46,6 +48,7 @@ pub struct ServerStatus {
     nacks: AtomicU64,
     credentials: Arc<CredentialStore>,
     identity: Arc<KeyManager>,
+    quotas: Arc<QuotaEngine>,
 }
 
 /// The `/status` document.
@@ -66,6 +69,8 @@ pub struct StatusReport {
     pub identity_keys_version: String,
     /// The `jwt` issuers, by name.
     pub identity: BTreeMap<String, IdentityReport>,
+    /// `null` without a `quotas` section.
+    pub quotas: Option<QuotaReport>,
 }
 
 /// One issuer's keys (no secret).
@@ -109,6 +114,7 @@ impl ServerStatus {
         loaded_at: SystemTime,
         credentials: Arc<CredentialStore>,
         identity: Arc<KeyManager>,
+        quotas: Arc<QuotaEngine>,
     ) -> Self {
         Self {
             config_file,
@@ -124,6 +130,7 @@ impl ServerStatus {
             nacks: AtomicU64::new(0),
             credentials,
             identity,
+            quotas,
         }
     }
 
@@ -199,6 +206,7 @@ impl ServerStatus {
                     )
                 })
                 .collect(),
+            quotas: self.quotas.report(),
         }
     }
 
@@ -323,6 +331,22 @@ impl ServerStatus {
             "When the issuer's keys were last read successfully (Unix seconds; 0: never).",
             &|i| i.last_success_at.map_or(0, unix_seconds) as f64,
         );
+        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP xds_server_{name} {help}");
+            let _ = writeln!(out, "# TYPE xds_server_{name} {kind}");
+            let _ = writeln!(out, "xds_server_{name} {value}");
+        };
+        for (name, help, value) in self.quotas.metrics() {
+            metric(name, "counter", help, value as f64);
+        }
+        if let Some(healthy) = self.quotas.store_healthy() {
+            metric(
+                "quota_store_healthy",
+                "gauge",
+                "1 when the quota store's last operation succeeded (only with quotas).",
+                f64::from(u8::from(healthy)),
+            );
+        }
         out
     }
 }

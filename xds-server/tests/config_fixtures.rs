@@ -345,3 +345,93 @@ fn jwt_fixture_names_every_key_source() {
     let json = serde_json::to_string(&config.filter).unwrap();
     assert!(!json.contains("a-development-secret"), "{json}");
 }
+
+#[test]
+fn quotas_fixture_sets_every_quota_key() {
+    use gateway_common::quota_config::{ContextKey::*, FailureMode, TokenDescriptor, TokenKind};
+    use xds_server::quota::{StoreSettings, tree::Limit, window::Unit};
+
+    let config = load(&Path::new(VALID).join("quotas.yaml"), &Overrides::default()).unwrap();
+    let settings = config.quotas.as_ref().unwrap();
+    assert_eq!(settings.domain, "bedrock-gateway");
+    assert_eq!(settings.time_zone.name(), "Europe/Berlin");
+    let StoreSettings::Redis(redis) = &settings.store else {
+        panic!("redis store");
+    };
+    assert_eq!(redis.display_url, "redis://127.0.0.1:6379/0");
+    assert_eq!(redis.key_prefix, "bgw:");
+    assert_eq!(
+        redis.password.as_ref().map(|p| p.expose()),
+        Some("fixture-redis-password")
+    );
+    let limit = |entries: &[(&str, &str)]| match settings.descriptors.find(entries) {
+        Some(Limit::Rate(rate)) => Some((rate.unit, rate.requests_per_unit, rate.shadow_mode)),
+        Some(Limit::Unlimited) => Some((Unit::Year, u64::MAX, false)),
+        None => None,
+    };
+    assert_eq!(
+        limit(&[("tenant", "team-b")]),
+        Some((Unit::Minute, 60, false))
+    );
+    assert_eq!(
+        limit(&[("tenant", "team-a")]),
+        Some((Unit::Minute, 600, false))
+    );
+    assert_eq!(
+        limit(&[("tenant", "platform-team")]),
+        Some((Unit::Year, u64::MAX, false)),
+        "unlimited"
+    );
+    assert_eq!(limit(&[("tier", "trial")]), Some((Unit::Day, 100, true)));
+    assert_eq!(
+        limit(&[("service", "bedrock-runtime"), ("operation", "InvokeModel")]),
+        Some((Unit::Second, 50, false))
+    );
+    assert_eq!(
+        limit(&[("tokens", "input")]),
+        Some((Unit::Week, 500_000_000, false))
+    );
+
+    let quota = config.filter.quota.as_ref().unwrap();
+    assert_eq!(quota.cluster, "gateway_control");
+    assert_eq!(quota.failure_mode, FailureMode::Closed);
+    assert_eq!(
+        (
+            quota.timeout_ms,
+            quota.default_max_output_tokens,
+            quota.chars_per_token,
+            quota.report_buffer
+        ),
+        (250, 2048, 3, 5000)
+    );
+    assert_eq!(
+        quota.request_descriptors,
+        [
+            vec![Service, Operation],
+            vec![Tenant],
+            vec![Tenant, Model],
+            vec![Tier]
+        ]
+    );
+    assert_eq!(
+        quota.token_descriptors,
+        [
+            TokenDescriptor {
+                keys: vec![Tenant],
+                kind: TokenKind::Output
+            },
+            TokenDescriptor {
+                keys: vec![Tenant],
+                kind: TokenKind::Total
+            },
+            TokenDescriptor {
+                keys: vec![],
+                kind: TokenKind::Input
+            },
+        ]
+    );
+    // The Redis password reaches neither Envoy nor the debug output.
+    let json = serde_json::to_string(&config.filter).unwrap();
+    assert!(!json.contains("fixture-redis-password"), "{json}");
+    assert!(!format!("{config:?}").contains("fixture-redis-password"));
+}

@@ -4,11 +4,13 @@
 //! documentation: meaning, default and unit.
 
 mod auth;
+mod quota;
 
 use std::path::PathBuf;
 
 pub use auth::*;
 use gateway_common::{filter_config::DEFAULT_MAX_REQUEST_BODY_BYTES, names};
+pub use quota::*;
 use serde::Deserialize;
 
 /// The whole file. Required: `upstream.region`, `filter.wasm_path` (unless given on the command
@@ -28,6 +30,10 @@ pub struct ConfigFile {
     /// needs `auth.issuers`).
     #[serde(default)]
     pub auth: Option<AuthSection>,
+    /// Request and token quotas through this server's rate limit service, and the usage
+    /// ledger. Default: none (no quotas).
+    #[serde(default)]
+    pub quotas: Option<QuotaSection>,
 }
 
 /// Envoy's listener for the gateway's clients (plain HTTP/1.1 and HTTP/2).

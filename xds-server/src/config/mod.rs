@@ -5,6 +5,7 @@
 mod auth;
 pub mod file;
 mod key_source;
+mod quota;
 mod validate;
 
 use std::{
@@ -17,7 +18,7 @@ use gateway_common::filter_config::FilterConfig;
 
 pub use key_source::MIN_HS256_SECRET_BYTES;
 
-use crate::identity::IssuerKeySource;
+use crate::{identity::IssuerKeySource, quota::QuotaSettings};
 
 /// How the configuration reads environment variables (`hs256_secret_env`): the process
 /// environment in production, a map in tests.
@@ -47,6 +48,8 @@ pub struct GatewayConfig {
     pub audit_log: PathBuf,
     /// The `jwt` issuers' key sources, for the key manager; empty in mode `none`.
     pub identity: Vec<IssuerKeySource>,
+    /// The rate limit service's settings; `None` without a `quotas` section.
+    pub quotas: Option<QuotaSettings>,
 }
 
 /// Absolute paths of the listener's certificate and key on Envoy's machine.

@@ -18,6 +18,7 @@ use super::{
     ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides, Upstream,
     auth::{check_auth, map_auth_error},
     file::ConfigFile,
+    quota::check_quotas,
 };
 
 /// Longest duration a protobuf `Duration` (and so Envoy) accepts, in seconds.
@@ -138,8 +139,13 @@ pub(super) fn validate(
     };
 
     let auth = check_auth(&check, raw.auth.as_ref(), base_dir, env)?;
-    if auth.authentication != Authentication::None {
+    let quotas = match &raw.quotas {
+        Some(section) => Some(check_quotas(&check, section, env)?),
+        None => None,
+    };
+    if auth.authentication != Authentication::None || quotas.is_some() {
         filter.authentication = auth.authentication;
+        filter.quota = quotas.as_ref().map(|q| q.filter.clone());
         filter
             .validate()
             .map_err(|e| map_filter_error(&check, &raw, e))?;
@@ -162,6 +168,7 @@ pub(super) fn validate(
         filter,
         audit_log: auth.audit_log,
         identity: auth.identity,
+        quotas: quotas.map(|q| q.settings),
     })
 }
 
@@ -195,9 +202,10 @@ fn filter_config(raw: &ConfigFile, shared_cluster: bool) -> FilterConfig {
             timeout_ms: raw.filter.control_timeout_ms,
             credentials_refresh_seconds: raw.filter.credentials_refresh_seconds,
         },
-        // Replaced by `check_auth`'s answer once the rest is valid.
+        // Replaced by `check_auth`'s and `check_quotas`' answers once the rest is valid.
         authentication: Authentication::None,
         max_request_body_bytes: upstream.max_request_body_bytes,
+        quota: None,
     }
 }
 
@@ -222,6 +230,10 @@ fn map_filter_error(check: &Checker<'_>, raw: &ConfigFile, error: InvalidKey) ->
         )
     } else if let Some(auth_key) = key.strip_prefix("authentication.") {
         map_auth_error(raw.auth.as_ref(), &upstream.services, auth_key)
+    } else if let Some(quota_key) = key.strip_prefix("quota.") {
+        // `check_quotas` refuses whatever the filter's own check would: only a derived key
+        // (such as `cluster`) can end up here.
+        (format!("quotas.{quota_key}"), None)
     } else if let Some((index, field)) = indexed(key, "path_rules") {
         let rule = upstream.path_rules.get(index);
         let found = rule.and_then(|r| match field {

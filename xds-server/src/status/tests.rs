@@ -19,6 +19,7 @@ fn reload_errors_are_reported_until_a_reload_succeeds() {
         UNIX_EPOCH,
         Arc::new(CredentialStore::default()),
         crate::identity::KeyManager::for_tests(),
+        crate::quota::QuotaEngine::for_tests(),
     );
     let at = UNIX_EPOCH + Duration::from_secs(60);
     status.reload_rejected("gateway.yaml: upstream.region: expected ...".into(), at);
@@ -63,6 +64,7 @@ fn counts_open_streams_and_nacks() {
         UNIX_EPOCH,
         Arc::new(CredentialStore::default()),
         crate::identity::KeyManager::for_tests(),
+        crate::quota::QuotaEngine::for_tests(),
     ));
     let first = status.stream_opened();
     let second = status.stream_opened();
@@ -98,6 +100,7 @@ fn identity_is_reported_per_issuer_without_secrets() {
         UNIX_EPOCH,
         Arc::new(CredentialStore::default()),
         Arc::clone(&identity),
+        crate::quota::QuotaEngine::for_tests(),
     );
     let report = status.report(UNIX_EPOCH);
     let dev = &report.identity["dev \"shared\""];

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod issuer;
+pub mod quota;
+pub mod redis;
 
 use std::{
     net::SocketAddr,

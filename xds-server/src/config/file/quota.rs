@@ -1,0 +1,154 @@
+//! The `quotas` section as written by the operator. The doc comment of each field is its
+//! reference documentation: meaning, default and unit.
+
+use gateway_common::quota_config::DEFAULT_MAX_OUTPUT_TOKENS;
+use serde::Deserialize;
+
+/// Request and token quotas. The filter asks this server's rate limit service (Envoy's
+/// `ShouldRateLimit`, on the gRPC port) before forwarding each request, and reports what the
+/// request used when it ends; the server keeps the counters and a usage ledger. Without this
+/// section there are no quotas.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSection {
+    /// Rate limit domain the filter sends and this server answers for; requests for other
+    /// domains are always allowed (as envoyproxy/ratelimit does). Counter keys include it, so
+    /// changing it starts every counter afresh. Default `bedrock-gateway`.
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    /// What the filter does when this server gives no decision within `timeout_ms` or fails
+    /// (for instance, Redis is down): `open` forwards the request, `closed` refuses it with 503
+    /// `ServiceUnavailableException`. Required: the choice between availability and
+    /// enforcement is the operator's.
+    pub failure_mode: String,
+    /// Milliseconds the filter waits for a decision, 1 to 60000. Default `200`.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// IANA time zone (`UTC`, `Europe/Berlin`, `America/New_York`) of the calendar windows
+    /// (`day`, `week` from Monday, `month`, `year`: a monthly budget resets at local midnight
+    /// on the 1st) and of the usage ledger's days. `second`, `minute` and `hour` windows are
+    /// aligned to Unix time whatever the zone. Default `UTC`.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Where the counters and the usage ledger are kept. Default `{type: memory}`.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Output tokens the filter reserves for a request that sets no output cap
+    /// (`maxTokens`, `max_tokens`...), on top of its estimated input tokens. Default `4096`.
+    #[serde(default = "default_max_output_tokens")]
+    pub default_max_output_tokens: u64,
+    /// Characters of prompt text per token when the filter estimates a request's input
+    /// tokens; at least 1. Default `4`.
+    #[serde(default = "default_chars_per_token")]
+    pub chars_per_token: u64,
+    /// Usage reports each Envoy worker keeps for retry while this server cannot be reached;
+    /// beyond that the oldest are dropped (and counted). At least 1. Default `10000`.
+    #[serde(default = "default_report_buffer")]
+    pub report_buffer: usize,
+    /// The limits, as a tree in the manner of envoyproxy/ratelimit. Required, at least one
+    /// node, and at least one `rate_limit` somewhere.
+    pub descriptors: Vec<DescriptorSection>,
+}
+
+/// `quotas.store`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `memory`: counters and ledger live in this process (lost when it stops; each
+    /// xds-server counts on its own). `redis`: in Redis, shared by every xds-server using it
+    /// and kept across restarts. Counters survive configuration reloads unless this section
+    /// changes. Default `memory`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// `redis` only, required: `redis://[user[:password]@]host[:port][/db]`, or `rediss://`
+    /// for TLS (the system's trusted roots). Standalone Redis or a primary (not Redis Cluster).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `redis` only: name of an environment variable of xds-server holding the Redis password
+    /// (instead of putting it in `url`). Default: none.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `redis` only: what every key this server writes starts with, so several gateways can
+    /// share one Redis. Default `bedrock-gateway:`.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+}
+
+/// One node of the limit tree. A request's descriptor, a list of `(key, value)` entries,
+/// walks the tree from the top: at each level its entry first matches the node with that
+/// `key` and `value`, else the node with that `key` and no `value`. The `rate_limit` of the
+/// node the whole descriptor reaches applies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DescriptorSection {
+    /// What the entry names: `tenant`, `subject`, `tier`, `issuer`, `service`, `operation`,
+    /// `model` (from the request and the caller's token), or `tokens`, which counts tokens
+    /// instead of requests and is always last on its path. Required; each key at most once on
+    /// a path.
+    pub key: String,
+    /// Matches only this value (`team-a`; for `tokens`: `total`, `input` or `output`, which is
+    /// then required). Default: any value (a node with the same key and a value takes
+    /// precedence). Siblings must differ in key or value.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// The limit of descriptors that end at this node. Default: none (only the children
+    /// limit).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitSection>,
+    /// `true`: descriptors ending here are never limited nor counted (exempts one value from
+    /// a default's limit). Not together with `rate_limit`. Default `false`.
+    #[serde(default)]
+    pub unlimited: bool,
+    /// `true`: the `rate_limit` is counted and reported (metrics, statuses) but never refuses;
+    /// to try a limit out. Default `false`.
+    #[serde(default)]
+    pub shadow_mode: bool,
+    /// Nodes for descriptors with more entries. Default: none.
+    #[serde(default)]
+    pub descriptors: Vec<DescriptorSection>,
+}
+
+/// `rate_limit` of a node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Length of the counting window: `second`, `minute`, `hour` (fixed windows aligned to
+    /// Unix time), `day`, `week` (from Monday), `month` or `year` (calendar periods in
+    /// `quotas.time_zone`). Required.
+    pub unit: String,
+    /// Requests allowed per window or, under `key: tokens`, tokens (the filter reserves an
+    /// estimate when the request starts and settles the difference when it ends). 0 refuses
+    /// everything. At most 9007199254740991. Required.
+    pub requests_per_unit: u64,
+    /// A label returned to the caller with the limit (and in Envoy's rate limit headers).
+    /// Default: none.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Default of `quotas.domain`.
+pub const DEFAULT_QUOTA_DOMAIN: &str = "bedrock-gateway";
+
+fn default_domain() -> String {
+    DEFAULT_QUOTA_DOMAIN.to_string()
+}
+
+fn default_timeout_ms() -> u64 {
+    200
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+
+fn default_max_output_tokens() -> u64 {
+    DEFAULT_MAX_OUTPUT_TOKENS
+}
+
+fn default_chars_per_token() -> u64 {
+    4
+}
+
+fn default_report_buffer() -> usize {
+    10_000
+}

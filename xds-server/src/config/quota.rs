@@ -1,0 +1,369 @@
+//! Semantic checks of the `quotas` section: the service's [`QuotaSettings`] (the compiled
+//! descriptor tree, time zone and store) and the filter's [`QuotaConfig`], whose descriptor
+//! shapes are derived from the tree so the filter sends exactly what can match. The first
+//! problem found is reported, with the file, the YAML key and what was expected there.
+
+use chrono_tz::Tz;
+use gateway_common::{
+    names,
+    quota_config::{ContextKey, FailureMode, QuotaConfig, TOKENS_KEY, TokenKind},
+};
+use redis::IntoConnectionInfo as _;
+
+use super::{
+    ConfigError, Env,
+    file::{DescriptorSection, QuotaSection, RateLimitSection, StoreSection},
+    validate::{Checker, quoted},
+};
+use crate::{
+    credentials::Secret,
+    quota::{
+        QuotaSettings, RedisSettings, StoreSettings,
+        keys::DEFAULT_KEY_PREFIX,
+        store::MAX_COUNT,
+        tree::{Descriptors, Limit, Node, RateLimit},
+        window::Unit,
+    },
+};
+
+const KEY_NAMES: &str = "one of tenant, subject, tier, issuer, service, operation, model, tokens";
+const UNIT_NAMES: &str = "one of second, minute, hour, day, week, month, year";
+const REDIS_URL: &str = "a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0";
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// What the `quotas` section yields.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct CheckedQuotas {
+    pub settings: QuotaSettings,
+    pub filter: QuotaConfig,
+}
+
+pub(super) fn check_quotas(
+    check: &Checker<'_>,
+    raw: &QuotaSection,
+    env: Env<'_>,
+) -> Result<CheckedQuotas, ConfigError> {
+    if raw.domain.is_empty() || raw.domain.chars().any(char::is_control) {
+        return Err(check.invalid(
+            "quotas.domain",
+            "a rate limit domain such as bedrock-gateway",
+            Some(quoted(&raw.domain)),
+        ));
+    }
+    let failure_mode = match raw.failure_mode.as_str() {
+        "open" => FailureMode::Open,
+        "closed" => FailureMode::Closed,
+        other => {
+            return Err(check.invalid(
+                "quotas.failure_mode",
+                "open or closed",
+                Some(quoted(other)),
+            ));
+        }
+    };
+    if raw.timeout_ms == 0 || raw.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(check.invalid(
+            "quotas.timeout_ms",
+            "a number of milliseconds from 1 to 60000",
+            Some(raw.timeout_ms.to_string()),
+        ));
+    }
+    let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
+        check.invalid(
+            "quotas.time_zone",
+            "an IANA time zone name such as UTC or Europe/Berlin",
+            Some(quoted(&raw.time_zone)),
+        )
+    })?;
+    let store = check_store(check, &raw.store, env)?;
+    for (key, value) in [
+        ("quotas.chars_per_token", raw.chars_per_token),
+        ("quotas.report_buffer", raw.report_buffer as u64),
+    ] {
+        if value == 0 {
+            return Err(check.invalid(key, "a whole number from 1 up", Some("0".into())));
+        }
+    }
+    if raw.descriptors.is_empty() {
+        return Err(check.invalid(
+            "quotas.descriptors",
+            "at least one descriptor",
+            Some("[]".into()),
+        ));
+    }
+    let descriptors = check_level(check, "quotas", &raw.descriptors, &mut Vec::new())?;
+    let shapes = descriptors.shapes();
+    if shapes.request_descriptors.is_empty() && shapes.token_descriptors.is_empty() {
+        return Err(check.invalid(
+            "quotas.descriptors",
+            "at least one rate_limit in the tree",
+            None,
+        ));
+    }
+    Ok(CheckedQuotas {
+        settings: QuotaSettings {
+            domain: raw.domain.clone(),
+            time_zone,
+            store,
+            descriptors,
+        },
+        filter: QuotaConfig {
+            cluster: names::CONTROL_CLUSTER.to_string(),
+            domain: raw.domain.clone(),
+            timeout_ms: raw.timeout_ms,
+            failure_mode,
+            request_descriptors: shapes.request_descriptors,
+            token_descriptors: shapes.token_descriptors,
+            default_max_output_tokens: raw.default_max_output_tokens,
+            chars_per_token: raw.chars_per_token,
+            report_buffer: raw.report_buffer,
+        },
+    })
+}
+
+fn check_store(
+    check: &Checker<'_>,
+    raw: &StoreSection,
+    env: Env<'_>,
+) -> Result<StoreSettings, ConfigError> {
+    let kind = raw.kind.as_deref().unwrap_or("memory");
+    match kind {
+        "memory" => {
+            let redis_only = [
+                ("url", raw.url.is_some()),
+                ("password_env", raw.password_env.is_some()),
+                ("key_prefix", raw.key_prefix.is_some()),
+            ];
+            if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
+                return Err(check.invalid(
+                    &format!("quotas.store.{key}"),
+                    "no value with store type memory (it only applies to type redis)",
+                    None,
+                ));
+            }
+            Ok(StoreSettings::Memory)
+        }
+        "redis" => check_redis(check, raw, env).map(StoreSettings::Redis),
+        other => Err(check.invalid("quotas.store.type", "memory or redis", Some(quoted(other)))),
+    }
+}
+
+fn check_redis(
+    check: &Checker<'_>,
+    raw: &StoreSection,
+    env: Env<'_>,
+) -> Result<RedisSettings, ConfigError> {
+    let Some(text) = &raw.url else {
+        return Err(check.invalid("quotas.store.url", REDIS_URL, None));
+    };
+    let parsed = url::Url::parse(text).ok().filter(|url| {
+        matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty())
+    });
+    let Some(parsed) = parsed else {
+        return Err(check.invalid("quotas.store.url", REDIS_URL, Some(quoted(&redacted(text)))));
+    };
+    let mut display = parsed.clone();
+    let _ = display.set_password(None);
+    let display_url = display.to_string();
+    if text.as_str().into_connection_info().is_err() {
+        return Err(check.invalid("quotas.store.url", REDIS_URL, Some(quoted(&display_url))));
+    }
+    let password = match &raw.password_env {
+        None => None,
+        Some(_) if parsed.password().is_some() => {
+            return Err(check.invalid(
+                "quotas.store.password_env",
+                "no value when quotas.store.url holds a password (one password source only)",
+                None,
+            ));
+        }
+        Some(name) => match env(name) {
+            Some(password) if !password.is_empty() => Some(Secret::new(password)),
+            _ => {
+                return Err(check.invalid(
+                    "quotas.store.password_env",
+                    "the name of an environment variable that holds the Redis password",
+                    Some(format!("{} (unset or empty)", quoted(name))),
+                ));
+            }
+        },
+    };
+    Ok(RedisSettings {
+        url: Secret::new(text.clone()),
+        display_url,
+        password,
+        key_prefix: raw
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_string()),
+    })
+}
+
+/// A URL as it may be shown: without its password, or not at all when the password cannot
+/// be taken out of it.
+fn redacted(text: &str) -> String {
+    if let Ok(mut url) = url::Url::parse(text)
+        && url.set_password(None).is_ok()
+    {
+        return url.to_string();
+    }
+    if text.contains('@') {
+        "(a URL with credentials that does not parse)".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+/// Checks and compiles one level of the tree; `above` holds the keys on the path to it.
+fn check_level(
+    check: &Checker<'_>,
+    parent: &str,
+    raw: &[DescriptorSection],
+    above: &mut Vec<String>,
+) -> Result<Descriptors, ConfigError> {
+    let mut level = Descriptors::default();
+    for (i, node) in raw.iter().enumerate() {
+        let at = format!("{parent}.descriptors[{i}]");
+        let key = |field: &str| format!("{at}.{field}");
+        let is_tokens = node.key == TOKENS_KEY;
+        if !is_tokens && ContextKey::from_name(&node.key).is_none() {
+            return Err(check.invalid(&key("key"), KEY_NAMES, Some(quoted(&node.key))));
+        }
+        if above.contains(&node.key) {
+            return Err(check.invalid(
+                &key("key"),
+                &format!(
+                    "a key not already on the path to this node ({})",
+                    above.join(", ")
+                ),
+                Some(quoted(&node.key)),
+            ));
+        }
+        if node.value.as_deref() == Some("") {
+            return Err(check.invalid(
+                &key("value"),
+                "a value (or no `value` key, to match any value)",
+                Some(quoted("")),
+            ));
+        }
+        if is_tokens {
+            if node
+                .value
+                .as_deref()
+                .and_then(TokenKind::from_name)
+                .is_none()
+            {
+                return Err(check.invalid(
+                    &key("value"),
+                    "total, input or output: the tokens a `tokens` descriptor counts",
+                    node.value.as_deref().map(quoted),
+                ));
+            }
+            if !node.descriptors.is_empty() {
+                return Err(check.invalid(
+                    &key("descriptors"),
+                    "no children under `key: tokens` (tokens is always the last key)",
+                    None,
+                ));
+            }
+        }
+        if node.unlimited && node.rate_limit.is_some() {
+            return Err(check.invalid(
+                &key("unlimited"),
+                "either `unlimited: true` or a rate_limit on one node, not both",
+                None,
+            ));
+        }
+        if node.shadow_mode && node.rate_limit.is_none() {
+            return Err(check.invalid(
+                &key("shadow_mode"),
+                "a rate_limit on the node to run in shadow mode",
+                None,
+            ));
+        }
+        if !node.unlimited && node.rate_limit.is_none() && node.descriptors.is_empty() {
+            return Err(check.invalid(
+                &at,
+                "a rate_limit, `unlimited: true` or descriptors (this node limits nothing)",
+                None,
+            ));
+        }
+        let limit = match &node.rate_limit {
+            Some(rate) => Some(Limit::Rate(check_rate_limit(
+                check,
+                &key("rate_limit"),
+                rate,
+                node.shadow_mode,
+            )?)),
+            None if node.unlimited => Some(Limit::Unlimited),
+            None => None,
+        };
+        above.push(node.key.clone());
+        let children = check_level(check, &at, &node.descriptors, above)?;
+        above.pop();
+        let compiled = Node {
+            limit,
+            descriptors: children,
+        };
+        if level
+            .insert(&node.key, node.value.as_deref(), compiled)
+            .is_err()
+        {
+            let first = raw[..i]
+                .iter()
+                .position(|other| other.key == node.key && other.value == node.value)
+                .unwrap_or(0);
+            let found = match &node.value {
+                Some(value) => format!(
+                    "key {} with value {} again",
+                    quoted(&node.key),
+                    quoted(value)
+                ),
+                None => format!("key {} without value again", quoted(&node.key)),
+            };
+            return Err(check.invalid(
+                &at,
+                &format!(
+                    "a key and value that no sibling has ({parent}.descriptors[{first}] has them)"
+                ),
+                Some(found),
+            ));
+        }
+    }
+    Ok(level)
+}
+
+fn check_rate_limit(
+    check: &Checker<'_>,
+    at: &str,
+    raw: &RateLimitSection,
+    shadow_mode: bool,
+) -> Result<RateLimit, ConfigError> {
+    let unit = Unit::from_name(&raw.unit)
+        .ok_or_else(|| check.invalid(&format!("{at}.unit"), UNIT_NAMES, Some(quoted(&raw.unit))))?;
+    if raw.requests_per_unit > MAX_COUNT {
+        return Err(check.invalid(
+            &format!("{at}.requests_per_unit"),
+            "a whole number from 0 to 9007199254740991",
+            Some(raw.requests_per_unit.to_string()),
+        ));
+    }
+    if let Some(name) = &raw.name
+        && (name.is_empty() || name.chars().any(char::is_control))
+    {
+        return Err(check.invalid(
+            &format!("{at}.name"),
+            "a name without control characters (or no `name` key)",
+            Some(quoted(name)),
+        ));
+    }
+    Ok(RateLimit {
+        unit,
+        requests_per_unit: raw.requests_per_unit,
+        name: raw.name.clone(),
+        shadow_mode,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! What a `quotas` section becomes. Each way it can be wrong has its fixture in
+//! `tests/fixtures/invalid/quota_*.yaml`.
+
+use std::path::Path;
+
+use chrono_tz::Europe;
+use gateway_common::quota_config::{ContextKey, TokenDescriptor};
+
+use super::*;
+use crate::config::{GatewayConfig, Overrides, parse_with_env};
+
+fn load(section: &str, env: &[(&str, &str)]) -> Result<GatewayConfig, ConfigError> {
+    let text = format!(
+        "upstream: {{region: us-east-1}}\nfilter: {{wasm_path: /f.wasm}}\nauth: {{mode: none}}\n{section}"
+    );
+    parse_with_env(
+        "gateway.yaml",
+        &text,
+        Path::new("/"),
+        &Overrides::default(),
+        &|name| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        },
+    )
+}
+
+const EXAMPLE: &str = "
+quotas:
+  failure_mode: open
+  descriptors:
+    - key: tenant
+      rate_limit: {unit: minute, requests_per_unit: 60}
+      descriptors:
+        - key: model
+          rate_limit: {unit: minute, requests_per_unit: 20}
+        - key: tokens
+          value: total
+          rate_limit: {unit: month, requests_per_unit: 1000000}
+    - key: tenant
+      value: team-a
+      rate_limit: {unit: minute, requests_per_unit: 600}
+      descriptors:
+        - key: tokens
+          value: output
+          rate_limit: {unit: minute, requests_per_unit: 100000}
+";
+
+#[test]
+fn defaults_and_derived_shapes() {
+    let config = load(EXAMPLE, &[]).unwrap();
+    let settings = config.quotas.unwrap();
+    assert_eq!(settings.domain, "bedrock-gateway");
+    assert_eq!(settings.time_zone, chrono_tz::UTC);
+    assert_eq!(settings.store, StoreSettings::Memory);
+    let filter = config.filter.quota.clone().unwrap();
+    assert_eq!(
+        filter,
+        QuotaConfig {
+            cluster: "gateway_control".into(),
+            domain: "bedrock-gateway".into(),
+            timeout_ms: 200,
+            failure_mode: FailureMode::Open,
+            // Values are the service's business: the filter sends every shape that can match.
+            request_descriptors: vec![
+                vec![ContextKey::Tenant],
+                vec![ContextKey::Tenant, ContextKey::Model]
+            ],
+            token_descriptors: vec![
+                TokenDescriptor {
+                    keys: vec![ContextKey::Tenant],
+                    kind: TokenKind::Output
+                },
+                TokenDescriptor {
+                    keys: vec![ContextKey::Tenant],
+                    kind: TokenKind::Total
+                },
+            ],
+            default_max_output_tokens: 4096,
+            chars_per_token: 4,
+            report_buffer: 10_000,
+        }
+    );
+    // And the filter's JSON is still valid for the filter.
+    let json = serde_json::to_vec(&config.filter).unwrap();
+    assert!(gateway_common::filter_config::FilterConfig::from_json(&json).is_ok());
+}
+
+#[test]
+fn without_the_section_there_are_no_quotas() {
+    let config = load("", &[]).unwrap();
+    assert_eq!(config.quotas, None);
+    assert_eq!(config.filter.quota, None);
+    let json = serde_json::to_string(&config.filter).unwrap();
+    assert!(!json.contains("quota"), "{json}");
+}
+
+#[test]
+fn every_key_set() {
+    let section = "
+quotas:
+  domain: gateway-eu
+  failure_mode: closed
+  timeout_ms: 150
+  time_zone: Europe/Berlin
+  store: {type: redis, url: 'rediss://cache.internal:6380/2', password_env: REDIS_PASSWORD, key_prefix: 'eu:'}
+  default_max_output_tokens: 1024
+  chars_per_token: 3
+  report_buffer: 500
+  descriptors:
+    - key: tier
+      value: 2
+      rate_limit: {unit: day, requests_per_unit: 10, name: tier-two}
+      shadow_mode: true
+    - key: tokens
+      value: input
+      rate_limit: {unit: year, requests_per_unit: 9007199254740991}
+";
+    let config = load(section, &[("REDIS_PASSWORD", "s3cret-pass")]).unwrap();
+    let settings = config.quotas.unwrap();
+    assert_eq!(settings.domain, "gateway-eu");
+    assert_eq!(settings.time_zone, Europe::Berlin);
+    let StoreSettings::Redis(redis) = &settings.store else {
+        panic!("redis store");
+    };
+    assert_eq!(redis.display_url, "rediss://cache.internal:6380/2");
+    assert_eq!(redis.key_prefix, "eu:");
+    assert_eq!(
+        redis.password.as_ref().map(Secret::expose),
+        Some("s3cret-pass")
+    );
+    assert!(!format!("{settings:?}").contains("s3cret"));
+    let Some(Limit::Rate(tier)) = settings.descriptors.find(&[("tier", "2")]) else {
+        panic!("a number as value is its text");
+    };
+    assert!(tier.shadow_mode);
+    assert_eq!(tier.name.as_deref(), Some("tier-two"));
+    let filter = config.filter.quota.unwrap();
+    assert_eq!(
+        (
+            filter.failure_mode,
+            filter.timeout_ms,
+            filter.domain.as_str()
+        ),
+        (FailureMode::Closed, 150, "gateway-eu")
+    );
+    assert_eq!(
+        (
+            filter.default_max_output_tokens,
+            filter.chars_per_token,
+            filter.report_buffer
+        ),
+        (1024, 3, 500)
+    );
+    assert_eq!(filter.request_descriptors, vec![vec![ContextKey::Tier]]);
+    assert_eq!(
+        filter.token_descriptors,
+        vec![TokenDescriptor {
+            keys: vec![],
+            kind: TokenKind::Input
+        }]
+    );
+}
+
+#[test]
+fn a_password_in_the_url_is_never_shown() {
+    let section = "
+quotas:
+  failure_mode: open
+  store: {type: redis, url: 'redis://user:p%40ss@127.0.0.1:6379'}
+  descriptors: [{key: tenant, rate_limit: {unit: second, requests_per_unit: 1}}]
+";
+    let settings = load(section, &[]).unwrap().quotas.unwrap();
+    let StoreSettings::Redis(redis) = &settings.store else {
+        panic!("redis store");
+    };
+    assert_eq!(redis.display_url, "redis://user@127.0.0.1:6379");
+    assert_eq!(redis.url.expose(), "redis://user:p%40ss@127.0.0.1:6379");
+    assert!(!format!("{settings:?}").contains("p%40ss"));
+
+    // Nor in an error about it.
+    let error = load(&section.replace("redis://user", "http://user"), &[])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "gateway.yaml: quotas.store.url: expected a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0, found \"http://user@127.0.0.1:6379/\""
+    );
+}

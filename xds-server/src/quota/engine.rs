@@ -1,0 +1,387 @@
+//! The quota service in force: the settings of the configuration in force and the store they
+//! name. A reload swaps the settings and keeps the store (and its counters) unless
+//! `quotas.store` changed. Runs the pure [`decide`] and [`usage`] steps against the store,
+//! counts what happens and keeps the store's health.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use chrono::NaiveDate;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use gateway_common::proto::UsageRecord;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    QuotaError, QuotaSettings, StoreSettings, decide,
+    store::{
+        Admission, CounterStore, StoreError, UsageLedger, memory::MemoryStore, redis::RedisStore,
+    },
+    usage::{self, UsageQuery, UsageRow},
+    window::local_date,
+};
+use crate::{
+    credentials::Clock,
+    server::ActiveConfig,
+    status::{lock, unix_seconds},
+};
+
+/// How often the store is pinged while idle, so `/status` tells whether it answers.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One store, seen as counters and as ledger.
+#[derive(Clone)]
+struct Backend {
+    counters: Arc<dyn CounterStore>,
+    ledger: Arc<dyn UsageLedger>,
+}
+
+struct Active {
+    settings: Arc<QuotaSettings>,
+    store: Backend,
+}
+
+#[derive(Default)]
+struct Counters {
+    decisions: AtomicU64,
+    unknown_domain: AtomicU64,
+    over_limit: AtomicU64,
+    shadow_over_limit: AtomicU64,
+    refunds: AtomicU64,
+    store_errors: AtomicU64,
+    usage_records: AtomicU64,
+    refusals_reported: AtomicU64,
+    adjustments: AtomicU64,
+    adjustments_dropped: AtomicU64,
+}
+
+/// `/status`'s `quotas` member.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuotaReport {
+    pub domain: String,
+    /// `memory` or `redis`.
+    pub store: &'static str,
+    /// The Redis URL (never its password); `null` for memory.
+    pub redis_url: Option<String>,
+    /// Whether the store's last operation (or health check) succeeded.
+    pub healthy: bool,
+    pub last_store_error: Option<String>,
+    pub time_zone: String,
+}
+
+#[derive(Default)]
+struct Health {
+    failing: bool,
+    last_error: Option<String>,
+}
+
+/// Quotas as configured now; `None` inside while the configuration has no `quotas`.
+pub struct QuotaEngine {
+    active: ArcSwapOption<Active>,
+    clock: Arc<dyn Clock>,
+    counters: Counters,
+    health: Mutex<Health>,
+}
+
+impl QuotaEngine {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            active: ArcSwapOption::empty(),
+            clock,
+            counters: Counters::default(),
+            health: Mutex::default(),
+        }
+    }
+
+    /// An engine without quotas, for tests of its neighbours.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Arc<Self> {
+        Arc::new(Self::new(Arc::new(crate::credentials::SystemClock)))
+    }
+
+    /// Puts `settings` in force. The store is rebuilt only when its own settings changed.
+    pub fn apply(&self, settings: Option<&QuotaSettings>) -> Result<(), StoreError> {
+        let Some(settings) = settings else {
+            if self.active.swap(None).is_some() {
+                info!("quotas switched off");
+            }
+            return Ok(());
+        };
+        let current = self.active.load_full();
+        let store = match current.as_deref() {
+            Some(active) if active.settings.store == settings.store => active.store.clone(),
+            _ => {
+                let store = self.open_store(&settings.store)?;
+                info!(store = settings.store.kind(), "quota store set up");
+                *lock(&self.health) = Health::default();
+                store
+            }
+        };
+        self.active.store(Some(Arc::new(Active {
+            settings: Arc::new(settings.clone()),
+            store,
+        })));
+        Ok(())
+    }
+
+    fn open_store(&self, store: &StoreSettings) -> Result<Backend, StoreError> {
+        Ok(match store {
+            StoreSettings::Memory => {
+                let memory = Arc::new(MemoryStore::new(Arc::clone(&self.clock)));
+                Backend {
+                    counters: memory.clone(),
+                    ledger: memory,
+                }
+            }
+            StoreSettings::Redis(redis) => {
+                let redis = Arc::new(RedisStore::new(redis)?);
+                Backend {
+                    counters: redis.clone(),
+                    ledger: redis,
+                }
+            }
+        })
+    }
+
+    fn active(&self) -> Result<Arc<Active>, QuotaError> {
+        self.active.load_full().ok_or(QuotaError::NotConfigured)
+    }
+
+    /// Answers `ShouldRateLimit`. Without quotas every domain is unknown: OK.
+    pub async fn should_rate_limit(
+        &self,
+        request: &RateLimitRequest,
+    ) -> Result<RateLimitResponse, QuotaError> {
+        let now = self.clock.now();
+        let active = self.active().ok();
+        let plan = active
+            .as_ref()
+            .and_then(|active| decide::plan(&active.settings, request, unix_seconds(now)));
+        let (Some(active), Some(plan)) = (active, plan) else {
+            debug!(domain = %request.domain, "rate limit request for an unknown domain: allowed");
+            self.counters.unknown_domain.fetch_add(1, Ordering::Relaxed);
+            return Ok(decide::unknown_domain());
+        };
+        let refunded = if plan.refunds.is_empty() {
+            Vec::new()
+        } else {
+            let refunded = self.checked(active.store.counters.adjust(&plan.refunds).await)?;
+            self.counters
+                .refunds
+                .fetch_add(plan.refunds.len() as u64, Ordering::Relaxed);
+            refunded
+        };
+        let admission = if plan.charges.is_empty() {
+            Admission {
+                admitted: true,
+                counts: Vec::new(),
+            }
+        } else {
+            self.checked(active.store.counters.admit(&plan.charges).await)?
+        };
+        let decision = decide::decide(&plan, &admission, &refunded, now);
+        self.counters.decisions.fetch_add(1, Ordering::Relaxed);
+        if decision.over_limit {
+            self.counters.over_limit.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters
+            .shadow_over_limit
+            .fetch_add(decision.shadow_over_limit, Ordering::Relaxed);
+        Ok(decision.response)
+    }
+
+    /// Applies `ReportUsage`: ledger rows and the corrections of token reservations.
+    pub async fn report_usage(&self, records: &[UsageRecord]) -> Result<(), QuotaError> {
+        let active = self.active()?;
+        let now = unix_seconds(self.clock.now());
+        let settlement = usage::settle(&active.settings, records, now);
+        let applied = self.checked(active.store.counters.adjust(&settlement.adjustments).await)?;
+        self.checked(active.store.ledger.record(&settlement.ledger).await)?;
+        let gone = applied.iter().filter(|count| count.is_none()).count() as u64;
+        let refusals = records.iter().filter(|r| r.refused).count() as u64;
+        let counters = &self.counters;
+        counters
+            .usage_records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        counters
+            .refusals_reported
+            .fetch_add(refusals, Ordering::Relaxed);
+        counters
+            .adjustments
+            .fetch_add(applied.len() as u64 - gone, Ordering::Relaxed);
+        counters
+            .adjustments_dropped
+            .fetch_add(settlement.dropped + gone, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The ledger rows `query` asks for, sorted.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, QuotaError> {
+        let active = self.active()?;
+        let found = self.checked(
+            active
+                .store
+                .ledger
+                .query(&query.days(), query.tenant.as_deref())
+                .await,
+        )?;
+        Ok(usage::rows(found))
+    }
+
+    /// Today in the quotas' time zone (UTC without quotas).
+    pub fn today(&self) -> NaiveDate {
+        let tz = self
+            .active
+            .load()
+            .as_ref()
+            .map_or(chrono_tz::UTC, |a| a.settings.time_zone);
+        local_date(unix_seconds(self.clock.now()), tz)
+    }
+
+    /// Checks that the store answers (updating the health `/status` shows).
+    pub async fn check_health(&self) {
+        if let Ok(active) = self.active() {
+            let _ = self.checked(active.store.counters.ping().await);
+        }
+    }
+
+    /// Records the store's health; a failure becomes [`QuotaError::Store`].
+    fn checked<T>(&self, result: Result<T, StoreError>) -> Result<T, QuotaError> {
+        let mut health = lock(&self.health);
+        match &result {
+            Ok(_) if health.failing => {
+                info!("quota store answers again");
+                health.failing = false;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                if health.failing {
+                    debug!(%error, "quota store still failing");
+                } else {
+                    warn!(%error, "quota store failing: rate limit decisions answer UNAVAILABLE");
+                    health.failing = true;
+                }
+                health.last_error = Some(error.to_string());
+            }
+        }
+        result.map_err(QuotaError::from)
+    }
+
+    pub fn report(&self) -> Option<QuotaReport> {
+        let active = self.active.load_full()?;
+        let health = lock(&self.health);
+        let settings = &active.settings;
+        Some(QuotaReport {
+            domain: settings.domain.clone(),
+            store: settings.store.kind(),
+            redis_url: match &settings.store {
+                StoreSettings::Memory => None,
+                StoreSettings::Redis(redis) => Some(redis.display_url.clone()),
+            },
+            healthy: !health.failing,
+            last_store_error: health.last_error.clone(),
+            time_zone: settings.time_zone.name().to_string(),
+        })
+    }
+
+    /// `(name, help, value)` of each counter, for `/metrics` (all are counters).
+    pub fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let c = &self.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        vec![
+            (
+                "quota_decisions_total",
+                "ShouldRateLimit requests answered (unknown domains and store failures excluded).",
+                read(&c.decisions),
+            ),
+            (
+                "quota_unknown_domain_total",
+                "ShouldRateLimit requests for another domain (or without quotas): allowed.",
+                read(&c.unknown_domain),
+            ),
+            (
+                "quota_over_limit_total",
+                "ShouldRateLimit answers OVER_LIMIT.",
+                read(&c.over_limit),
+            ),
+            (
+                "quota_shadow_over_limit_total",
+                "Descriptors over a shadow-mode limit (admitted anyway).",
+                read(&c.shadow_over_limit),
+            ),
+            (
+                "quota_refunds_total",
+                "Descriptors with negative hits given back.",
+                read(&c.refunds),
+            ),
+            (
+                "quota_store_errors_total",
+                "Failed operations of the quota store, health checks included (requests then get UNAVAILABLE).",
+                read(&c.store_errors),
+            ),
+            (
+                "quota_usage_records_total",
+                "Usage records received through ReportUsage.",
+                read(&c.usage_records),
+            ),
+            (
+                "quota_refusals_reported_total",
+                "Usage records of requests refused by a quota.",
+                read(&c.refusals_reported),
+            ),
+            (
+                "quota_adjustments_total",
+                "Token reservations corrected after the response.",
+                read(&c.adjustments),
+            ),
+            (
+                "quota_adjustments_dropped_total",
+                "Corrections dropped: their window had ended, a refund found no counter, or no counted limit matched.",
+                read(&c.adjustments_dropped),
+            ),
+        ]
+    }
+
+    /// 1 while quotas are configured and the store answers.
+    pub fn store_healthy(&self) -> Option<bool> {
+        self.active.load().as_ref()?;
+        Some(!lock(&self.health).failing)
+    }
+}
+
+/// Applies each new configuration's quotas and checks the store's health until `shutdown`.
+pub async fn follow_config(
+    engine: Arc<QuotaEngine>,
+    mut config: watch::Receiver<Arc<ActiveConfig>>,
+    shutdown: CancellationToken,
+) {
+    let mut health = tokio::time::interval(HEALTH_INTERVAL);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = health.tick() => engine.check_health().await,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let settings = config.borrow_and_update().config.quotas.clone();
+                if let Err(error) = engine.apply(settings.as_ref()) {
+                    warn!(%error, "cannot set up the new quota store; the previous quotas stay in force");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

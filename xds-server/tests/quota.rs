@@ -1,0 +1,229 @@
+//! Quotas through the real server on 127.0.0.1:0 with the memory store: Envoy's rate limit
+//! service over gRPC, reloads, usage reports, the ledger over gRPC and HTTP.
+
+mod support;
+
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use gateway_common::proto::{GetUsageRequest, ReportUsageRequest, UsageRecord};
+use support::{
+    Server, eventually,
+    quota::{
+        MEMORY, OK, OVER, ask, config, control_client, filter_request, rate_limit_client, record,
+        summary,
+    },
+};
+use tonic::Code as GrpcCode;
+
+#[tokio::test]
+async fn limits_are_enforced_with_full_statuses_and_survive_reloads() {
+    let server = Server::start(&config(3, MEMORY)).await;
+    let mut client = rate_limit_client(server.grpc).await;
+    for remaining in [2, 1, 0] {
+        let response = ask(&mut client, filter_request("team-a", 10)).await;
+        assert_eq!(response.overall_code, OK);
+        assert_eq!(response.statuses[0].limit_remaining, remaining);
+    }
+    let refused = ask(&mut client, filter_request("team-a", 10)).await;
+    assert_eq!(summary(&refused), (OVER, vec![(OVER, 0), (OK, 970)]));
+    let status = &refused.statuses[0];
+    let limit = status.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.name.as_str(), limit.requests_per_unit, limit.unit),
+        ("daily", 3, 4)
+    );
+    let reset = status.duration_until_reset.unwrap();
+    assert!((0..=86_400).contains(&reset.seconds), "{reset:?}");
+    let month = refused.statuses[1].current_limit.as_ref().unwrap();
+    assert_eq!((month.requests_per_unit, month.unit), (1000, 5));
+    // Another tenant has its own counters.
+    assert_eq!(
+        summary(&ask(&mut client, filter_request("team-b", 10)).await),
+        (OK, vec![(OK, 2), (OK, 990)])
+    );
+    // Another domain is not this service's business.
+    let other = ask(
+        &mut client,
+        RateLimitRequest {
+            domain: "elsewhere".into(),
+            ..filter_request("team-a", 10)
+        },
+    )
+    .await;
+    assert_eq!((other.overall_code, other.statuses.len()), (OK, 0));
+
+    // Raise the limit: the three requests already made still count. (Envoy's resources do
+    // not change, so the snapshot version stays: the reload shows in the counter.)
+    let version = server.status().await["config_version"].clone();
+    server.write_config(&config(5, MEMORY));
+    eventually("the reload", || async {
+        server
+            .get("/metrics")
+            .await
+            .1
+            .contains("xds_server_config_reloads_total 1\n")
+    })
+    .await;
+    assert_eq!(server.status().await["config_version"], version);
+    assert_eq!(
+        summary(&ask(&mut client, filter_request("team-a", 10)).await),
+        (OK, vec![(OK, 1), (OK, 960)])
+    );
+
+    let (_, metrics) = server.get("/metrics").await;
+    for line in [
+        "xds_server_quota_decisions_total 6\n",
+        "xds_server_quota_over_limit_total 1\n",
+        "xds_server_quota_store_errors_total 0\n",
+        "xds_server_quota_store_healthy 1\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
+    let status = server.status().await;
+    assert_eq!(
+        status["quotas"],
+        serde_json::json!({"domain": "bedrock-gateway", "store": "memory", "redis_url": null,
+            "healthy": true, "last_store_error": null, "time_zone": "UTC"})
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn usage_reports_settle_reservations_and_fill_the_ledger() {
+    let server = Server::start(&config(100, MEMORY)).await;
+    let mut limits = rate_limit_client(server.grpc).await;
+    let mut control = control_client(server.grpc).await;
+
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 600)).await),
+        (OK, vec![(OK, 99), (OK, 400)])
+    );
+    let refused = UsageRecord {
+        refused: true,
+        input_tokens: 0,
+        output_tokens: 0,
+        adjustments: vec![],
+        ..record("team-a", 0, 0, 0)
+    };
+    control
+        .report_usage(ReportUsageRequest {
+            node_id: "test-envoy".into(),
+            records: vec![
+                record("team-a", 600, 150, 50),
+                refused,
+                record("team b", 0, 7, 3),
+            ],
+        })
+        .await
+        .unwrap();
+    // 600 reserved, 200 used: 400 given back.
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 0)).await),
+        (OK, vec![(OK, 98), (OK, 800)])
+    );
+
+    let rows = control
+        .get_usage(GetUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    let today = rows[0].day.clone();
+    assert_eq!(today.len(), 10, "{today}");
+    let summarized: Vec<(&str, &str, u64, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.tenant.as_str(),
+                r.model.as_str(),
+                r.requests,
+                r.input_tokens,
+                r.output_tokens,
+                r.refusals,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summarized,
+        [
+            ("team b", "anthropic.claude-3-haiku", 1, 7, 3, 0),
+            ("team-a", "anthropic.claude-3-haiku", 1, 150, 50, 1),
+        ]
+    );
+    let only = control
+        .get_usage(GetUsageRequest {
+            tenant: "team-a".into(),
+            from_day: today.clone(),
+            to_day: today.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only.rows.len(), 1);
+    let bad = control
+        .get_usage(GetUsageRequest {
+            from_day: "yesterday".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), GrpcCode::InvalidArgument);
+    assert_eq!(
+        bad.message(),
+        "from: expected a day as YYYY-MM-DD, found \"yesterday\""
+    );
+
+    let (code, body) = server
+        .get(&format!("/usage?tenant=team%20b&from={today}&to={today}"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"rows": [{"day": today, "tenant": "team b",
+            "model": "anthropic.claude-3-haiku", "requests": 1, "input_tokens": 7,
+            "output_tokens": 3, "refusals": 0}]})
+    );
+    let (code, body) = server.get("/usage?to=2026-13-01").await;
+    assert_eq!(
+        (code, body.as_str()),
+        (
+            400,
+            "to: expected a day as YYYY-MM-DD, found \"2026-13-01\"\n"
+        )
+    );
+    let (code, _) = server.get("/usage?tenant=a&since=2026-01-01").await;
+    assert_eq!(code, 400);
+
+    let (_, metrics) = server.get("/metrics").await;
+    for line in [
+        "xds_server_quota_usage_records_total 3\n",
+        "xds_server_quota_refusals_reported_total 1\n",
+        // `team b` reserved nothing: what it used is charged to its (new) counter.
+        "xds_server_quota_adjustments_total 2\n",
+        "xds_server_quota_adjustments_dropped_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_quotas_everything_is_allowed_and_there_is_no_ledger() {
+    let server = Server::start(&support::config_text("")).await;
+    let response = ask(
+        &mut rate_limit_client(server.grpc).await,
+        filter_request("team-a", 10),
+    )
+    .await;
+    assert_eq!((response.overall_code, response.statuses.len()), (OK, 0));
+    let error = control_client(server.grpc)
+        .await
+        .report_usage(ReportUsageRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), GrpcCode::FailedPrecondition);
+    let (code, _) = server.get("/usage").await;
+    assert_eq!(code, 404);
+    assert_eq!(server.status().await["quotas"], serde_json::Value::Null);
+    server.stop().await.unwrap();
+}

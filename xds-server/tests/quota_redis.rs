@@ -1,0 +1,152 @@
+//! Quotas through the real server with a real `redis-server` on a free port: one limit shared
+//! by two servers, counters and ledger that outlive a restart, a Redis outage.
+
+mod support;
+
+use gateway_common::proto::{GetUsageRequest, ReportUsageRequest};
+use support::{
+    Server, eventually,
+    quota::{
+        OK, OVER, ask, config, control_client, filter_request, rate_limit_client, record,
+        redis_store, summary,
+    },
+    redis::RedisServer,
+};
+use tonic::Code as GrpcCode;
+
+#[tokio::test]
+async fn two_servers_on_one_redis_enforce_one_limit() {
+    let redis = RedisServer::start().await;
+    let config = config(5, &redis_store(&redis));
+    let first = Server::start(&config).await;
+    let second = Server::start(&config).await;
+    let mut clients = [
+        rate_limit_client(first.grpc).await,
+        rate_limit_client(second.grpc).await,
+    ];
+    let mut admitted = 0;
+    for i in 0..10 {
+        let response = ask(&mut clients[i % 2], filter_request("team-a", 10)).await;
+        if response.overall_code == OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5);
+    for client in &mut clients {
+        let response = ask(client, filter_request("team-a", 0)).await;
+        assert_eq!(summary(&response), (OVER, vec![(OVER, 0), (OK, 950)]));
+    }
+    let status = first.status().await;
+    assert_eq!(status["quotas"]["store"], "redis");
+    assert_eq!(status["quotas"]["redis_url"], redis.url());
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_ledger_and_counters_outlive_a_restart_of_the_server() {
+    let redis = RedisServer::start().await;
+    let config = config(5, &redis_store(&redis));
+    let server = Server::start(&config).await;
+    assert_eq!(
+        ask(
+            &mut rate_limit_client(server.grpc).await,
+            filter_request("team-a", 100)
+        )
+        .await
+        .overall_code,
+        OK
+    );
+    control_client(server.grpc)
+        .await
+        .report_usage(ReportUsageRequest {
+            node_id: "test-envoy".into(),
+            records: vec![record("team-a", 100, 30, 20)],
+        })
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+
+    let restarted = Server::start(&config).await;
+    let rows = control_client(restarted.grpc)
+        .await
+        .get_usage(GetUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].tenant.as_str(),
+            rows[0].requests,
+            rows[0].input_tokens,
+            rows[0].output_tokens
+        ),
+        ("team-a", 1, 30, 20)
+    );
+    assert_eq!(
+        summary(
+            &ask(
+                &mut rate_limit_client(restarted.grpc).await,
+                filter_request("team-a", 0)
+            )
+            .await
+        ),
+        (OK, vec![(OK, 3), (OK, 950)])
+    );
+    restarted.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_down_answers_unavailable_until_it_is_back() {
+    let mut redis = RedisServer::start().await;
+    let server = Server::start(&config(5, &redis_store(&redis))).await;
+    let mut client = rate_limit_client(server.grpc).await;
+    assert_eq!(
+        ask(&mut client, filter_request("team-a", 1))
+            .await
+            .overall_code,
+        OK
+    );
+
+    redis.stop();
+    let error = client
+        .should_rate_limit(filter_request("team-a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), GrpcCode::Unavailable);
+    assert!(
+        error
+            .message()
+            .starts_with("quota store unavailable: redis: admit: "),
+        "{}",
+        error.message()
+    );
+    let status = server.status().await;
+    assert_eq!(status["quotas"]["healthy"], false);
+    assert!(status["quotas"]["last_store_error"].as_str().is_some());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("xds_server_quota_store_healthy 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("xds_server_quota_store_errors_total 0\n"),
+        "{metrics}"
+    );
+    let (code, _) = server.get("/usage").await;
+    assert_eq!(code, 503);
+
+    redis.restart().await;
+    eventually("decisions to come back", || async {
+        client
+            .clone()
+            .should_rate_limit(filter_request("team-a", 1))
+            .await
+            .is_ok_and(|r| r.into_inner().overall_code == OK)
+    })
+    .await;
+    assert_eq!(server.status().await["quotas"]["healthy"], true);
+    server.stop().await.unwrap();
+}
