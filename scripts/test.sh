@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the project on this machine, installing what is missing first:
-# formatting and lints, unit tests, end-to-end tests (real Envoy + xds-server + emulator
-# driven by the AWS SDK for Rust), the boto3 tests, and `envoy --mode validate` on every
-# shipped Envoy config. CI runs exactly this (.ci/run).
+# Runs every test of the project on this machine, installing what is missing first (the
+# wasm target, a virtualenv with Envoy, boto3 and pytest, redis-server): formatting and lints,
+# unit tests, integration tests (xds-server against real Envoy and Redis), end-to-end tests
+# (real Envoy + xds-server + emulator driven by the AWS SDK for Rust), the boto3 tests, and
+# `envoy --mode validate` on every shipped Envoy config. CI runs exactly this (.ci/run).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -11,6 +12,8 @@ started=$SECONDS
 ensure_rust
 ensure_python_env
 ensure_envoy
+# The quota tests run a real Redis.
+apt_ensure redis-server redis-server
 
 log "cargo fmt --check"
 cargo fmt --all --check

@@ -42,6 +42,8 @@ pub fn user_message(text: &str) -> Message {
 }
 
 pub fn http() -> reqwest::Client {
+    // Needed when reqwest is built with rustls but no default crypto provider (see Cargo.toml).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder().build().expect("http client")
 }
 

@@ -76,7 +76,7 @@ name: {name}
 issuer: {issuer}
 audiences: [{AUDIENCE}]
 jwks_uri: {jwks}
-jwks_refresh_seconds: 2
+jwks_refresh_seconds: 3
 jwks_min_refresh_seconds: 1
 {extra}
 "#,
@@ -353,8 +353,16 @@ async fn keys_rotate_without_restarting_anything() {
         200
     );
 
-    // A new key appears at the IdP: a token signed with it works at once (the unknown kid
-    // makes xds-server fetch the JWKS again).
+    // A new key appears at the IdP: a token signed with it works at once, before the next
+    // scheduled refresh (every 3 s): its unknown kid makes xds-server fetch the JWKS again,
+    // which it may do once the last fetch is a second old.
+    let hits = s.corp.jwks_hits();
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while s.corp.jwks_hits() == hits {
+        assert!(Instant::now() < deadline, "no scheduled JWKS fetch");
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    tokio::time::sleep(StdDuration::from_millis(1200)).await;
     let rotated = Ed25519KeyPair::generate().with_key_id("ed-2");
     let mut jwks = s.keys.jwks();
     jwks.push(serde_json::from_str(&rotated.public_key().to_jwk()).unwrap());
@@ -385,8 +393,10 @@ async fn keys_rotate_without_restarting_anything() {
             .0,
         200
     );
-    // Unknown kids do not make the gateway hammer the IdP.
+    // Unknown kids do not make the gateway hammer the IdP: at most one fetch a second for
+    // them, besides the scheduled ones.
     let hits = s.corp.jwks_hits();
+    let started = Instant::now();
     for i in 0..20 {
         let stranger = Ed25519KeyPair::generate().with_key_id(&format!("random-{i}"));
         let token = stranger.sign(claims(&s.corp, "team-a")).unwrap();

@@ -9,3 +9,4 @@ mod envoy_configs;
 mod forwarding;
 mod identity;
 mod operations;
+mod quota;

@@ -6,6 +6,7 @@
 pub mod idp;
 mod paths;
 pub mod process;
+pub mod redis;
 pub mod stack;
 
 pub use idp::TestIdp;

@@ -370,6 +370,15 @@ impl Stack {
         Ok(())
     }
 
+    /// The usage ledger from xds-server's HTTP endpoint (`GET /usage?...`).
+    pub fn usage(&self, query: &str) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = http_get(&format!("http://{}/usage?{query}", self.xds_http))?;
+        if status != 200 {
+            bail!("/usage answered {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
     pub fn xds_status(&self) -> anyhow::Result<serde_json::Value> {
         let (_, body) = http_get(&format!("http://{}/status", self.xds_http))?;
         Ok(serde_json::from_str(&body)?)

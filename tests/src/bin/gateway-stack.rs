@@ -22,6 +22,10 @@ struct Args {
     /// Serve HTTPS with a self-signed certificate (reported as `ca_file`).
     #[arg(long)]
     tls: bool,
+    /// A YAML file whose top-level sections replace those of the gateway configuration
+    /// (for instance `quotas`).
+    #[arg(long)]
+    config_overlay: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,8 +34,8 @@ enum AuthKind {
     Dev,
 }
 
-/// The development issuer of `--auth dev`: tenant `team-a` may use Anthropic models on
-/// bedrock-runtime; every tenant may use Retrieve.
+/// The development issuer of `--auth dev`: every tenant may use Anthropic models on
+/// bedrock-runtime and Retrieve; `team-a` the same, through a tenant entry.
 const DEV_AUTH: &str = r#"
 mode: jwt
 issuers:
@@ -42,6 +46,7 @@ issuers:
     required_claims: [tenant]
 access:
   default:
+    - {models: ["anthropic.*"]}
     - {services: [bedrock-agent-runtime], operations: [Retrieve]}
   tenants:
     team-a:
@@ -66,6 +71,10 @@ fn main() -> anyhow::Result<()> {
         CredentialKind::WrongSecret => Credentials::WrongSecret,
     };
     let auth = args.auth;
+    let overlay: Option<serde_yaml::Mapping> = match &args.config_overlay {
+        Some(path) => Some(serde_yaml::from_str(&std::fs::read_to_string(path)?)?),
+        None => None,
+    };
     let stack = Stack::start(StackOptions {
         credentials,
         configure: Box::new(move |config| {
@@ -73,6 +82,9 @@ fn main() -> anyhow::Result<()> {
                 let audit_log = config["auth"]["audit_log"].clone();
                 config["auth"] = serde_yaml::from_str(DEV_AUTH).unwrap_or_default();
                 config["auth"]["audit_log"] = audit_log;
+            }
+            for (key, value) in overlay.iter().flatten() {
+                config[key] = value.clone();
             }
         }),
         tls: args.tls,

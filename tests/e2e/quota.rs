@@ -1,0 +1,403 @@
+//! Quotas through real Envoy: per-tenant request limits with boto3-compatible throttling,
+//! token budgets charged from streamed and non-streamed responses with reservations that
+//! prevent overshoot, counters shared by two gateways through Redis, failure modes when the
+//! rate limit service is away, and the usage ledger.
+
+use std::time::{Duration, Instant};
+
+use gateway_e2e::redis::Redis;
+use gateway_e2e::{Stack, StackOptions};
+use jwt_simple::prelude::{Claims, Duration as JwtDuration, HS256Key, MACLike};
+use serde_json::{Value, json};
+use serde_yaml::Value as Yaml;
+
+use crate::common::{post, start};
+
+const SECRET: &str = "a-quota-test-secret-of-at-least-32-bytes";
+
+fn token(tenant: &str) -> String {
+    let claims = Claims::with_custom_claims(json!({"tenant": tenant}), JwtDuration::from_mins(30))
+        .with_issuer("local-dev")
+        .with_audience("bedrock-gateway")
+        .with_subject(format!("{tenant}-user"));
+    HS256Key::from_bytes(SECRET.as_bytes())
+        .authenticate(claims)
+        .unwrap()
+}
+
+/// A gateway with tokens of a development issuer and the given `quotas` section.
+fn stack(quotas: &str) -> Stack {
+    let quotas: Yaml = serde_yaml::from_str(quotas).unwrap();
+    start(StackOptions {
+        configure: Box::new(move |c| {
+            let audit = c["auth"]["audit_log"].clone();
+            c["auth"] = serde_yaml::from_str(
+                r#"
+mode: jwt
+issuers:
+  - name: dev
+    issuer: local-dev
+    audiences: [bedrock-gateway]
+    algorithms: [HS256]
+    hs256_secret_env: GATEWAY_TEST_HS_SECRET
+access:
+  default: [{services: [bedrock-runtime, bedrock-agent-runtime]}]
+"#,
+            )
+            .unwrap();
+            c["auth"]["audit_log"] = audit;
+            c["quotas"] = quotas.clone();
+        }),
+        xds_env: vec![("GATEWAY_TEST_HS_SECRET".into(), SECRET.into())],
+        ..StackOptions::default()
+    })
+}
+
+fn converse_body(text: &str, output_tokens: u64, max_tokens: u64) -> String {
+    json!({
+        "messages": [{"role": "user", "content": [{"text": text}]}],
+        "inferenceConfig": {"maxTokens": max_tokens},
+        "additionalModelRequestFields": {"emulator": {"output_tokens": output_tokens}}
+    })
+    .to_string()
+}
+
+async fn call(
+    stack: &Stack,
+    tenant: &str,
+    path: &str,
+    body: String,
+) -> (u16, Option<String>, String) {
+    let auth = format!("Bearer {}", token(tenant));
+    post(
+        stack,
+        path,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+async fn converse(stack: &Stack, tenant: &str) -> u16 {
+    call(
+        stack,
+        tenant,
+        "/model/anthropic.claude-3-haiku/converse",
+        converse_body("hi", 1, 10),
+    )
+    .await
+    .0
+}
+
+/// The ledger rows of a tenant, once they add up to `requests` requests (reports are sent
+/// asynchronously).
+fn ledger(stack: &Stack, tenant: &str, requests: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rows: Vec<Value> = stack.usage(&format!("tenant={tenant}")).unwrap()["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let seen: u64 = rows
+            .iter()
+            .map(|r| r["requests"].as_u64().unwrap_or(0) + r["refusals"].as_u64().unwrap_or(0))
+            .sum();
+        if seen >= requests || Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_noisy_tenant_is_throttled_and_the_others_are_not() {
+    let stack = stack(
+        "failure_mode: open\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 5}\n",
+    );
+    for i in 0..5 {
+        assert_eq!(
+            converse(&stack, "team-a").await,
+            200,
+            "request {i} within the limit"
+        );
+    }
+    let auth = format!("Bearer {}", token("team-a"));
+    let response = crate::common::http()
+        .post(format!(
+            "{}/model/anthropic.claude-3-haiku/converse",
+            stack.gateway_url()
+        ))
+        .header("authorization", auth)
+        .body(converse_body("hi", 1, 10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let headers = response.headers().clone();
+    assert_eq!(headers["x-amzn-errortype"], "ThrottlingException");
+    assert_eq!(headers["x-ratelimit-limit"], "5");
+    assert_eq!(headers["x-ratelimit-remaining"], "0");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+    for _ in 0..5 {
+        assert_eq!(
+            converse(&stack, "team-b").await,
+            200,
+            "another tenant is not affected"
+        );
+    }
+    assert_eq!(converse(&stack, "team-a").await, 429);
+    let rows = ledger(&stack, "team-a", 7);
+    let (requests, refusals): (u64, u64) = rows.iter().fold((0, 0), |(r, f), row| {
+        (
+            r + row["requests"].as_u64().unwrap(),
+            f + row["refusals"].as_u64().unwrap(),
+        )
+    });
+    assert_eq!((requests, refusals), (5, 2), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_budget_is_spent_by_streamed_and_plain_responses_and_the_ledger_is_exact() {
+    let stack = stack(
+        "failure_mode: closed\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {unit: month, requests_per_unit: 100}\n",
+    );
+    let haiku = "/model/anthropic.claude-3-haiku";
+    // Each request reserves its estimate (prompt characters / 4 + its output cap) and is
+    // settled to the real count when its response ends; wait for that before the next one.
+    // Converse: reserves 5 + 25, uses 3 + 20.
+    let (status, _, body) = call(
+        &stack,
+        "team-a",
+        &format!("{haiku}/converse"),
+        converse_body("one two three", 20, 25),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    ledger(&stack, "team-a", 1);
+    // ConverseStream: reserves 4 + 35, uses 2 + 30, read from the stream's metadata event.
+    assert_eq!(
+        call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/converse-stream"),
+            converse_body("four five", 30, 35)
+        )
+        .await
+        .0,
+        200
+    );
+    ledger(&stack, "team-a", 2);
+    // InvokeModel: reserves 7 + 10, uses 1 + 10, read from the token-count headers.
+    let invoke = json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": [{"role": "user", "content": "six"}], "emulator": {"output_tokens": 20}});
+    assert_eq!(
+        call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/invoke"),
+            invoke.to_string()
+        )
+        .await
+        .0,
+        200
+    );
+    ledger(&stack, "team-a", 3);
+    // 23 + 32 + 11 = 66 used. Reserving 3 + 40 would go past 100: refused before it runs.
+    let (status, error_type, _) = call(
+        &stack,
+        "team-a",
+        &format!("{haiku}/converse"),
+        converse_body("seven", 30, 40),
+    )
+    .await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (429, Some("ThrottlingException"))
+    );
+    // Reserving 3 + 30 fits; it uses 1 + 30: 97 used.
+    assert_eq!(
+        call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/converse-stream"),
+            converse_body("eight", 30, 30)
+        )
+        .await
+        .0,
+        200
+    );
+    ledger(&stack, "team-a", 5);
+    // CountTokens reserves nothing: it passes while the budget is not used up.
+    let count = json!({"input": {"converse": {"messages": [{"role": "user", "content": [{"text": "x"}]}]}}}).to_string();
+    assert_eq!(
+        call(&stack, "team-a", &format!("{haiku}/count-tokens"), count)
+            .await
+            .0,
+        200
+    );
+    // 2 + 3 more would exceed 100.
+    assert_eq!(
+        call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/converse"),
+            converse_body("nine", 3, 3)
+        )
+        .await
+        .0,
+        429
+    );
+
+    let rows = ledger(&stack, "team-a", 7);
+    let model = rows
+        .iter()
+        .find(|r| r["model"] == "anthropic.claude-3-haiku")
+        .expect("a row for the model");
+    assert_eq!(
+        (model["requests"].as_u64(), model["refusals"].as_u64()),
+        (Some(5), Some(2)),
+        "{rows:?}"
+    );
+    assert_eq!(
+        (
+            model["input_tokens"].as_u64(),
+            model["output_tokens"].as_u64()
+        ),
+        (Some(3 + 2 + 1 + 1), Some(20 + 30 + 10 + 30)),
+        "the ledger has the emulator's exact counts: {rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_streams_cannot_overshoot_the_budget() {
+    let stack = stack(
+        "failure_mode: closed\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {unit: day, requests_per_unit: 100}\n",
+    );
+    // Ten streams start at once, each able to produce 30 tokens (and reserving 2 + 30):
+    // charged after the fact, all ten would run and spend 310.
+    let body = json!({
+        "messages": [{"role": "user", "content": [{"text": "go"}]}],
+        "inferenceConfig": {"maxTokens": 30},
+        "additionalModelRequestFields": {"emulator": {"output_tokens": 30, "chunk_delay_ms": 100}}
+    })
+    .to_string();
+    let requests = (0..10).map(|_| {
+        call(
+            &stack,
+            "team-a",
+            "/model/anthropic.claude-3-haiku/converse-stream",
+            body.clone(),
+        )
+    });
+    let statuses: Vec<u16> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(admitted + refused, 10, "{statuses:?}");
+    assert_eq!(
+        admitted, 3,
+        "three reservations of 32 fit in 100: {statuses:?}"
+    );
+    let rows = ledger(&stack, "team-a", 10);
+    let used: u64 = rows
+        .iter()
+        .map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(used <= 100, "spent {used} of a budget of 100");
+    assert_eq!(used, 3 * 31, "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_on_one_redis_enforce_one_limit() {
+    let redis = Redis::start().unwrap();
+    let quotas = format!(
+        "failure_mode: closed\nstore: {{type: redis, url: \"{}\"}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: minute, requests_per_unit: 6}}\n",
+        redis.url()
+    );
+    let first = stack(&quotas);
+    let second = stack(&quotas);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let gateway = if i % 2 == 0 { &first } else { &second };
+        statuses.push(converse(gateway, "team-shared").await);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        6,
+        "{statuses:?}"
+    );
+    assert_eq!(&statuses[6..], [429, 429, 429, 429]);
+    // The ledger lives in Redis too: one xds-server sees what both gateways reported, and
+    // still does after a restart.
+    let rows = ledger(&first, "team-shared", 10);
+    let totals = |rows: &[Value]| -> (u64, u64) {
+        rows.iter().fold((0, 0), |(r, f), row| {
+            (
+                r + row["requests"].as_u64().unwrap(),
+                f + row["refusals"].as_u64().unwrap(),
+            )
+        })
+    };
+    assert_eq!(totals(&rows), (6, 4), "{rows:?}");
+    drop(second);
+    let mut first = first;
+    first.stop_xds();
+    first.start_xds().unwrap();
+    assert_eq!(totals(&ledger(&first, "team-shared", 10)), (6, 4));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failure_modes_when_the_rate_limit_service_is_away() {
+    let limit =
+        "descriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 3}\n";
+    let mut open = stack(&format!("failure_mode: open\n{limit}"));
+    let mut closed = stack(&format!("failure_mode: closed\ntimeout_ms: 300\n{limit}"));
+    assert_eq!(converse(&open, "team-a").await, 200);
+    assert_eq!(converse(&closed, "team-a").await, 200);
+    open.stop_xds();
+    closed.stop_xds();
+    // Open: served (credentials are cached), beyond the limit even, and counted.
+    for _ in 0..4 {
+        assert_eq!(converse(&open, "team-a").await, 200);
+    }
+    let stats = open
+        .envoy_admin_get("/stats?filter=quota_failures")
+        .unwrap();
+    let failures: u64 = stats
+        .lines()
+        .find(|l| l.contains("quota_failures_open"))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(failures >= 4, "{stats}");
+    // Closed: refused with Bedrock's error.
+    let (status, error_type, _) = call(
+        &closed,
+        "team-a",
+        "/model/anthropic.claude-3-haiku/converse",
+        converse_body("hi", 1, 10),
+    )
+    .await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (503, Some("ServiceUnavailableException"))
+    );
+    // Back: counting resumes (the in-memory counters started over).
+    closed.start_xds().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while converse(&closed, "team-a").await != 200 {
+        assert!(Instant::now() < deadline, "the gateway did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(converse(&closed, "team-a").await);
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+}

@@ -1,0 +1,69 @@
+//! A real redis-server on a free loopback port, for the tests of shared counters.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::process::Child;
+use crate::stack::free_port;
+
+pub struct Redis {
+    pub port: u16,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(Command::new(Self::binary()))
+    }
+
+    /// Started with `taskset -c <cpus>` (benchmarks).
+    pub fn start_pinned(cpus: &str) -> anyhow::Result<Self> {
+        let mut command = Command::new("taskset");
+        command.args(["-c", cpus]).arg(Self::binary());
+        Self::start_with(command)
+    }
+
+    fn binary() -> std::ffi::OsString {
+        std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into())
+    }
+
+    fn start_with(mut command: Command) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("redis-").tempdir()?;
+        let port = free_port()?.port();
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path());
+        let child = Child::spawn("redis-server", command, &dir.path().join("redis.log"))
+            .context("starting redis-server (scripts/test.sh installs it)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(Self {
+                    port,
+                    _child: child,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("redis-server did not listen on port {port}")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
