@@ -3,8 +3,12 @@
 //! with wrk in interleaved rounds. Machines here are noisy: compare ratios and medians.
 //!
 //!     cargo run --release -p gateway-bench -- jwt [--rounds 3] [--seconds 10]
+//!     cargo run --release -p gateway-bench -- quota [--rounds 3] [--seconds 10]
 
 mod jwt;
+mod load;
+mod quota;
+mod support;
 mod wrk;
 
 use clap::{Parser, Subcommand};
@@ -22,10 +26,14 @@ enum Bench {
     /// its JWT cache, and with aws_request_signing), the gateway filter with a cold and a warm
     /// verified-token cache.
     Jwt(jwt::Options),
+    /// Decisions per second of the rate limit service (baseline, in-memory, Redis) and the
+    /// latency the quota call adds through Envoy at half the maximum throughput.
+    Quota(quota::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Jwt(options) => jwt::run(&options),
+        Bench::Quota(options) => quota::run(&options),
     }
 }

@@ -1,0 +1,122 @@
+//! Load drivers: a fixed-rate (open-loop) HTTP client that measures latency without
+//! coordinated omission, and a closed-loop driver of the rate limit service's gRPC API.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// Latency percentiles of a fixed-rate run, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+/// Sends `rate` POSTs per second for `seconds`, each measured from the moment it was due (so a
+/// stalled server shows in the percentiles instead of silently lowering the rate).
+pub async fn fixed_rate(
+    url: &str,
+    headers: &[(String, String)],
+    body: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Latency> {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build_http::<Full<Bytes>>();
+    let histogram = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let errors = Arc::new(AtomicU64::new(0));
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut request = hyper::Request::post(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(Bytes::from(body.to_string())))?;
+        let (client, histogram, errors) = (client.clone(), histogram.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = match client.request(request).await {
+                Ok(response) => {
+                    let status = response.status();
+                    response.into_body().collect().await.is_ok() && status.is_success()
+                }
+                Err(_) => false,
+            };
+            if ok {
+                let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if let Ok(mut h) = histogram.lock() {
+                    let _ = h.record(micros.max(1));
+                }
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let histogram = histogram
+        .lock()
+        .map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    if histogram.is_empty() {
+        bail!("no request to {url} succeeded");
+    }
+    Ok(Latency {
+        p50_ms: histogram.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        errors: errors.load(Ordering::Relaxed),
+    })
+}
+
+/// Calls ShouldRateLimit as fast as `concurrency` callers on `connections` HTTP/2 connections
+/// can for `seconds`; returns decisions per second.
+pub async fn decisions(
+    address: &str,
+    request: RateLimitRequest,
+    concurrency: usize,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+            .context("connecting to the rate limit service")?;
+        clients.push(RateLimitServiceClient::new(channel));
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for i in 0..concurrency {
+        let mut client = clients[i % clients.len()].clone();
+        let (request, done) = (request.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if client.should_rate_limit(request.clone()).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
