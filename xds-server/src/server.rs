@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::service::{
     ratelimit::v3::rate_limit_service_server::RateLimitServiceServer,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::{
@@ -31,6 +31,8 @@ use crate::{
 
 /// How long open gRPC connections get to close once the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive of gRPC connections, so a vanished Envoy's connection is noticed.
+const GRPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The configuration in force and its rendering, published to every ADS stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,10 +158,17 @@ pub async fn serve(
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(GatewayControlServer::new(control))
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(quotas)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), {
-            let cancel = cancel.clone();
-            async move { cancel.cancelled().await }
-        });
+        // Nagle's algorithm would hold small replies (rate limit decisions, credentials)
+        // until the peer's delayed ACK: tens of milliseconds per call.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(GRPC_TCP_KEEPALIVE)),
+            {
+                let cancel = cancel.clone();
+                async move { cancel.cancelled().await }
+            },
+        );
     // A graceful stop waits for clients to close their connections; one that never does
     // must not keep the process alive.
     let grpc = tokio::select! {
