@@ -83,15 +83,22 @@ pub async fn fixed_rate(
     })
 }
 
+/// Decisions answered in a closed-loop run.
+#[derive(Debug, Clone, Copy)]
+pub struct Decisions {
+    pub count: u64,
+    pub seconds: f64,
+}
+
 /// Calls ShouldRateLimit as fast as `concurrency` callers on `connections` HTTP/2 connections
-/// can for `seconds`; returns decisions per second.
+/// can for `seconds`.
 pub async fn decisions(
     address: &str,
     request: RateLimitRequest,
     concurrency: usize,
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<Decisions> {
     let mut clients = Vec::new();
     for _ in 0..connections {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
@@ -118,5 +125,8 @@ pub async fn decisions(
     for task in tasks {
         task.await?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    Ok(Decisions {
+        count: done.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

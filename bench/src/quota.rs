@@ -86,29 +86,59 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }],
         hits_addend: 1,
     };
+    // Each case with the processes whose CPU time its decisions cost.
     let cases = [
         (
             "baseline: no limits (same call, unknown domain)",
+            vec![memory.0.pid()],
             memory.1,
             request("no-such-domain"),
         ),
-        ("in-memory store", memory.1, request(DOMAIN)),
-        ("Redis store", with_redis.1, request(DOMAIN)),
+        (
+            "in-memory store",
+            vec![memory.0.pid()],
+            memory.1,
+            request(DOMAIN),
+        ),
+        (
+            "Redis store",
+            vec![with_redis.0.pid(), redis.pid()],
+            with_redis.1,
+            request(DOMAIN),
+        ),
     ];
+    // The load driver runs on the other CPUs, so that CPU 0 is the service's alone.
+    let all_cpus = format!(
+        "0-{}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+    );
+    pin_this_process("1-1023")?;
     let mut decisions: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut per_cpu_second: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=options.rounds {
-        for (i, (name, address, request)) in cases.iter().enumerate() {
-            let rate = runtime.block_on(load::decisions(
+        for (i, (name, pids, address, request)) in cases.iter().enumerate() {
+            let cpu_now = || -> anyhow::Result<u64> {
+                pids.iter().map(|pid| wrk::cpu_nanoseconds(*pid)).sum()
+            };
+            let before = cpu_now()?;
+            let run = runtime.block_on(load::decisions(
                 &address.to_string(),
                 request.clone(),
                 options.concurrency,
                 4,
                 options.seconds,
             ))?;
-            eprintln!("round {round}: {name:<48} {rate:>9.0} decisions/s");
+            let cpu_seconds = cpu_now()?.saturating_sub(before) as f64 / 1e9;
+            let rate = run.count as f64 / run.seconds;
+            let efficiency = run.count as f64 / cpu_seconds.max(1e-9);
+            eprintln!(
+                "round {round}: {name:<48} {rate:>9.0} decisions/s  {efficiency:>9.0} per CPU-second"
+            );
             decisions[i].push(rate);
+            per_cpu_second[i].push(efficiency);
         }
     }
+    pin_this_process(&all_cpus)?;
     drop((memory, with_redis, redis));
 
     // 2. Added latency through Envoy.
@@ -129,18 +159,37 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ),
     )?;
     let url = |stack: &Stack| format!("{}{PATH}", stack.gateway_url());
-    wrk::run(&url(&with), &script, 4, 2)?;
-    wrk::run(&url(&without), &script, 4, 2)?;
-    let max = wrk::run(&url(&with), &script, 16, options.seconds as u32)?.requests_per_second;
+    let envoy_pid = |stack: &Stack| {
+        stack
+            .envoy_pid()
+            .context("the gateway's Envoy is not running")
+    };
+    wrk::run(&url(&with), &script, 4, 2, envoy_pid(&with)?)?;
+    wrk::run(&url(&without), &script, 4, 2, envoy_pid(&without)?)?;
+    let max = wrk::run(
+        &url(&with),
+        &script,
+        16,
+        options.seconds as u32,
+        envoy_pid(&with)?,
+    )?
+    .requests_per_second;
     let rate = ((max / 2.0) as u64).max(1);
     eprintln!("gateway with quotas: {max:.0} req/s at most; measuring at {rate} req/s");
     let headers = vec![("content-type".to_string(), "application/json".to_string())];
     let mut latencies: [Vec<load::Latency>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=options.rounds {
         for (i, (name, stack)) in [("without quotas", &without), ("with quotas", &with)]
             .iter()
             .enumerate()
         {
+            // CPU time of Envoy and xds-server together: the quota call's cost is on both.
+            let pids = [envoy_pid(stack)?, stack.xds_pid().context("no xds-server")?];
+            let cpu_now = || -> anyhow::Result<u64> {
+                pids.iter().map(|pid| wrk::cpu_nanoseconds(*pid)).sum()
+            };
+            let before = cpu_now()?;
             let latency = runtime.block_on(load::fixed_rate(
                 &url(stack),
                 &headers,
@@ -148,11 +197,14 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 rate,
                 options.seconds,
             ))?;
+            let requests = (rate * options.seconds).max(1);
+            let cpu_us = cpu_now()?.saturating_sub(before) as f64 / 1000.0 / requests as f64;
             eprintln!(
-                "round {round}: {name:<16} p50 {:.3} ms  p99 {:.3} ms  errors {}",
+                "round {round}: {name:<16} p50 {:.3} ms  p99 {:.3} ms  errors {}  {cpu_us:.1} µs CPU/request",
                 latency.p50_ms, latency.p99_ms, latency.errors
             );
             latencies[i].push(latency);
+            cpu[i].push(cpu_us);
         }
     }
     println!(
@@ -160,13 +212,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         report(
             options,
             &cases.map(|c| c.0),
-            &decisions,
+            (&decisions, &per_cpu_second),
             max,
             rate,
-            &latencies
+            &latencies,
+            &cpu,
         )
     );
     drop((without, with, upstream));
+    Ok(())
+}
+
+/// Restricts every thread of this process (and what it starts later) to `cpus`.
+fn pin_this_process(cpus: &str) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    anyhow::ensure!(status.success(), "taskset -c {cpus} failed");
     Ok(())
 }
 
@@ -235,36 +299,53 @@ fn gateway(upstream_port: u16, quotas: Option<&'static str>) -> anyhow::Result<S
 fn report(
     options: &Options,
     names: &[&str; 3],
-    decisions: &[Vec<f64>],
+    (decisions, per_cpu_second): (&[Vec<f64>], &[Vec<f64>]),
     max: f64,
     rate: u64,
     latencies: &[Vec<load::Latency>; 2],
+    cpu: &[Vec<f64>; 2],
 ) -> String {
     let mut out = format!(
         "Decisions per second, xds-server pinned to one CPU (`taskset -c 0`), {} concurrent gRPC calls on 4 connections, \
-         {} rounds x {} s (median):\n\n| rate limit service | decisions/s | vs baseline |\n|---|---:|---:|\n",
+         the load driver on the other CPU, {} rounds x {} s (median). Decisions per CPU-second: decisions / CPU time \
+         of the service (and of redis-server for Redis):\n\n\
+         | rate limit service | decisions/s | vs baseline | decisions per CPU-second | vs baseline |\n|---|---:|---:|---:|---:|\n",
         options.concurrency, options.rounds, options.seconds
     );
     let medians: Vec<f64> = decisions.iter().map(|d| wrk::median(d.clone())).collect();
-    for (name, median) in names.iter().zip(&medians) {
-        let _ = writeln!(out, "| {name} | {median:.0} | {:.2} |", median / medians[0]);
+    let efficiency: Vec<f64> = per_cpu_second
+        .iter()
+        .map(|d| wrk::median(d.clone()))
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.0} | {:.2} | {:.0} | {:.2} |",
+            medians[i],
+            medians[i] / medians[0],
+            efficiency[i],
+            efficiency[i] / efficiency[0]
+        );
     }
     let p =
         |i: usize, f: fn(&load::Latency) -> f64| wrk::median(latencies[i].iter().map(f).collect());
     let (p50_without, p99_without) = (p(0, |l| l.p50_ms), p(0, |l| l.p99_ms));
     let (p50_with, p99_with) = (p(1, |l| l.p50_ms), p(1, |l| l.p99_ms));
     let errors: u64 = latencies.iter().flatten().map(|l| l.errors).sum();
+    let (cpu_without, cpu_with) = (wrk::median(cpu[0].clone()), wrk::median(cpu[1].clone()));
     let _ = write!(
         out,
         "\nThrough Envoy (one worker), gateway with quotas at most {max:.0} req/s (wrk, 16 connections); both \
          configurations at {rate} req/s (half of that), fixed-rate client, latency from when each request was due, \
-         {} rounds x {} s (median), {errors} errors:\n\n| configuration | p50 ms | p99 ms |\n|---|---:|---:|\n\
-         | gateway without quotas | {p50_without:.3} | {p99_without:.3} |\n| gateway with quotas | {p50_with:.3} | {p99_with:.3} |\n\
-         | **added by the quota call** | **{:.3}** | **{:.3}** |\n",
+         {} rounds x {} s (median), {errors} errors; CPU µs/request is Envoy's and xds-server's CPU time per request:\n\n\
+         | configuration | p50 ms | p99 ms | CPU µs/request |\n|---|---:|---:|---:|\n\
+         | gateway without quotas | {p50_without:.3} | {p99_without:.3} | {cpu_without:.1} |\n| gateway with quotas | {p50_with:.3} | {p99_with:.3} | {cpu_with:.1} |\n\
+         | **added by the quota call** | **{:.3}** | **{:.3}** | **{:.1}** |\n",
         options.rounds,
         options.seconds,
         p50_with - p50_without,
         p99_with - p99_without,
+        cpu_with - cpu_without,
     );
     out
 }

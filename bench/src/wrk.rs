@@ -1,4 +1,4 @@
-//! Running wrk and reading its report.
+//! Running wrk and reading its report, and the CPU time the process under test spent on it.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,15 +10,21 @@ pub struct Measurement {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU time (µs, every thread) the measured process spent per request answered: its cost
+    /// per request, much less sensitive than throughput to what else the machine runs.
+    pub cpu_us_per_request: f64,
 }
 
-/// One wrk run: `connections` connections on one thread for `seconds`, requests from `script`.
+/// One wrk run: `connections` connections on one thread for `seconds`, requests from `script`;
+/// `pid` is the process whose CPU time is charged to the requests (the Envoy under test).
 pub fn run(
     url: &str,
     script: &Path,
     connections: u32,
     seconds: u32,
+    pid: u32,
 ) -> anyhow::Result<Measurement> {
+    let cpu_before = cpu_nanoseconds(pid)?;
     let output = Command::new("wrk")
         .args([
             "-t1",
@@ -31,6 +37,7 @@ pub fn run(
         .arg(url)
         .output()
         .context("running wrk (apt-get install wrk)")?;
+    let cpu = cpu_nanoseconds(pid)?.saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -51,11 +58,37 @@ pub fn run(
             .map(str::trim)
             .with_context(|| format!("no {prefix:?} in wrk output:\n{text}"))
     };
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .with_context(|| format!("no request count in wrk output:\n{text}"))?
+        .0
+        .parse()?;
     Ok(Measurement {
+        cpu_us_per_request: cpu as f64 / 1000.0 / requests.max(1) as f64,
         requests_per_second: field("Requests/sec:")?.parse()?,
         p50_ms: milliseconds(field("50%")?)?,
         p99_ms: milliseconds(field("99%")?)?,
     })
+}
+
+/// Nanoseconds every thread of `pid` has run on a CPU (`/proc/PID/task/*/schedstat`).
+pub fn cpu_nanoseconds(pid: u32) -> anyhow::Result<u64> {
+    let mut total = 0;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("reading the threads of process {pid}"))?;
+    for task in tasks {
+        // A thread may end between listing and reading: it no longer counts.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .with_context(|| format!("unexpected schedstat: {stat:?}"))?;
+    }
+    Ok(total)
 }
 
 fn milliseconds(value: &str) -> anyhow::Result<f64> {
@@ -96,6 +129,16 @@ mod tests {
         assert_eq!(milliseconds("1.50ms").unwrap(), 1.5);
         assert_eq!(milliseconds("2.00s").unwrap(), 2000.0);
         assert!(milliseconds("12").is_err());
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let before = cpu_nanoseconds(std::process::id()).unwrap();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(cpu_nanoseconds(std::process::id()).unwrap() > before, "{x}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::stack::free_port;
 
 pub struct Redis {
     pub port: u16,
-    _child: Child,
+    child: Child,
     _dir: tempfile::TempDir,
 }
 
@@ -54,13 +54,18 @@ impl Redis {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(Self {
                     port,
-                    _child: child,
+                    child,
                     _dir: dir,
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         bail!("redis-server did not listen on port {port}")
+    }
+
+    /// The server's process id (`taskset` execs it, so this is redis-server's own).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
     }
 
     pub fn url(&self) -> String {

@@ -334,6 +334,10 @@ impl Stack {
         self.envoy.as_ref().map(Child::pid)
     }
 
+    pub fn xds_pid(&self) -> Option<u32> {
+        self.xds.as_ref().map(Child::pid)
+    }
+
     /// The gateway YAML as it is on disk now.
     pub fn config(&self) -> anyhow::Result<Yaml> {
         Ok(serde_yaml::from_str(&std::fs::read_to_string(
