@@ -117,10 +117,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut per_cpu_second: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=options.rounds {
         for (i, (name, pids, address, request)) in cases.iter().enumerate() {
-            let cpu_now = || -> anyhow::Result<u64> {
-                pids.iter().map(|pid| wrk::cpu_nanoseconds(*pid)).sum()
-            };
-            let before = cpu_now()?;
+            let before = wrk::cpu_nanoseconds(&pids[..])?;
             let run = runtime.block_on(load::decisions(
                 &address.to_string(),
                 request.clone(),
@@ -128,7 +125,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 4,
                 options.seconds,
             ))?;
-            let cpu_seconds = cpu_now()?.saturating_sub(before) as f64 / 1e9;
+            let cpu_seconds = wrk::cpu_nanoseconds(&pids[..])?.saturating_sub(before) as f64 / 1e9;
             let rate = run.count as f64 / run.seconds;
             let efficiency = run.count as f64 / cpu_seconds.max(1e-9);
             eprintln!(
@@ -186,10 +183,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         {
             // CPU time of Envoy and xds-server together: the quota call's cost is on both.
             let pids = [envoy_pid(stack)?, stack.xds_pid().context("no xds-server")?];
-            let cpu_now = || -> anyhow::Result<u64> {
-                pids.iter().map(|pid| wrk::cpu_nanoseconds(*pid)).sum()
-            };
-            let before = cpu_now()?;
+            let before = wrk::cpu_nanoseconds(&pids[..])?;
             let latency = runtime.block_on(load::fixed_rate(
                 &url(stack),
                 &headers,
@@ -198,7 +192,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 options.seconds,
             ))?;
             let requests = (rate * options.seconds).max(1);
-            let cpu_us = cpu_now()?.saturating_sub(before) as f64 / 1000.0 / requests as f64;
+            let cpu_us = wrk::cpu_nanoseconds(&pids[..])?.saturating_sub(before) as f64
+                / 1000.0
+                / requests as f64;
             eprintln!(
                 "round {round}: {name:<16} p50 {:.3} ms  p99 {:.3} ms  errors {}  {cpu_us:.1} µs CPU/request",
                 latency.p50_ms, latency.p99_ms, latency.errors

@@ -24,7 +24,7 @@ pub fn run(
     seconds: u32,
     pid: u32,
 ) -> anyhow::Result<Measurement> {
-    let cpu_before = cpu_nanoseconds(pid)?;
+    let cpu_before = cpu_nanoseconds(&[pid])?;
     let output = Command::new("wrk")
         .args([
             "-t1",
@@ -37,7 +37,7 @@ pub fn run(
         .arg(url)
         .output()
         .context("running wrk (apt-get install wrk)")?;
-    let cpu = cpu_nanoseconds(pid)?.saturating_sub(cpu_before);
+    let cpu = cpu_nanoseconds(&[pid])?.saturating_sub(cpu_before);
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -72,21 +72,24 @@ pub fn run(
     })
 }
 
-/// Nanoseconds every thread of `pid` has run on a CPU (`/proc/PID/task/*/schedstat`).
-pub fn cpu_nanoseconds(pid: u32) -> anyhow::Result<u64> {
+/// Nanoseconds every thread of the processes `pids` has run on a CPU
+/// (`/proc/PID/task/*/schedstat`).
+pub fn cpu_nanoseconds(pids: &[u32]) -> anyhow::Result<u64> {
     let mut total = 0;
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .with_context(|| format!("reading the threads of process {pid}"))?;
-    for task in tasks {
-        // A thread may end between listing and reading: it no longer counts.
-        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
-            continue;
-        };
-        total += stat
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .with_context(|| format!("unexpected schedstat: {stat:?}"))?;
+    for pid in pids {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .with_context(|| format!("reading the threads of process {pid}"))?;
+        for task in tasks {
+            // A thread may end between listing and reading: it no longer counts.
+            let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+                continue;
+            };
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .with_context(|| format!("unexpected schedstat: {stat:?}"))?;
+        }
     }
     Ok(total)
 }
@@ -133,12 +136,15 @@ mod tests {
 
     #[test]
     fn cpu_time_of_this_process_grows() {
-        let before = cpu_nanoseconds(std::process::id()).unwrap();
+        let before = cpu_nanoseconds(&[std::process::id()]).unwrap();
         let mut x = 0u64;
         for i in 0..5_000_000u64 {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
-        assert!(cpu_nanoseconds(std::process::id()).unwrap() > before, "{x}");
+        assert!(
+            cpu_nanoseconds(&[std::process::id()]).unwrap() > before,
+            "{x}"
+        );
     }
 
     #[test]
