@@ -17,8 +17,11 @@ apt_ensure redis-server redis-server
 command -v taskset >/dev/null || apt_ensure taskset util-linux
 
 build_filter
-log "building xds-server, bedrock-emulator and gateway-bench (release)"
-cargo build --quiet --release -p xds-server -p bedrock-emulator -p gateway-e2e -p gateway-bench --bins
+# The servers exactly as scripts/run.sh builds them (one cargo invocation with the bench
+# would unify features differently and rebuild them), then the bench on its own.
+build_servers release
+log "building gateway-bench (release)"
+cargo build --quiet --release -p gateway-bench
 export GATEWAY_BIN_PROFILE=release
 
 if [ $# -eq 0 ]; then
