@@ -20,6 +20,7 @@ pub const CONTROL_SERVICE: &str = "bedrock_gateway.v1.GatewayControl";
 pub const GET_SIGNING_CREDENTIALS: &str = "GetSigningCredentials";
 pub const GET_IDENTITY_KEYS: &str = "GetIdentityKeys";
 pub const REPORT_USAGE: &str = "ReportUsage";
+pub const STREAM_RATE_LIMIT: &str = "StreamRateLimit";
 
 /// Request headers through which the filter tells later filters in the same Envoy who the
 /// caller is. A client-sent header of the same name is always removed first, and the route

@@ -25,6 +25,9 @@ pub struct QuotaConfig {
     pub timeout_ms: u64,
     /// What happens when the service does not answer in time.
     pub failure_mode: FailureMode,
+    /// How decisions are asked for.
+    #[serde(default)]
+    pub transport: QuotaTransport,
     /// Descriptors charged one hit per request, as lists of context keys.
     #[serde(default)]
     pub request_descriptors: Vec<Vec<ContextKey>>,
@@ -50,6 +53,18 @@ pub enum FailureMode {
     Open,
     /// Refuse with 503 `ServiceUnavailableException`.
     Closed,
+}
+
+/// How the filter asks the rate limit service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuotaTransport {
+    /// One long-lived `GatewayControl/StreamRateLimit` stream per Envoy worker, a message per
+    /// decision (the unary call while no stream is open).
+    #[default]
+    Stream,
+    /// A `RateLimitService/ShouldRateLimit` call per request.
+    Unary,
 }
 
 /// The parts of the request context a descriptor can name.

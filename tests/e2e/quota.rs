@@ -158,6 +158,68 @@ async fn a_noisy_tenant_is_throttled_and_the_others_are_not() {
         )
     });
     assert_eq!((requests, refusals), (5, 2), "{rows:?}");
+    // The decisions went on the workers' decision streams, not a call each.
+    let on_streams = stack.xds_metric("quota_stream_requests_total").unwrap();
+    assert!(on_streams >= 10, "{on_streams} of 12 decisions on a stream");
+    assert!(stack.xds_metric("quota_streams_opened_total").unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_unary_transport_enforces_the_same_limits_with_a_call_per_request() {
+    let stack = stack(
+        "failure_mode: closed\ntransport: unary\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 3}\n",
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(converse(&stack, "team-a").await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(converse(&stack, "team-b").await, 200);
+    assert_eq!(stack.xds_metric("quota_decisions_total").unwrap(), 5);
+    assert_eq!(stack.xds_metric("quota_stream_requests_total").unwrap(), 0);
+    assert_eq!(stack.xds_metric("quota_streams_opened_total").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_rate_limit_service_times_out_into_the_failure_mode() {
+    let stack = stack(
+        "failure_mode: closed\ntimeout_ms: 300\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 100}\n",
+    );
+    assert_eq!(converse(&stack, "team-a").await, 200);
+    // The service still holds its connections but answers nothing.
+    let xds = stack.xds_pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &xds])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let (status, error_type, _) = call(
+        &stack,
+        "team-a",
+        "/model/anthropic.claude-3-haiku/converse",
+        converse_body("hi", 1, 10),
+    )
+    .await;
+    let waited = started.elapsed();
+    signal("-CONT");
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (503, Some("ServiceUnavailableException"))
+    );
+    // The timeout, give or take the tick that finds overdue decisions (a quarter of it).
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(1500),
+        "refused after {waited:?}"
+    );
+    assert_eq!(converse(&stack, "team-a").await, 200);
+    let stats = stack
+        .envoy_admin_get("/stats?filter=quota_failures_closed")
+        .unwrap();
+    assert!(stats.contains("quota_failures_closed: 1"), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

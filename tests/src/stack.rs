@@ -383,6 +383,17 @@ impl Stack {
         Ok(serde_json::from_str(&body)?)
     }
 
+    /// A counter or gauge of xds-server's `/metrics` (`xds_server_` + `name`), 0 when absent.
+    pub fn xds_metric(&self, name: &str) -> anyhow::Result<u64> {
+        let (_, body) = http_get(&format!("http://{}/metrics", self.xds_http))?;
+        let prefix = format!("xds_server_{name} ");
+        Ok(body
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     pub fn xds_status(&self) -> anyhow::Result<serde_json::Value> {
         let (_, body) = http_get(&format!("http://{}/status", self.xds_http))?;
         Ok(serde_json::from_str(&body)?)

@@ -1,6 +1,7 @@
 //! `bedrock_gateway.v1.GatewayControl`, the control API the filter calls: signing
 //! credentials ([`crate::credentials::grpc`]), the issuers' verification keys
-//! ([`crate::identity::manager`]), usage reports and the usage ledger ([`crate::quota::grpc`]).
+//! ([`crate::identity::manager`]), rate limit decisions on a stream, usage reports and the
+//! usage ledger ([`crate::quota::grpc`]).
 
 use std::sync::Arc;
 
@@ -9,11 +10,13 @@ use gateway_common::{
     filter_config::Authentication,
     proto::{
         GetIdentityKeysRequest, GetSigningCredentialsRequest, GetUsageRequest, GetUsageResponse,
-        IdentityKeys, ReportUsageRequest, ReportUsageResponse, SigningCredentials,
+        IdentityKeys, RateLimitStreamRequest, RateLimitStreamResponse, ReportUsageRequest,
+        ReportUsageResponse, SigningCredentials,
     },
 };
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::{
@@ -119,5 +122,17 @@ impl GatewayControl for ControlService {
         quota_grpc::get_usage(&self.quotas, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type StreamRateLimitStream = ReceiverStream<Result<RateLimitStreamResponse, Status>>;
+
+    async fn stream_rate_limit(
+        &self,
+        request: Request<Streaming<RateLimitStreamRequest>>,
+    ) -> Result<Response<Self::StreamRateLimitStream>, Status> {
+        Ok(Response::new(quota_grpc::stream_rate_limit(
+            Arc::clone(&self.quotas),
+            request.into_inner(),
+        )))
     }
 }

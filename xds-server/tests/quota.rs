@@ -3,8 +3,11 @@
 
 mod support;
 
-use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-use gateway_common::proto::{GetUsageRequest, ReportUsageRequest, UsageRecord};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use gateway_common::proto::{
+    GetUsageRequest, RateLimitStreamRequest, ReportUsageRequest, UsageRecord,
+};
+use prost::Message as _;
 use support::{
     Server, eventually,
     quota::{
@@ -225,5 +228,66 @@ async fn without_quotas_everything_is_allowed_and_there_is_no_ledger() {
     let (code, _) = server.get("/usage").await;
     assert_eq!(code, 404);
     assert_eq!(server.status().await["quotas"], serde_json::Value::Null);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_decision_stream_answers_as_should_rate_limit_does_on_the_same_counters() {
+    let server = Server::start(&config(3, MEMORY)).await;
+    let (requests, inbound) = tokio::sync::mpsc::channel(16);
+    let mut answers = control_client(server.grpc)
+        .await
+        .stream_rate_limit(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut decide = async |id: u64, request: Vec<u8>| {
+        requests
+            .send(RateLimitStreamRequest { id, request })
+            .await
+            .unwrap();
+        answers.message().await.unwrap().unwrap()
+    };
+    for (id, remaining) in [(10, 2), (11, 1)] {
+        let answer = decide(id, filter_request("team-a", 10).encode_to_vec()).await;
+        assert_eq!((answer.id, answer.status_code), (id, 0), "{answer:?}");
+        let response = RateLimitResponse::decode(answer.response.as_slice()).unwrap();
+        assert_eq!(response.overall_code, OK);
+        assert_eq!(response.statuses[0].limit_remaining, remaining);
+    }
+    // The unary call and the stream count on the same counters.
+    let unary = ask(
+        &mut rate_limit_client(server.grpc).await,
+        filter_request("team-a", 10),
+    )
+    .await;
+    assert_eq!(summary(&unary), (OK, vec![(OK, 0), (OK, 970)]));
+    let answer = decide(12, filter_request("team-a", 10).encode_to_vec()).await;
+    let refused = RateLimitResponse::decode(answer.response.as_slice()).unwrap();
+    assert_eq!(
+        (answer.id, summary(&refused)),
+        (12, (OVER, vec![(OVER, 0), (OK, 970)]))
+    );
+    // A request that is not a RateLimitRequest fails alone; the stream goes on.
+    let bad = decide(13, vec![0xff, 0xff, 0xff]).await;
+    assert_eq!(
+        (bad.id, bad.status_code),
+        (13, GrpcCode::InvalidArgument as u32)
+    );
+    assert!(bad.status_message.contains("RateLimitRequest"), "{bad:?}");
+    let answer = decide(14, filter_request("team-b", 10).encode_to_vec()).await;
+    assert_eq!((answer.id, answer.status_code), (14, 0));
+    // Ending our side ends the stream once everything is answered.
+    drop(requests);
+    assert!(answers.message().await.unwrap().is_none());
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("xds_server_quota_streams_opened_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("xds_server_quota_stream_requests_total 5\n"),
+        "{metrics}"
+    );
     server.stop().await.unwrap();
 }

@@ -6,9 +6,10 @@
 //! signing credentials and verification keys it refreshes from xds-server, and the usage
 //! reports it delivers. `request.rs` is the per-request state machine.
 
+mod decisions;
 mod request;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,7 +33,11 @@ use crate::core::auth::Authenticator;
 use crate::core::credentials::CredentialCache;
 use crate::core::errors::ErrorReply;
 use crate::core::schedule::Schedule;
-use request::Request;
+use decisions::{Closed, Decisions};
+use gateway_common::proto::RateLimitStreamResponse;
+use gateway_common::quota_config::QuotaTransport;
+use gateway_common::ratelimit::RateLimitResponse;
+use request::{Handle, Request, StreamAnswer};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -51,6 +56,7 @@ struct Metrics {
     quota_failures_closed: Option<u32>,
     reports_dropped: Option<u32>,
     reports_failed: Option<u32>,
+    quota_streams_opened: Option<u32>,
 }
 
 impl Metrics {
@@ -61,6 +67,7 @@ impl Metrics {
             quota_failures_closed: counter("bedrock_gateway.quota_failures_closed"),
             reports_dropped: counter("bedrock_gateway.usage_reports_dropped"),
             reports_failed: counter("bedrock_gateway.usage_report_calls_failed"),
+            quota_streams_opened: counter("bedrock_gateway.quota_streams_opened"),
         }
     }
 
@@ -84,6 +91,12 @@ struct Shared {
     reports: RefCell<VecDeque<UsageRecord>>,
     metrics: Metrics,
     node_id: String,
+    /// The worker's rate limit decision stream and the requests waiting on it.
+    decisions: RefCell<Decisions>,
+    /// The request the root context is acting for, while it hands it an answer.
+    delegating: Cell<Option<Handle>>,
+    /// Calls made while acting for a request: their answers reach the root context.
+    delegated: RefCell<HashMap<u32, Handle>>,
 }
 
 impl Shared {
@@ -223,9 +236,40 @@ enum Call {
 struct Root {
     shared: Option<Rc<Shared>>,
     calls: HashMap<u32, Call>,
+    /// When [`Root::on_schedule`] last ran (ms since the Unix epoch).
+    scheduled_at_ms: u64,
 }
 
 impl Root {
+    /// The rate limit cluster and timeout, when decisions go on a stream.
+    fn stream_config(&self) -> Option<(String, u64)> {
+        let quota = self.shared.as_ref()?.gateway.config.quota.as_ref()?;
+        (quota.transport == QuotaTransport::Stream)
+            .then(|| (quota.cluster.clone(), quota.timeout_ms))
+    }
+
+    /// Fails overdue decisions and (re-)opens the decision stream when it is due.
+    fn maintain_decisions(&mut self) {
+        let (Some(shared), Some((cluster, _))) = (self.shared.clone(), self.stream_config()) else {
+            return;
+        };
+        let now = now_ms();
+        let overdue = shared.decisions.borrow_mut().expired(now);
+        for waiter in overdue {
+            let answer = StreamAnswer::Decided(Err("no decision within the timeout".into()));
+            waiter
+                .handle
+                .deliver(&shared, |state| state.stream_answer(&shared, answer));
+        }
+        shared
+            .delegated
+            .borrow_mut()
+            .retain(|_, handle| handle.alive());
+        if shared.decisions.borrow_mut().open_if_due(&cluster, now) {
+            Metrics::add(shared.metrics.quota_streams_opened, 1);
+        }
+    }
+
     fn on_schedule(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
@@ -307,7 +351,81 @@ impl Context for Root {
                     shared.requeue_reports(records);
                 }
             }
-            None => {}
+            None => {
+                // A call a request made while this context acted for it.
+                let handle = shared.delegated.borrow_mut().remove(&token);
+                if let Some(handle) = handle {
+                    handle.deliver(&shared, |state| {
+                        state.call_answer(&shared, status_code, response_size)
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, message_size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if !shared.decisions.borrow().is_stream(token) {
+            return;
+        }
+        let message = match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, message_size) {
+            Ok(bytes) => RateLimitStreamResponse::decode(bytes.unwrap_or_default().as_slice()),
+            Err(e) => {
+                warn!("cannot read a rate limit decision: {e:?}");
+                return;
+            }
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                // Its request times out.
+                warn!("undecodable rate limit decision: {e}");
+                return;
+            }
+        };
+        let waiter = shared.decisions.borrow_mut().answered(message.id);
+        let Some(waiter) = waiter else {
+            debug!("decision {} arrived after its request gave up", message.id);
+            return;
+        };
+        let answer = if message.status_code == 0 {
+            RateLimitResponse::decode(message.response.as_slice()).map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "gRPC status {} {}",
+                message.status_code, message.status_message
+            ))
+        };
+        waiter.handle.deliver(&shared, |state| {
+            state.stream_answer(&shared, StreamAnswer::Decided(answer))
+        });
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let detail = hostcalls::get_grpc_status()
+            .ok()
+            .and_then(|(_, message)| message)
+            .unwrap_or_default();
+        let closed = shared
+            .decisions
+            .borrow_mut()
+            .closed(token, status_code, detail, now_ms());
+        let (waiters, answer): (Vec<_>, Box<dyn Fn() -> StreamAnswer>) = match closed {
+            Closed::Unsupported(waiters) => (waiters, Box::new(|| StreamAnswer::AskAgain)),
+            Closed::Failed(waiters, error) => (
+                waiters,
+                Box::new(move || StreamAnswer::Decided(Err(error.clone()))),
+            ),
+        };
+        for waiter in waiters {
+            waiter
+                .handle
+                .deliver(&shared, |state| state.stream_answer(&shared, answer()));
         }
     }
 }
@@ -359,20 +477,35 @@ impl RootContext for Root {
             reports: RefCell::new(VecDeque::new()),
             metrics: Metrics::define(),
             node_id,
+            decisions: RefCell::new(Decisions::default()),
+            delegating: Cell::new(None),
+            delegated: RefCell::new(HashMap::new()),
         }));
-        if let Err(e) = hostcalls::set_tick_period(TICK) {
+        // Overdue decisions of the decision stream are found on the tick: tick often enough
+        // for the quota timeout to hold within a quarter of itself.
+        let tick = match self.stream_config() {
+            Some((_, timeout_ms)) => TICK.min(Duration::from_millis((timeout_ms / 4).max(10))),
+            None => TICK,
+        };
+        if let Err(e) = hostcalls::set_tick_period(tick) {
             warn!("cannot set the tick period: {e:?}");
         }
+        self.maintain_decisions();
         self.on_schedule();
         true
     }
 
     fn on_tick(&mut self) {
-        self.on_schedule();
+        self.maintain_decisions();
+        let now = now_ms();
+        if now.saturating_sub(self.scheduled_at_ms) >= TICK.as_millis() as u64 {
+            self.scheduled_at_ms = now;
+            self.on_schedule();
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request::new(self.shared.clone())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request::new(self.shared.clone(), context_id)))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -410,6 +543,13 @@ fn grpc_answer<M: Message + Default>(status_code: u32, size: usize) -> Result<M,
     let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
         .map_err(|e| format!("{e:?}"))?;
     M::decode(body.unwrap_or_default().as_slice()).map_err(|e| e.to_string())
+}
+
+fn now_ms() -> u64 {
+    system_now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 fn system_now() -> SystemTime {

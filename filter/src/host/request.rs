@@ -4,10 +4,11 @@
 //! waits for the control service are hashed meanwhile. With quotas, the response's token usage
 //! is read as it passes and reported when it ends.
 
-use std::rc::Rc;
+use std::cell::{RefCell, RefMut};
+use std::rc::{Rc, Weak};
 
 use gateway_common::names::{AUDIT_PROPERTY, TENANT_PROPERTY};
-use gateway_common::quota_config::FailureMode;
+use gateway_common::quota_config::{FailureMode, QuotaTransport};
 use gateway_common::ratelimit::{
     RateLimitResponse, SERVICE as RATELIMIT_SERVICE, SHOULD_RATE_LIMIT,
 };
@@ -18,8 +19,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::{
-    Metrics, Shared, grpc_answer, grpc_call, internal_error, not_configured, system_now, unix_now,
-    unix_seconds,
+    Metrics, Shared, grpc_answer, grpc_call, internal_error, not_configured, now_ms, system_now,
+    unix_now, unix_seconds,
 };
 use crate::core::audit::AuditRecord;
 use crate::core::auth::{Identity, Outcome};
@@ -61,8 +62,20 @@ struct Quota {
     forwarded: bool,
 }
 
-pub(super) struct Request {
+/// The filter's handle on one request. Its state is shared with the root context, which
+/// answers quota decisions that arrive on the worker's decision stream.
+pub(super) struct Request(Rc<RefCell<State>>);
+
+/// Where a request's state is reached from outside its own callbacks.
+#[derive(Clone)]
+pub(super) struct Handle {
+    context_id: u32,
+    state: Weak<RefCell<State>>,
+}
+
+pub(super) struct State {
     shared: Option<Rc<Shared>>,
+    handle: Handle,
     phase: Phase,
     /// The request headers, kept while the decision waits for keys.
     pending: Option<HeaderList>,
@@ -76,24 +89,74 @@ pub(super) struct Request {
     body: Option<Vec<u8>>,
     audit: AuditRecord,
     quota: Option<Quota>,
+    /// The admission request while its decision is asked for on the stream (to ask again
+    /// with a call if the service has no stream).
+    quota_request: Option<Vec<u8>>,
 }
 
 impl Request {
-    pub(super) fn new(shared: Option<Rc<Shared>>) -> Self {
-        Self {
-            shared,
-            phase: Phase::Deciding,
-            pending: None,
-            route: None,
-            plan: None,
-            hasher: None,
-            body_hash: None,
-            body: None,
-            audit: AuditRecord::default(),
-            quota: None,
-        }
+    pub(super) fn new(shared: Option<Rc<Shared>>, context_id: u32) -> Self {
+        Self(Rc::new_cyclic(|me| {
+            RefCell::new(State {
+                shared,
+                handle: Handle {
+                    context_id,
+                    state: me.clone(),
+                },
+                phase: Phase::Deciding,
+                pending: None,
+                route: None,
+                plan: None,
+                hasher: None,
+                body_hash: None,
+                body: None,
+                audit: AuditRecord::default(),
+                quota: None,
+                quota_request: None,
+            })
+        }))
     }
 
+    fn state(&self) -> Option<RefMut<'_, State>> {
+        let state = self.0.try_borrow_mut();
+        if state.is_err() {
+            error!("request state already in use");
+        }
+        state.ok()
+    }
+}
+
+impl Handle {
+    pub(super) fn alive(&self) -> bool {
+        self.state.strong_count() > 0
+    }
+
+    /// Runs `f` on the request as its own callback would (Envoy's effective context set to
+    /// it), then lets the request go on if `f` says so. Nothing happens when the request is
+    /// gone.
+    pub(super) fn deliver(&self, shared: &Shared, f: impl FnOnce(&mut State) -> Action) {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        if hostcalls::set_effective_context(self.context_id).is_err() {
+            return;
+        }
+        let Ok(mut state) = state.try_borrow_mut() else {
+            error!("request state already in use");
+            return;
+        };
+        shared.delegating.set(Some(self.clone()));
+        let action = f(&mut state);
+        shared.delegating.set(None);
+        if matches!(action, Action::Continue)
+            && let Err(e) = hostcalls::resume_http_request()
+        {
+            error!("cannot resume the request: {e:?}");
+        }
+    }
+}
+
+impl State {
     /// Answers the request with a gateway error and records the refusal.
     fn refuse(&mut self, reply: ErrorReply) -> Action {
         debug!("refused ({}): {}", reply.reason, reply.message);
@@ -141,7 +204,8 @@ impl Request {
                     Outcome::NeedKeys { issuer, kid } => {
                         let unknown = (!kid.is_empty()).then_some((issuer, kid));
                         return match shared.ask_for_keys(unknown) {
-                            Ok(_) => {
+                            Ok(token) => {
+                                self.track(shared, token);
                                 self.pending = Some(headers);
                                 self.route = Some(route);
                                 self.phase = Phase::AwaitingKeys;
@@ -207,24 +271,45 @@ impl Request {
                 None => quota.checked = true,
                 Some(admission) => {
                     quota.reservations = admission.reservations;
-                    let call = grpc_call(
-                        &config.cluster,
-                        RATELIMIT_SERVICE,
-                        SHOULD_RATE_LIMIT,
-                        &admission.request.encode_to_vec(),
-                        config.timeout_ms,
-                    );
-                    return match call {
-                        Ok(_) => {
-                            self.phase = Phase::AwaitingQuota;
-                            Action::Pause
-                        }
-                        Err(e) => self.quota_failed(shared, &e),
-                    };
+                    let request = admission.request.encode_to_vec();
+                    let sent = config.transport == QuotaTransport::Stream
+                        && shared.decisions.borrow_mut().send(
+                            &request,
+                            &self.handle,
+                            config.timeout_ms,
+                            now_ms(),
+                        );
+                    if sent {
+                        self.quota_request = Some(request);
+                        self.phase = Phase::AwaitingQuota;
+                        return Action::Pause;
+                    }
+                    return self.ask_unary(shared, &request);
                 }
             }
         }
         self.sign_and_forward(shared, &payload_hash)
+    }
+
+    /// Asks for the admission decision with a `ShouldRateLimit` call.
+    fn ask_unary(&mut self, shared: &Shared, request: &[u8]) -> Action {
+        let Some(config) = &shared.gateway.config.quota else {
+            return Action::Continue;
+        };
+        match grpc_call(
+            &config.cluster,
+            RATELIMIT_SERVICE,
+            SHOULD_RATE_LIMIT,
+            request,
+            config.timeout_ms,
+        ) {
+            Ok(token) => {
+                self.track(shared, token);
+                self.phase = Phase::AwaitingQuota;
+                Action::Pause
+            }
+            Err(e) => self.quota_failed(shared, &e),
+        }
     }
 
     /// The rate limit service did not decide: the configured failure mode applies.
@@ -260,7 +345,8 @@ impl Request {
         let cached = shared.credentials.borrow().usable(now).cloned();
         let Some(credentials) = cached else {
             return match shared.ask_for_credentials(now) {
-                Ok(_) => {
+                Ok(token) => {
+                    self.track(shared, token);
                     self.phase = Phase::AwaitingCredentials;
                     Action::Pause
                 }
@@ -352,49 +438,108 @@ fn quota_context(shared: &Shared, identity: Option<&Identity>, route: &Route) ->
     }
 }
 
-impl Context for Request {
-    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, response_size: usize) {
-        let Some(shared) = self.shared.clone() else {
-            return;
-        };
-        let action = match self.phase {
+/// What became of a quota decision asked for on the stream.
+pub(super) enum StreamAnswer {
+    Decided(Result<RateLimitResponse, String>),
+    /// The service has no stream: ask again with the unary call.
+    AskAgain,
+}
+
+impl State {
+    /// A decision from the worker's decision stream (or its failure).
+    pub(super) fn stream_answer(&mut self, shared: &Shared, answer: StreamAnswer) -> Action {
+        if self.phase != Phase::AwaitingQuota {
+            return Action::Pause;
+        }
+        match answer {
+            StreamAnswer::Decided(answer) => self.quota_answer(shared, answer),
+            StreamAnswer::AskAgain => {
+                let Some(quota) = self.quota.as_mut() else {
+                    return self.refuse(internal_error());
+                };
+                quota.checked = false;
+                self.phase = Phase::Forwarding;
+                match self.quota_request.take() {
+                    Some(request) => self.ask_unary(shared, &request),
+                    None => self.refuse(internal_error()),
+                }
+            }
+        }
+    }
+
+    fn quota_answer(
+        &mut self,
+        shared: &Shared,
+        answer: Result<RateLimitResponse, String>,
+    ) -> Action {
+        self.quota_request = None;
+        match answer {
+            Err(e) => self.quota_failed(shared, &e),
+            Ok(response) => match quota::verdict(&response) {
+                Ok(()) => {
+                    if let Some(quota) = self.quota.as_mut() {
+                        quota.checked = true;
+                        quota.admitted_at = unix_now();
+                    }
+                    self.phase = Phase::Forwarding;
+                    self.proceed(shared)
+                }
+                Err(reply) => {
+                    self.report(shared, true);
+                    self.refuse(reply)
+                }
+            },
+        }
+    }
+
+    /// Notes a call this request made, when it was made on the root context's behalf (the
+    /// answer then reaches the root context, which hands it back here).
+    fn track(&self, shared: &Shared, token: u32) {
+        if shared.delegating.take().is_some() {
+            shared
+                .delegated
+                .borrow_mut()
+                .insert(token, self.handle.clone());
+            shared.delegating.set(Some(self.handle.clone()));
+        }
+    }
+}
+
+impl State {
+    /// The answer to a control-service or rate limit call this request made.
+    pub(super) fn call_answer(&mut self, shared: &Shared, status_code: u32, size: usize) -> Action {
+        match self.phase {
             Phase::AwaitingKeys => {
-                shared.store_keys(status_code, response_size);
+                shared.store_keys(status_code, size);
                 match (self.pending.take(), self.route.take()) {
-                    (Some(headers), Some(route)) => self.decide(&shared, headers, route, false),
+                    (Some(headers), Some(route)) => self.decide(shared, headers, route, false),
                     _ => self.refuse(internal_error()),
                 }
             }
             Phase::AwaitingQuota => {
-                match grpc_answer::<RateLimitResponse>(status_code, response_size) {
-                    Err(e) => self.quota_failed(&shared, &e),
-                    Ok(response) => match quota::verdict(&response) {
-                        Ok(()) => {
-                            if let Some(quota) = self.quota.as_mut() {
-                                quota.checked = true;
-                                quota.admitted_at = unix_now();
-                            }
-                            self.phase = Phase::Forwarding;
-                            self.proceed(&shared)
-                        }
-                        Err(reply) => {
-                            self.report(&shared, true);
-                            self.refuse(reply)
-                        }
-                    },
-                }
+                let answer = grpc_answer::<RateLimitResponse>(status_code, size);
+                self.quota_answer(shared, answer)
             }
             Phase::AwaitingCredentials => {
-                shared.store_credentials(status_code, response_size);
+                shared.store_credentials(status_code, size);
                 if shared.credentials.borrow().usable(unix_now()).is_some() {
                     self.phase = Phase::Forwarding;
-                    self.proceed(&shared)
+                    self.proceed(shared)
                 } else {
                     self.refuse(ErrorReply::no_credentials())
                 }
             }
-            _ => return,
+            _ => Action::Pause,
+        }
+    }
+}
+
+impl Context for State {
+    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, response_size: usize) {
+        let Some(shared) = self.shared.clone() else {
+            return;
         };
+        let action = self.call_answer(&shared, status_code, response_size);
         if matches!(action, Action::Continue)
             && let Err(e) = hostcalls::resume_http_request()
         {
@@ -403,7 +548,52 @@ impl Context for Request {
     }
 }
 
+impl Context for Request {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        if let Some(mut state) = self.state() {
+            state.on_grpc_call_response(token, status_code, response_size);
+        }
+    }
+}
+
 impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, count: usize, end_of_stream: bool) -> Action {
+        self.state().map_or(Action::Continue, |mut s| {
+            s.on_http_request_headers(count, end_of_stream)
+        })
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.state().map_or(Action::Continue, |mut s| {
+            s.on_http_request_body(body_size, end_of_stream)
+        })
+    }
+
+    fn on_http_request_trailers(&mut self, count: usize) -> Action {
+        self.state()
+            .map_or(Action::Continue, |mut s| s.on_http_request_trailers(count))
+    }
+
+    fn on_http_response_headers(&mut self, count: usize, end_of_stream: bool) -> Action {
+        self.state().map_or(Action::Continue, |mut s| {
+            s.on_http_response_headers(count, end_of_stream)
+        })
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.state().map_or(Action::Continue, |mut s| {
+            s.on_http_response_body(body_size, end_of_stream)
+        })
+    }
+
+    fn on_log(&mut self) {
+        if let Some(mut state) = self.state() {
+            state.on_log();
+        }
+    }
+}
+
+impl HttpContext for State {
     fn on_http_request_headers(&mut self, _count: usize, end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             return self.refuse(not_configured());

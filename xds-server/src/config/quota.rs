@@ -6,7 +6,7 @@
 use chrono_tz::Tz;
 use gateway_common::{
     names,
-    quota_config::{ContextKey, FailureMode, QuotaConfig, TOKENS_KEY, TokenKind},
+    quota_config::{ContextKey, FailureMode, QuotaConfig, QuotaTransport, TOKENS_KEY, TokenKind},
 };
 use redis::IntoConnectionInfo as _;
 
@@ -68,6 +68,13 @@ pub(super) fn check_quotas(
             Some(raw.timeout_ms.to_string()),
         ));
     }
+    let transport = match raw.transport.as_str() {
+        "stream" => QuotaTransport::Stream,
+        "unary" => QuotaTransport::Unary,
+        other => {
+            return Err(check.invalid("quotas.transport", "stream or unary", Some(quoted(other))));
+        }
+    };
     let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
         check.invalid(
             "quotas.time_zone",
@@ -112,6 +119,7 @@ pub(super) fn check_quotas(
             domain: raw.domain.clone(),
             timeout_ms: raw.timeout_ms,
             failure_mode,
+            transport,
             request_descriptors: shapes.request_descriptors,
             token_descriptors: shapes.token_descriptors,
             default_max_output_tokens: raw.default_max_output_tokens,

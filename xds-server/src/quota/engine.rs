@@ -61,6 +61,8 @@ struct Counters {
     refusals_reported: AtomicU64,
     adjustments: AtomicU64,
     adjustments_dropped: AtomicU64,
+    streams_opened: AtomicU64,
+    stream_requests: AtomicU64,
 }
 
 /// `/status`'s `quotas` member.
@@ -293,6 +295,18 @@ impl QuotaEngine {
         })
     }
 
+    /// Counts a `StreamRateLimit` stream a caller opened.
+    pub fn stream_opened(&self) {
+        self.counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a decision asked for on a `StreamRateLimit` stream.
+    pub fn stream_request(&self) {
+        self.counters
+            .stream_requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `(name, help, value)` of each counter, for `/metrics` (all are counters).
     pub fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let c = &self.counters;
@@ -300,7 +314,7 @@ impl QuotaEngine {
         vec![
             (
                 "quota_decisions_total",
-                "ShouldRateLimit requests answered (unknown domains and store failures excluded).",
+                "Rate limit requests answered, by ShouldRateLimit or on a StreamRateLimit stream (unknown domains and store failures excluded).",
                 read(&c.decisions),
             ),
             (
@@ -347,6 +361,16 @@ impl QuotaEngine {
                 "quota_adjustments_dropped_total",
                 "Corrections dropped: their window had ended, a refund found no counter, or no counted limit matched.",
                 read(&c.adjustments_dropped),
+            ),
+            (
+                "quota_streams_opened_total",
+                "StreamRateLimit streams opened (the filter keeps one per Envoy worker).",
+                read(&c.streams_opened),
+            ),
+            (
+                "quota_stream_requests_total",
+                "Rate limit requests received on StreamRateLimit streams.",
+                read(&c.stream_requests),
             ),
         ]
     }

@@ -1,6 +1,7 @@
 //! The transport: Envoy's `envoy.service.ratelimit.v3.RateLimitService` on the gRPC port (for
 //! the gateway filter and for Envoy's native rate limit filters alike), the control API's
-//! `ReportUsage` and `GetUsage` bodies, and the one mapping of [`QuotaError`] to gRPC codes.
+//! `StreamRateLimit` (the same decisions on one long-lived stream), `ReportUsage` and
+//! `GetUsage` bodies, and the one mapping of [`QuotaError`] to gRPC codes.
 
 use std::sync::Arc;
 
@@ -8,10 +9,17 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{
     RateLimitRequest, RateLimitResponse, rate_limit_response::Code,
     rate_limit_service_server::RateLimitService,
 };
+use futures_util::FutureExt as _;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use gateway_common::proto::{
-    GetUsageRequest, GetUsageResponse, ReportUsageRequest, ReportUsageResponse,
+    GetUsageRequest, GetUsageResponse, RateLimitStreamRequest, RateLimitStreamResponse,
+    ReportUsageRequest, ReportUsageResponse,
 };
-use tonic::{Request, Response, Status};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::{QuotaEngine, QuotaError, usage::UsageQuery};
@@ -88,4 +96,87 @@ pub async fn get_usage(
     Ok(GetUsageResponse {
         rows: rows.into_iter().map(Into::into).collect(),
     })
+}
+
+/// Answers served on one `GatewayControl/StreamRateLimit` stream before a slow reader makes
+/// the stream wait (HTTP/2 flow control then pushes back on the caller).
+const STREAM_ANSWERS_BUFFERED: usize = 1024;
+
+/// `GatewayControl/StreamRateLimit`: decides each request of the stream as
+/// `ShouldRateLimit` would, answering as soon as each decision is made (with the in-memory
+/// store at once; with Redis, decisions of one stream run concurrently and may answer out of
+/// order). Ends when the caller ends its side and every answer is sent.
+pub fn stream_rate_limit(
+    engine: Arc<QuotaEngine>,
+    mut inbound: Streaming<RateLimitStreamRequest>,
+) -> ReceiverStream<Result<RateLimitStreamResponse, Status>> {
+    let (answers, receiver) = mpsc::channel(STREAM_ANSWERS_BUFFERED);
+    engine.stream_opened();
+    tokio::spawn(async move {
+        let mut pending = FuturesUnordered::new();
+        let mut open = true;
+        loop {
+            tokio::select! {
+                message = inbound.message(), if open => match message {
+                    Ok(Some(message)) => {
+                        engine.stream_request();
+                        let decision = stream_decision(Arc::clone(&engine), message);
+                        // The in-memory store decides without waiting: answer at once rather
+                        // than queue the decision.
+                        let mut decision = Box::pin(decision);
+                        match (&mut decision).now_or_never() {
+                            Some(answer) => {
+                                if answers.send(Ok(answer)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            None => pending.push(decision),
+                        }
+                    }
+                    Ok(None) => open = false,
+                    Err(status) => {
+                        debug!(%status, "rate limit stream ended by the caller");
+                        open = false;
+                    }
+                },
+                Some(answer) = pending.next(), if !pending.is_empty() => {
+                    if answers.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                else => return,
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
+}
+
+async fn stream_decision(
+    engine: Arc<QuotaEngine>,
+    message: RateLimitStreamRequest,
+) -> RateLimitStreamResponse {
+    let id = message.id;
+    let failed = |status: Status| RateLimitStreamResponse {
+        id,
+        response: Vec::new(),
+        status_code: status.code() as u32,
+        status_message: status.message().to_string(),
+    };
+    let request = match RateLimitRequest::decode(message.request.as_slice()) {
+        Ok(request) => request,
+        Err(e) => {
+            return failed(to_status(&QuotaError::InvalidArgument(format!(
+                "not a RateLimitRequest: {e}"
+            ))));
+        }
+    };
+    match engine.should_rate_limit(&request).await {
+        Ok(response) => RateLimitStreamResponse {
+            id,
+            response: response.encode_to_vec(),
+            status_code: 0,
+            status_message: String::new(),
+        },
+        Err(e) => failed(to_status(&e)),
+    }
 }

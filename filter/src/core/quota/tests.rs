@@ -8,6 +8,7 @@ fn config() -> QuotaConfig {
         domain: "bedrock-gateway".into(),
         timeout_ms: 200,
         failure_mode: FailureMode::Open,
+        transport: Default::default(),
         request_descriptors: vec![
             vec![ContextKey::Tenant],
             vec![ContextKey::Tenant, ContextKey::Model],

@@ -24,6 +24,13 @@ pub struct QuotaSection {
     /// Milliseconds the filter waits for a decision, 1 to 60000. Default `200`.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// How the filter asks for decisions: `stream` (each Envoy worker keeps one
+    /// `GatewayControl/StreamRateLimit` stream open and sends every decision on it: about half
+    /// the CPU of a call per request) or `unary` (a `ShouldRateLimit` call per request, Envoy's
+    /// rate limit API as is). With `stream`, a request that finds no stream open (at start-up,
+    /// or while it is re-opened after a failure) makes the unary call. Default `stream`.
+    #[serde(default = "default_transport")]
+    pub transport: String,
     /// IANA time zone (`UTC`, `Europe/Berlin`, `America/New_York`) of the calendar windows
     /// (`day`, `week` from Monday, `month`, `year`: a monthly budget resets at local midnight
     /// on the 1st) and of the usage ledger's days. `second`, `minute` and `hour` windows are
@@ -135,6 +142,10 @@ fn default_domain() -> String {
 
 fn default_timeout_ms() -> u64 {
     200
+}
+
+fn default_transport() -> String {
+    "stream".to_string()
 }
 
 fn default_time_zone() -> String {

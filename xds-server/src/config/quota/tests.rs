@@ -62,6 +62,7 @@ fn defaults_and_derived_shapes() {
             domain: "bedrock-gateway".into(),
             timeout_ms: 200,
             failure_mode: FailureMode::Open,
+            transport: QuotaTransport::Stream,
             // Values are the service's business: the filter sends every shape that can match.
             request_descriptors: vec![
                 vec![ContextKey::Tenant],

@@ -1,0 +1,181 @@
+//! The worker's rate limit decision stream (`GatewayControl/StreamRateLimit`): one long-lived
+//! gRPC stream that every request of this Envoy worker sends its admission request on,
+//! instead of opening an HTTP/2 stream of its own for a `ShouldRateLimit` call. Answers carry
+//! the id of their request and are handed to the waiting request by the root context.
+//!
+//! The stream belongs to the root context (a stream opened in a request's callback would die
+//! with that request), so it is opened at configuration and re-opened on the root's tick.
+//! While none is open, requests make the unary call; a decision that does not come within
+//! the quota timeout fails like a call that timed out.
+
+use std::collections::HashMap;
+
+use gateway_common::names::{CONTROL_SERVICE, STREAM_RATE_LIMIT};
+use gateway_common::proto::RateLimitStreamRequest;
+use log::{debug, warn};
+use prost::Message;
+use proxy_wasm::hostcalls;
+
+use super::request::Handle;
+
+/// gRPC `UNIMPLEMENTED`: the service has no decision stream.
+const UNIMPLEMENTED: u32 = 12;
+/// First wait before re-opening a stream that failed without answering, doubled up to
+/// [`MAX_BACKOFF_MS`] while it keeps failing.
+const MIN_BACKOFF_MS: u64 = 100;
+const MAX_BACKOFF_MS: u64 = 5_000;
+
+/// A request waiting for its decision.
+pub(super) struct Waiter {
+    pub handle: Handle,
+    stream: u32,
+    deadline_ms: u64,
+}
+
+/// How a stream ended, for the requests it leaves without a decision.
+pub(super) enum Closed {
+    /// The service does not offer the stream: ask these again with the unary call.
+    Unsupported(Vec<Waiter>),
+    /// The stream failed: these get the quota failure mode.
+    Failed(Vec<Waiter>, String),
+}
+
+#[derive(Default)]
+pub(super) struct Decisions {
+    /// The open stream's token.
+    stream: Option<u32>,
+    /// Whether the open stream has answered yet (a stream that fails before its first
+    /// answer is re-opened with a growing delay).
+    answered: bool,
+    next_id: u64,
+    waiting: HashMap<u64, Waiter>,
+    /// The service answered UNIMPLEMENTED: unary calls from now on.
+    unsupported: bool,
+    reopen_at_ms: u64,
+    backoff_ms: u64,
+}
+
+impl Decisions {
+    /// Opens the stream if none is open and it is time to. Only from a root context
+    /// callback, so that the stream belongs to the root context. True when a stream opened.
+    pub fn open_if_due(&mut self, cluster: &str, now_ms: u64) -> bool {
+        if self.stream.is_some() || self.unsupported || now_ms < self.reopen_at_ms {
+            return false;
+        }
+        match hostcalls::open_grpc_stream(cluster, CONTROL_SERVICE, STREAM_RATE_LIMIT, Vec::new()) {
+            Ok(token) => {
+                debug!("rate limit decision stream opened ({token})");
+                self.stream = Some(token);
+                self.answered = false;
+                true
+            }
+            Err(e) => {
+                warn!("cannot open the rate limit decision stream: {e:?}");
+                self.back_off(now_ms);
+                false
+            }
+        }
+    }
+
+    /// Sends an admission request on the open stream; false when there is none (or it
+    /// failed), and the caller makes the unary call instead.
+    pub fn send(&mut self, request: &[u8], handle: &Handle, timeout_ms: u64, now_ms: u64) -> bool {
+        let Some(stream) = self.stream else {
+            return false;
+        };
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        let message = RateLimitStreamRequest {
+            id,
+            request: request.to_vec(),
+        }
+        .encode_to_vec();
+        match hostcalls::send_grpc_stream_message(stream, Some(&message), false) {
+            Ok(()) => {
+                self.waiting.insert(
+                    id,
+                    Waiter {
+                        handle: handle.clone(),
+                        stream,
+                        deadline_ms: now_ms.saturating_add(timeout_ms),
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                warn!("the rate limit decision stream failed ({e:?}); re-opening it");
+                // Its waiting requests time out; new ones make the call until it is back.
+                let _ = hostcalls::cancel_grpc_stream(stream);
+                self.stream = None;
+                self.back_off(now_ms);
+                false
+            }
+        }
+    }
+
+    /// The request an answer is for, if it still waits.
+    pub fn answered(&mut self, id: u64) -> Option<Waiter> {
+        self.answered = true;
+        self.backoff_ms = 0;
+        self.waiting.remove(&id)
+    }
+
+    /// Whether `token` is the decision stream.
+    pub fn is_stream(&self, token: u32) -> bool {
+        self.stream == Some(token) || self.waiting.values().any(|w| w.stream == token)
+    }
+
+    /// The stream `token` ended with gRPC status `status`: what becomes of its requests.
+    pub fn closed(&mut self, token: u32, status: u32, detail: String, now_ms: u64) -> Closed {
+        if self.stream == Some(token) {
+            self.stream = None;
+            if !self.answered {
+                self.back_off(now_ms);
+            }
+        }
+        let ids: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.stream == token)
+            .map(|(id, _)| *id)
+            .collect();
+        let left: Vec<Waiter> = ids
+            .iter()
+            .filter_map(|id| self.waiting.remove(id))
+            .collect();
+        if status == UNIMPLEMENTED {
+            warn!("the rate limit service has no decision stream: using ShouldRateLimit calls");
+            self.unsupported = true;
+            Closed::Unsupported(left)
+        } else {
+            if !left.is_empty() || status != 0 {
+                warn!(
+                    "the rate limit decision stream ended (gRPC status {status} {detail}); {} requests left without a decision",
+                    left.len()
+                );
+            }
+            Closed::Failed(
+                left,
+                format!("decision stream ended: gRPC status {status} {detail}"),
+            )
+        }
+    }
+
+    /// Requests whose decision is overdue.
+    pub fn expired(&mut self, now_ms: u64) -> Vec<Waiter> {
+        let ids: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline_ms <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.iter()
+            .filter_map(|id| self.waiting.remove(id))
+            .collect()
+    }
+
+    fn back_off(&mut self, now_ms: u64) {
+        self.backoff_ms = (self.backoff_ms * 2).clamp(MIN_BACKOFF_MS, MAX_BACKOFF_MS);
+        self.reopen_at_ms = now_ms.saturating_add(self.backoff_ms);
+    }
+}
