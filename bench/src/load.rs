@@ -1,5 +1,6 @@
 //! Load drivers: a fixed-rate (open-loop) HTTP client that measures latency without
-//! coordinated omission, and a closed-loop driver of the rate limit service's gRPC API.
+//! coordinated omission, and closed-loop drivers of the rate limit service's gRPC APIs (a
+//! `ShouldRateLimit` call per decision, and the `StreamRateLimit` decision stream).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +10,16 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use gateway_common::proto::{RateLimitStreamRequest, RateLimitStreamResponse};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use prost::Message as _;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic_prost::ProstCodec;
+
+const STREAM_RATE_LIMIT_PATH: &str = "/bedrock_gateway.v1.GatewayControl/StreamRateLimit";
 
 /// Latency percentiles of a fixed-rate run, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +131,72 @@ pub async fn decisions(
     let started = Instant::now();
     for task in tasks {
         task.await?;
+    }
+    Ok(Decisions {
+        count: done.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Asks for decisions on `GatewayControl/StreamRateLimit` as the gateway filter does: `streams`
+/// streams (one per Envoy worker in the gateway), each keeping `in_flight` requests
+/// unanswered, for `seconds`.
+pub async fn stream_decisions(
+    address: &str,
+    request: RateLimitRequest,
+    streams: usize,
+    in_flight: usize,
+    seconds: u64,
+) -> anyhow::Result<Decisions> {
+    let request = request.encode_to_vec();
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+            .context("connecting to the rate limit service")?;
+        let (request, done) = (request.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await?;
+            let (sender, receiver) = tokio::sync::mpsc::channel(in_flight * 2);
+            let mut next_id = 0u64;
+            let message = |id: u64| RateLimitStreamRequest {
+                id,
+                request: request.clone(),
+            };
+            for _ in 0..in_flight {
+                sender.send(message(next_id)).await?;
+                next_id += 1;
+            }
+            let path = PathAndQuery::from_static(STREAM_RATE_LIMIT_PATH);
+            let codec = ProstCodec::<RateLimitStreamRequest, RateLimitStreamResponse>::default();
+            let mut answers = grpc
+                .streaming(
+                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+                    path,
+                    codec,
+                )
+                .await?
+                .into_inner();
+            while let Some(answer) = answers.message().await? {
+                if answer.status_code == 0 {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                sender.send(message(next_id)).await?;
+                next_id += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await??;
     }
     Ok(Decisions {
         count: done.load(Ordering::Relaxed),

@@ -1,14 +1,18 @@
 //! What quotas cost, in one run on one machine:
 //!
 //! 1. **Decisions per second per core** of xds-server's rate limit service (pinned to one CPU
-//!    with `taskset`, release build), driven over gRPC by a closed-loop Rust client on the other
-//!    CPU: a baseline of the same call for a domain with no limits (decoding, dispatch and
-//!    encoding only), the in-memory store, and the Redis store (redis-server on the same CPU).
-//! 2. **Added latency through Envoy**: the same gateway without and with quotas (a request
-//!    limit and a token budget, so every request makes the rate limit call and its usage is
-//!    read and reported), in front of an upstream answering at once. The maximum throughput of
-//!    the quota configuration is measured first (wrk), then both run at half of it with a
-//!    fixed-rate client, interleaved; p50 and p99 differences are the quota call's cost.
+//!    with `taskset`, release build), driven by a closed-loop Rust client on the other CPU,
+//!    over both transports: a `ShouldRateLimit` call per decision (Envoy's API, as its native
+//!    ratelimit filter uses it) and the `StreamRateLimit` decision stream the gateway filter
+//!    uses. For each, a baseline of the same request for a domain with no limits (decoding,
+//!    dispatch and encoding only), the in-memory store, and the Redis store (redis-server on
+//!    the same CPU).
+//! 2. **Added latency and CPU through Envoy**: the same gateway without quotas and with quotas
+//!    on each transport (a request limit and a token budget, so every request is admitted by
+//!    the service and its usage read and reported), in front of an upstream answering at once.
+//!    The maximum throughput of the quota configuration is measured first (wrk), then every
+//!    configuration runs at half of it with a fixed-rate client, interleaved; p50/p99 and CPU
+//!    differences against the gateway without quotas are the quota call's cost.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -41,9 +45,27 @@ pub struct Options {
     /// Concurrent gRPC calls in flight for the decision throughput.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Which part to run: both, `decisions` only, or `latency` (through Envoy) only.
+    #[arg(long, value_enum, default_value_t = Part::Both)]
+    part: Part,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Both,
+    Decisions,
+    Latency,
 }
 
 const DOMAIN: &str = "bedrock-gateway";
+/// HTTP/2 connections (each with one stream for the decision stream) of the decision load.
+const CONNECTIONS: usize = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Unary,
+    Stream,
+}
 const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}],"inferenceConfig":{"maxTokens":64}}"#;
 const PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
 
@@ -69,12 +91,26 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if options.part != Part::Latency {
+        println!("{}", decisions(options, &paths, dir.path(), &runtime)?);
+    }
+    if options.part != Part::Decisions {
+        println!("{}", latency(options)?);
+    }
+    Ok(())
+}
 
-    // 1. Decisions per second.
+/// 1. Decisions per second of the rate limit service.
+fn decisions(
+    options: &Options,
+    paths: &Paths,
+    work: &Path,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<String> {
     let redis = Redis::start_pinned("0")?;
-    let memory = service(&paths, dir.path(), "memory", "store: {type: memory}")?;
+    let memory = service(paths, work, "memory", "store: {type: memory}")?;
     let redis_store = format!("store: {{type: redis, url: \"{}\"}}", redis.url());
-    let with_redis = service(&paths, dir.path(), "redis", &redis_store)?;
+    let with_redis = service(paths, work, "redis", &redis_store)?;
     let request = |domain: &str| RateLimitRequest {
         domain: domain.to_string(),
         descriptors: vec![RateLimitDescriptor {
@@ -87,24 +123,50 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         hits_addend: 1,
     };
     // Each case with the processes whose CPU time its decisions cost.
+    let memory_pids = vec![memory.0.pid()];
+    let redis_pids = vec![with_redis.0.pid(), redis.pid()];
     let cases = [
         (
-            "baseline: no limits (same call, unknown domain)",
-            vec![memory.0.pid()],
+            "baseline: no limits (unknown domain), ShouldRateLimit call",
+            &memory_pids,
             memory.1,
             request("no-such-domain"),
+            Transport::Unary,
         ),
         (
-            "in-memory store",
-            vec![memory.0.pid()],
+            "in-memory store, ShouldRateLimit call",
+            &memory_pids,
             memory.1,
             request(DOMAIN),
+            Transport::Unary,
         ),
         (
-            "Redis store",
-            vec![with_redis.0.pid(), redis.pid()],
+            "Redis store, ShouldRateLimit call",
+            &redis_pids,
             with_redis.1,
             request(DOMAIN),
+            Transport::Unary,
+        ),
+        (
+            "baseline: no limits (unknown domain), decision stream",
+            &memory_pids,
+            memory.1,
+            request("no-such-domain"),
+            Transport::Stream,
+        ),
+        (
+            "in-memory store, decision stream",
+            &memory_pids,
+            memory.1,
+            request(DOMAIN),
+            Transport::Stream,
+        ),
+        (
+            "Redis store, decision stream",
+            &redis_pids,
+            with_redis.1,
+            request(DOMAIN),
+            Transport::Stream,
         ),
     ];
     // The load driver runs on the other CPUs, so that CPU 0 is the service's alone.
@@ -116,15 +178,25 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let mut decisions: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut per_cpu_second: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 1..=options.rounds {
-        for (i, (name, pids, address, request)) in cases.iter().enumerate() {
+        for (i, (name, pids, address, request, transport)) in cases.iter().enumerate() {
             let before = wrk::cpu_nanoseconds(&pids[..])?;
-            let run = runtime.block_on(load::decisions(
-                &address.to_string(),
-                request.clone(),
-                options.concurrency,
-                4,
-                options.seconds,
-            ))?;
+            let address = address.to_string();
+            let run = match transport {
+                Transport::Unary => runtime.block_on(load::decisions(
+                    &address,
+                    request.clone(),
+                    options.concurrency,
+                    CONNECTIONS,
+                    options.seconds,
+                ))?,
+                Transport::Stream => runtime.block_on(load::stream_decisions(
+                    &address,
+                    request.clone(),
+                    CONNECTIONS,
+                    options.concurrency.div_ceil(CONNECTIONS),
+                    options.seconds,
+                ))?,
+            };
             let cpu_seconds = wrk::cpu_nanoseconds(&pids[..])?.saturating_sub(before) as f64 / 1e9;
             let rate = run.count as f64 / run.seconds;
             let efficiency = run.count as f64 / cpu_seconds.max(1e-9);
@@ -137,8 +209,24 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     pin_this_process(&all_cpus)?;
     drop((memory, with_redis, redis));
+    Ok(decisions_report(
+        options,
+        &cases.map(|c| c.0),
+        &decisions,
+        &per_cpu_second,
+    ))
+}
 
-    // 2. Added latency through Envoy.
+/// 2. Added latency through Envoy.
+fn latency(options: &Options) -> anyhow::Result<String> {
+    let paths = Paths::discover()?;
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-bench-latency-")
+        .tempdir()?;
+    // One thread for the fixed-rate client: no cross-thread wake-ups of its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let upstream_port = free_port()?.port();
     let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
     let mut upstream = envoy(&paths, dir.path(), "upstream", &upstream_config)?;
@@ -147,7 +235,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         SocketAddr::from(([127, 0, 0, 1], upstream_port)),
     )?;
     let without = gateway(upstream_port, None)?;
-    let with = gateway(upstream_port, Some(QUOTAS))?;
+    let stream = gateway(upstream_port, Some("stream"))?;
+    let unary = gateway(upstream_port, Some("unary"))?;
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
@@ -161,62 +250,86 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .envoy_pid()
             .context("the gateway's Envoy is not running")
     };
-    wrk::run(&url(&with), &script, 4, 2, envoy_pid(&with)?)?;
-    wrk::run(&url(&without), &script, 4, 2, envoy_pid(&without)?)?;
+    for stack in [&without, &stream, &unary] {
+        wrk::run(&url(stack), &script, 4, 2, envoy_pid(stack)?)?;
+    }
     let max = wrk::run(
-        &url(&with),
+        &url(&stream),
         &script,
         16,
         options.seconds as u32,
-        envoy_pid(&with)?,
+        envoy_pid(&stream)?,
     )?
     .requests_per_second;
     let rate = ((max / 2.0) as u64).max(1);
     eprintln!("gateway with quotas: {max:.0} req/s at most; measuring at {rate} req/s");
     let headers = vec![("content-type".to_string(), "application/json".to_string())];
-    let mut latencies: [Vec<load::Latency>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let direct = format!("http://127.0.0.1:{upstream_port}{PATH}");
+    let configurations: [(&str, Option<&Stack>, String); 4] = [
+        ("upstream alone (no gateway)", None, direct),
+        ("gateway without quotas", Some(&without), url(&without)),
+        (
+            "gateway with quotas, decision stream",
+            Some(&stream),
+            url(&stream),
+        ),
+        (
+            "gateway with quotas, unary calls",
+            Some(&unary),
+            url(&unary),
+        ),
+    ];
+    let mut rows: Vec<LatencyRow> = configurations
+        .iter()
+        .map(|(name, stack, _)| LatencyRow {
+            name,
+            gateway: stack.is_some(),
+            latencies: Vec::new(),
+            envoy_us: Vec::new(),
+            xds_us: Vec::new(),
+        })
+        .collect();
     for round in 1..=options.rounds {
-        for (i, (name, stack)) in [("without quotas", &without), ("with quotas", &with)]
-            .iter()
-            .enumerate()
-        {
-            // CPU time of Envoy and xds-server together: the quota call's cost is on both.
-            let pids = [envoy_pid(stack)?, stack.xds_pid().context("no xds-server")?];
-            let before = wrk::cpu_nanoseconds(&pids[..])?;
-            let latency = runtime.block_on(load::fixed_rate(
-                &url(stack),
-                &headers,
-                BODY,
-                rate,
-                options.seconds,
-            ))?;
-            let requests = (rate * options.seconds).max(1);
-            let cpu_us = wrk::cpu_nanoseconds(&pids[..])?.saturating_sub(before) as f64
-                / 1000.0
-                / requests as f64;
+        for (row, (name, stack, url)) in rows.iter_mut().zip(&configurations) {
+            // The quota call costs CPU in both Envoy and xds-server.
+            let pids = match stack {
+                Some(stack) => vec![envoy_pid(stack)?, stack.xds_pid().context("no xds-server")?],
+                None => Vec::new(),
+            };
+            let cpu = |i: usize| pids.get(i).map_or(Ok(0), |p| wrk::cpu_nanoseconds(&[*p]));
+            let wakeups = |i: usize| pids.get(i).map_or(Ok(0), |p| wrk::timeslices(&[*p]));
+            let before = [cpu(0)?, cpu(1)?, wakeups(0)?, wakeups(1)?];
+            let latency =
+                runtime.block_on(load::fixed_rate(url, &headers, BODY, rate, options.seconds))?;
+            let requests = (rate * options.seconds).max(1) as f64;
+            let per_request =
+                |after: u64, before: u64| after.saturating_sub(before) as f64 / requests;
+            let envoy_us = per_request(cpu(0)?, before[0]) / 1000.0;
+            let xds_us = per_request(cpu(1)?, before[1]) / 1000.0;
             eprintln!(
-                "round {round}: {name:<16} p50 {:.3} ms  p99 {:.3} ms  errors {}  {cpu_us:.1} µs CPU/request",
-                latency.p50_ms, latency.p99_ms, latency.errors
+                "round {round}: {name:<38} p50 {:.3} ms  p99 {:.3} ms  errors {}  per request: Envoy {envoy_us:.1} µs CPU, {:.2} wake-ups; xds-server {xds_us:.1} µs CPU, {:.2} wake-ups",
+                latency.p50_ms,
+                latency.p99_ms,
+                latency.errors,
+                per_request(wakeups(0)?, before[2]),
+                per_request(wakeups(1)?, before[3]),
             );
-            latencies[i].push(latency);
-            cpu[i].push(cpu_us);
+            row.latencies.push(latency);
+            row.envoy_us.push(envoy_us);
+            row.xds_us.push(xds_us);
         }
     }
-    println!(
-        "{}",
-        report(
-            options,
-            &cases.map(|c| c.0),
-            (&decisions, &per_cpu_second),
-            max,
-            rate,
-            &latencies,
-            &cpu,
-        )
-    );
-    drop((without, with, upstream));
-    Ok(())
+    drop((without, stream, unary, upstream));
+    Ok(latency_report(options, max, rate, &rows))
+}
+
+/// Measurements of one configuration over the rounds.
+struct LatencyRow {
+    name: &'static str,
+    gateway: bool,
+    latencies: Vec<load::Latency>,
+    envoy_us: Vec<f64>,
+    xds_us: Vec<f64>,
 }
 
 /// Restricts every thread of this process (and what it starts later) to `cpus`.
@@ -277,36 +390,40 @@ fn service(
     Ok((child, address))
 }
 
-/// A gateway (one Envoy worker) in front of the upstream, with or without quotas.
-fn gateway(upstream_port: u16, quotas: Option<&'static str>) -> anyhow::Result<Stack> {
+/// A gateway (one Envoy worker) in front of the upstream, without quotas or with quotas on the
+/// given transport.
+fn gateway(upstream_port: u16, transport: Option<&'static str>) -> anyhow::Result<Stack> {
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
             c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
             c["auth"]["audit_log"] = "/dev/null".into();
-            if let Some(quotas) = quotas {
-                c["quotas"] = serde_yaml::from_str(quotas).unwrap_or_default();
+            if let Some(transport) = transport {
+                c["quotas"] = serde_yaml::from_str(QUOTAS).unwrap_or_default();
+                c["quotas"]["transport"] = transport.into();
             }
         }),
         ..StackOptions::default()
     })
 }
 
-fn report(
+fn decisions_report(
     options: &Options,
-    names: &[&str; 3],
-    (decisions, per_cpu_second): (&[Vec<f64>], &[Vec<f64>]),
-    max: f64,
-    rate: u64,
-    latencies: &[Vec<load::Latency>; 2],
-    cpu: &[Vec<f64>; 2],
+    names: &[&str],
+    decisions: &[Vec<f64>],
+    per_cpu_second: &[Vec<f64>],
 ) -> String {
     let mut out = format!(
-        "Decisions per second, xds-server pinned to one CPU (`taskset -c 0`), {} concurrent gRPC calls on 4 connections, \
-         the load driver on the other CPU, {} rounds x {} s (median). Decisions per CPU-second: decisions / CPU time \
-         of the service (and of redis-server for Redis):\n\n\
+        "Decisions per second, xds-server pinned to one CPU (`taskset -c 0`), {} decisions in flight: \
+         ShouldRateLimit calls on {CONNECTIONS} HTTP/2 connections, or {CONNECTIONS} decision streams (the filter's \
+         transport, one stream per Envoy worker) with {} each; the load driver on the other CPU, {} rounds x {} s \
+         (median). Decisions per CPU-second: decisions / CPU time of the service (and of redis-server for Redis); \
+         ratios against the first row:\n\n\
          | rate limit service | decisions/s | vs baseline | decisions per CPU-second | vs baseline |\n|---|---:|---:|---:|---:|\n",
-        options.concurrency, options.rounds, options.seconds
+        options.concurrency,
+        options.concurrency.div_ceil(CONNECTIONS),
+        options.rounds,
+        options.seconds
     );
     let medians: Vec<f64> = decisions.iter().map(|d| wrk::median(d.clone())).collect();
     let efficiency: Vec<f64> = per_cpu_second
@@ -323,25 +440,76 @@ fn report(
             efficiency[i] / efficiency[0]
         );
     }
-    let p =
-        |i: usize, f: fn(&load::Latency) -> f64| wrk::median(latencies[i].iter().map(f).collect());
-    let (p50_without, p99_without) = (p(0, |l| l.p50_ms), p(0, |l| l.p99_ms));
-    let (p50_with, p99_with) = (p(1, |l| l.p50_ms), p(1, |l| l.p99_ms));
-    let errors: u64 = latencies.iter().flatten().map(|l| l.errors).sum();
-    let (cpu_without, cpu_with) = (wrk::median(cpu[0].clone()), wrk::median(cpu[1].clone()));
-    let _ = write!(
-        out,
-        "\nThrough Envoy (one worker), gateway with quotas at most {max:.0} req/s (wrk, 16 connections); both \
-         configurations at {rate} req/s (half of that), fixed-rate client, latency from when each request was due, \
-         {} rounds x {} s (median), {errors} errors; CPU µs/request is Envoy's and xds-server's CPU time per request:\n\n\
-         | configuration | p50 ms | p99 ms | CPU µs/request |\n|---|---:|---:|---:|\n\
-         | gateway without quotas | {p50_without:.3} | {p99_without:.3} | {cpu_without:.1} |\n| gateway with quotas | {p50_with:.3} | {p99_with:.3} | {cpu_with:.1} |\n\
-         | **added by the quota call** | **{:.3}** | **{:.3}** | **{:.1}** |\n",
-        options.rounds,
-        options.seconds,
-        p50_with - p50_without,
-        p99_with - p99_without,
-        cpu_with - cpu_without,
+    out
+}
+
+fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -> String {
+    let median = |values: Vec<f64>| wrk::median(values);
+    let errors: u64 = rows
+        .iter()
+        .flat_map(|r| &r.latencies)
+        .map(|l| l.errors)
+        .sum();
+    let mut out = format!(
+        "Through Envoy (one worker), gateway with quotas (decision stream) at most {max:.0} req/s (wrk, 16 connections); \
+         every configuration at {rate} req/s (half of that), fixed-rate client on one thread, latency from when each \
+         request was due, {} rounds x {} s interleaved (median), {errors} errors. CPU µs/request: CPU time of the \
+         gateway's Envoy and of xds-server per request. \"Added\" rows subtract the gateway without quotas:\n\n\
+         | configuration | p50 ms | p99 ms | Envoy CPU µs/request | xds-server CPU µs/request |\n|---|---:|---:|---:|---:|\n",
+        options.rounds, options.seconds,
     );
+    let summary: Vec<[f64; 4]> = rows
+        .iter()
+        .map(|r| {
+            [
+                median(r.latencies.iter().map(|l| l.p50_ms).collect()),
+                median(r.latencies.iter().map(|l| l.p99_ms).collect()),
+                median(r.envoy_us.clone()),
+                median(r.xds_us.clone()),
+            ]
+        })
+        .collect();
+    for (row, [p50, p99, envoy, xds]) in rows.iter().zip(&summary) {
+        if row.gateway {
+            let _ = writeln!(
+                out,
+                "| {} | {p50:.3} | {p99:.3} | {envoy:.1} | {xds:.1} |",
+                row.name
+            );
+        } else {
+            let _ = writeln!(out, "| {} | {p50:.3} | {p99:.3} | - | - |", row.name);
+        }
+    }
+    let baseline = rows.iter().position(|r| r.name == "gateway without quotas");
+    if let Some(b) = baseline {
+        for (row, values) in rows.iter().zip(&summary).skip(b + 1) {
+            let added: Vec<f64> = values.iter().zip(&summary[b]).map(|(v, w)| v - w).collect();
+            let _ = writeln!(
+                out,
+                "| **added by the quota call ({})** | **{:.3}** | **{:.3}** | **{:.1}** | **{:.1}** |",
+                row.name.rsplit(", ").next().unwrap_or(row.name),
+                added[0],
+                added[1],
+                added[2],
+                added[3],
+            );
+        }
+        // The spread behind the medians: p99 added in each round.
+        out.push('\n');
+        for row in rows.iter().skip(b + 1) {
+            let per_round: Vec<String> = row
+                .latencies
+                .iter()
+                .zip(&rows[b].latencies)
+                .map(|(with, without)| format!("{:.3}", with.p99_ms - without.p99_ms))
+                .collect();
+            let _ = writeln!(
+                out,
+                "- p99 added in each round, {}: {} ms",
+                row.name,
+                per_round.join(", ")
+            );
+        }
+    }
     out
 }

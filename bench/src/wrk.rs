@@ -75,6 +75,17 @@ pub fn run(
 /// Nanoseconds every thread of the processes `pids` has run on a CPU
 /// (`/proc/PID/task/*/schedstat`).
 pub fn cpu_nanoseconds(pids: &[u32]) -> anyhow::Result<u64> {
+    schedstat(pids, 0)
+}
+
+/// How many times the threads of `pids` were put on a CPU: each wake-up counts.
+pub fn timeslices(pids: &[u32]) -> anyhow::Result<u64> {
+    schedstat(pids, 2)
+}
+
+/// The sum of field `field` of `/proc/PID/task/*/schedstat` over every thread of `pids`
+/// (0: time on CPU in ns, 1: time waiting for a CPU, 2: timeslices run).
+fn schedstat(pids: &[u32], field: usize) -> anyhow::Result<u64> {
     let mut total = 0;
     for pid in pids {
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -86,7 +97,7 @@ pub fn cpu_nanoseconds(pids: &[u32]) -> anyhow::Result<u64> {
             };
             total += stat
                 .split_whitespace()
-                .next()
+                .nth(field)
                 .and_then(|n| n.parse::<u64>().ok())
                 .with_context(|| format!("unexpected schedstat: {stat:?}"))?;
         }

@@ -4,9 +4,9 @@
 use gateway_common::quota_config::DEFAULT_MAX_OUTPUT_TOKENS;
 use serde::Deserialize;
 
-/// Request and token quotas. The filter asks this server's rate limit service (Envoy's
-/// `ShouldRateLimit`, on the gRPC port) before forwarding each request, and reports what the
-/// request used when it ends; the server keeps the counters and a usage ledger. Without this
+/// Request and token quotas. The filter asks this server's rate limit service (on the gRPC
+/// port: Envoy's `ShouldRateLimit`, or the same request on a decision stream) before forwarding
+/// each request, and reports what the request used when it ends; the server keeps the counters and a usage ledger. Without this
 /// section there are no quotas.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
