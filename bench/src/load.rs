@@ -108,11 +108,7 @@ pub async fn decisions(
 ) -> anyhow::Result<Decisions> {
     let mut clients = Vec::new();
     for _ in 0..connections {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .connect()
-            .await
-            .context("connecting to the rate limit service")?;
-        clients.push(RateLimitServiceClient::new(channel));
+        clients.push(RateLimitServiceClient::new(channel(address).await?));
     }
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -153,10 +149,7 @@ pub async fn stream_decisions(
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
     for _ in 0..streams {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .connect()
-            .await
-            .context("connecting to the rate limit service")?;
+        let channel = channel(address).await?;
         let (request, done) = (request.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut grpc = tonic::client::Grpc::new(channel);
@@ -202,4 +195,12 @@ pub async fn stream_decisions(
         count: done.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// An HTTP/2 connection to the rate limit service.
+async fn channel(address: &str) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+        .connect()
+        .await
+        .context("connecting to the rate limit service")
 }
