@@ -84,6 +84,10 @@ descriptors:
 "#;
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
+        "the quota benchmark pins processes to CPUs 0 and 1: it needs at least 2 CPUs"
+    );
     let paths = Paths::discover()?;
     let dir = tempfile::Builder::new()
         .prefix("gateway-bench-quota-")
@@ -234,9 +238,23 @@ fn latency(options: &Options) -> anyhow::Result<String> {
         &mut upstream,
         SocketAddr::from(([127, 0, 0, 1], upstream_port)),
     )?;
+    let envoy_pid = |stack: &Stack| {
+        stack
+            .envoy_pid()
+            .context("the gateway's Envoy is not running")
+    };
     let without = gateway(upstream_port, None)?;
     let stream = gateway(upstream_port, Some("stream"))?;
     let unary = gateway(upstream_port, Some("unary"))?;
+    // The gateway under test (its Envoy and xds-server) on CPU 1; the load (wrk, the
+    // fixed-rate client) and the upstream on CPU 0, so that what is measured waits for the
+    // gateway's own work rather than for the load driver's.
+    pin_this_process("0")?;
+    pin(upstream.pid(), "0")?;
+    for stack in [&without, &stream, &unary] {
+        pin(envoy_pid(stack)?, "1")?;
+        pin(stack.xds_pid().context("no xds-server")?, "1")?;
+    }
     let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
@@ -245,11 +263,6 @@ fn latency(options: &Options) -> anyhow::Result<String> {
         ),
     )?;
     let url = |stack: &Stack| format!("{}{PATH}", stack.gateway_url());
-    let envoy_pid = |stack: &Stack| {
-        stack
-            .envoy_pid()
-            .context("the gateway's Envoy is not running")
-    };
     let saturated = [
         ("gateway without quotas", &without),
         ("gateway with quotas, decision stream", &stream),
@@ -353,6 +366,9 @@ fn latency(options: &Options) -> anyhow::Result<String> {
     ))
 }
 
+/// Where the processes of the latency part run (on a machine with at least 2 CPUs).
+const PINNING: &str = "the gateway's Envoy and xds-server on CPU 1, the load driver and the upstream on CPU 0 (`taskset`)";
+
 /// Measurements of one configuration over the rounds.
 struct LatencyRow {
     name: &'static str,
@@ -364,8 +380,13 @@ struct LatencyRow {
 
 /// Restricts every thread of this process (and what it starts later) to `cpus`.
 fn pin_this_process(cpus: &str) -> anyhow::Result<()> {
+    pin(std::process::id(), cpus)
+}
+
+/// Restricts every thread of process `pid` (and those it starts later) to `cpus`.
+fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
     let status = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .context("running taskset (util-linux)")?;
@@ -475,7 +496,7 @@ fn decisions_report(
 
 fn saturation_report(options: &Options, rows: &[(&str, [f64; 3])]) -> String {
     let mut out = format!(
-        "Through Envoy (one worker) at saturation: wrk, 16 connections, {} rounds x {} s interleaved (median). \
+        "Through Envoy (one worker) at saturation: {PINNING}; wrk, 16 connections, {} rounds x {} s interleaved (median). \
          CPU µs/request: CPU time of the gateway's Envoy and of xds-server per request answered:\n\n\
          | configuration | req/s at most | Envoy CPU µs/request | xds-server CPU µs/request |\n|---|---:|---:|---:|\n",
         options.rounds, options.seconds,
@@ -503,7 +524,7 @@ fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -
         .map(|l| l.errors)
         .sum();
     let mut out = format!(
-        "Through Envoy (one worker), gateway with quotas (decision stream) at most {max:.0} req/s (wrk, 16 connections); \
+        "Through Envoy (one worker), {PINNING}; gateway with quotas (decision stream) at most {max:.0} req/s (wrk, 16 connections); \
          every configuration at {rate} req/s (half of that), fixed-rate client on one thread, latency from when each \
          request was due, {} rounds x {} s interleaved (median), {errors} errors. CPU µs/request: CPU time of the \
          gateway's Envoy and of xds-server per request. \"Added\" rows subtract the gateway without quotas:\n\n\

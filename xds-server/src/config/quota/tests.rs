@@ -104,6 +104,7 @@ quotas:
   domain: gateway-eu
   failure_mode: closed
   timeout_ms: 150
+  transport: unary
   time_zone: Europe/Berlin
   store: {type: redis, url: 'rediss://cache.internal:6380/2', password_env: REDIS_PASSWORD, key_prefix: 'eu:'}
   default_max_output_tokens: 1024
@@ -142,9 +143,15 @@ quotas:
         (
             filter.failure_mode,
             filter.timeout_ms,
+            filter.transport,
             filter.domain.as_str()
         ),
-        (FailureMode::Closed, 150, "gateway-eu")
+        (
+            FailureMode::Closed,
+            150,
+            QuotaTransport::Unary,
+            "gateway-eu"
+        )
     );
     assert_eq!(
         (
