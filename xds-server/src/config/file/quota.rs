@@ -25,8 +25,8 @@ pub struct QuotaSection {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// How the filter asks for decisions: `stream` (each Envoy worker keeps one
-    /// `GatewayControl/StreamRateLimit` stream open and sends every decision on it: about half
-    /// the CPU of a call per request) or `unary` (a `ShouldRateLimit` call per request, Envoy's
+    /// `GatewayControl/StreamRateLimit` stream open and sends every decision on it: about a
+    /// quarter of the Envoy CPU and a third of the xds-server CPU of a call) or `unary` (a `ShouldRateLimit` call per request, Envoy's
     /// rate limit API as is). With `stream`, a request that finds no stream open (at start-up,
     /// or while it is re-opened after a failure) makes the unary call. Default `stream`.
     #[serde(default = "default_transport")]
