@@ -101,6 +101,9 @@ pub async fn get_usage(
 /// Answers served on one `GatewayControl/StreamRateLimit` stream before a slow reader makes
 /// the stream wait (HTTP/2 flow control then pushes back on the caller).
 const STREAM_ANSWERS_BUFFERED: usize = 1024;
+/// Decisions of one stream waiting for the store at once (Redis); beyond, the stream's
+/// requests are not read until some are answered, and flow control pushes back on the caller.
+const STREAM_DECISIONS_PENDING: usize = 1024;
 
 /// `GatewayControl/StreamRateLimit`: decides each request of the stream as
 /// `ShouldRateLimit` would, answering as soon as each decision is made (with the in-memory
@@ -117,7 +120,7 @@ pub fn stream_rate_limit(
         let mut open = true;
         loop {
             tokio::select! {
-                message = inbound.message(), if open => match message {
+                message = inbound.message(), if open && pending.len() < STREAM_DECISIONS_PENDING => match message {
                     Ok(Some(message)) => {
                         engine.stream_request();
                         let decision = stream_decision(Arc::clone(&engine), message);
