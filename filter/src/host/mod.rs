@@ -238,6 +238,8 @@ struct Root {
     calls: HashMap<u32, Call>,
     /// When [`Root::on_schedule`] last ran (ms since the Unix epoch).
     scheduled_at_ms: u64,
+    /// The tick period in use.
+    tick: Duration,
 }
 
 impl Root {
@@ -490,6 +492,7 @@ impl RootContext for Root {
         if let Err(e) = hostcalls::set_tick_period(tick) {
             warn!("cannot set the tick period: {e:?}");
         }
+        self.tick = tick;
         self.maintain_decisions();
         self.on_schedule();
         true
@@ -497,8 +500,10 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.maintain_decisions();
+        // Every TICK, whatever the tick period (half a tick early rather than a tick late).
         let now = now_ms();
-        if now.saturating_sub(self.scheduled_at_ms) >= TICK.as_millis() as u64 {
+        let due = TICK.saturating_sub(self.tick / 2).as_millis() as u64;
+        if now.saturating_sub(self.scheduled_at_ms) >= due {
             self.scheduled_at_ms = now;
             self.on_schedule();
         }
