@@ -99,7 +99,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         println!("{}", decisions(options, &paths, dir.path(), &runtime)?);
     }
     if options.part != Part::Decisions {
-        println!("{}", latency(options)?);
+        println!("{}", latency(options, &paths, dir.path())?);
     }
     Ok(())
 }
@@ -222,18 +222,14 @@ fn decisions(
 }
 
 /// 2. Added latency through Envoy.
-fn latency(options: &Options) -> anyhow::Result<String> {
-    let paths = Paths::discover()?;
-    let dir = tempfile::Builder::new()
-        .prefix("gateway-bench-latency-")
-        .tempdir()?;
+fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<String> {
     // One thread for the fixed-rate client: no cross-thread wake-ups of its own.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let upstream_port = free_port()?.port();
     let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
-    let mut upstream = envoy(&paths, dir.path(), "upstream", &upstream_config)?;
+    let mut upstream = envoy(paths, work, "upstream", &upstream_config)?;
     wait_listening(
         &mut upstream,
         SocketAddr::from(([127, 0, 0, 1], upstream_port)),
@@ -255,7 +251,7 @@ fn latency(options: &Options) -> anyhow::Result<String> {
         pin(envoy_pid(stack)?, "1")?;
         pin(stack.xds_pid().context("no xds-server")?, "1")?;
     }
-    let script = dir.path().join("post.lua");
+    let script = work.join("post.lua");
     std::fs::write(
         &script,
         format!(

@@ -16,7 +16,7 @@ use log::{debug, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 
-use super::request::Handle;
+use super::request::{Handle, StreamAnswer};
 
 /// gRPC `UNIMPLEMENTED`: the service has no decision stream.
 const UNIMPLEMENTED: u32 = 12;
@@ -30,14 +30,6 @@ pub(super) struct Waiter {
     pub handle: Handle,
     stream: u32,
     deadline_ms: u64,
-}
-
-/// How a stream ended, for the requests it leaves without a decision.
-pub(super) enum Closed {
-    /// The service does not offer the stream: ask these again with the unary call.
-    Unsupported(Vec<Waiter>),
-    /// The stream failed: these get the quota failure mode.
-    Failed(Vec<Waiter>, String),
 }
 
 #[derive(Default)]
@@ -125,8 +117,16 @@ impl Decisions {
         self.stream == Some(token) || self.waiting.values().any(|w| w.stream == token)
     }
 
-    /// The stream `token` ended with gRPC status `status`: what becomes of its requests.
-    pub fn closed(&mut self, token: u32, status: u32, detail: String, now_ms: u64) -> Closed {
+    /// The stream `token` ended with gRPC status `status`: the requests it leaves without a
+    /// decision, and their answer (ask again with a call when the service has no stream, else
+    /// the quota failure mode).
+    pub fn closed(
+        &mut self,
+        token: u32,
+        status: u32,
+        detail: String,
+        now_ms: u64,
+    ) -> (Vec<Waiter>, StreamAnswer) {
         if self.stream == Some(token) {
             self.stream = None;
             if !self.answered {
@@ -146,7 +146,7 @@ impl Decisions {
         if status == UNIMPLEMENTED {
             warn!("the rate limit service has no decision stream: using ShouldRateLimit calls");
             self.unsupported = true;
-            Closed::Unsupported(left)
+            (left, StreamAnswer::AskAgain)
         } else {
             if !left.is_empty() || status != 0 {
                 warn!(
@@ -154,10 +154,8 @@ impl Decisions {
                     left.len()
                 );
             }
-            Closed::Failed(
-                left,
-                format!("decision stream ended: gRPC status {status} {detail}"),
-            )
+            let error = format!("decision stream ended: gRPC status {status} {detail}");
+            (left, StreamAnswer::Decided(Err(error)))
         }
     }
 

@@ -19,9 +19,11 @@ use gateway_common::names::{
     CONTROL_SERVICE, GET_IDENTITY_KEYS, GET_SIGNING_CREDENTIALS, REPORT_USAGE,
 };
 use gateway_common::proto::{
-    GetIdentityKeysRequest, GetSigningCredentialsRequest, IdentityKeys, ReportUsageRequest,
-    SigningCredentials, UsageRecord,
+    GetIdentityKeysRequest, GetSigningCredentialsRequest, IdentityKeys, RateLimitStreamResponse,
+    ReportUsageRequest, SigningCredentials, UsageRecord,
 };
+use gateway_common::quota_config::{QuotaConfig, QuotaTransport};
+use gateway_common::ratelimit::RateLimitResponse;
 use log::{debug, error, info, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
@@ -33,10 +35,7 @@ use crate::core::auth::Authenticator;
 use crate::core::credentials::CredentialCache;
 use crate::core::errors::ErrorReply;
 use crate::core::schedule::Schedule;
-use decisions::{Closed, Decisions};
-use gateway_common::proto::RateLimitStreamResponse;
-use gateway_common::quota_config::QuotaTransport;
-use gateway_common::ratelimit::RateLimitResponse;
+use decisions::{Decisions, Waiter};
 use request::{Handle, Request, StreamAnswer};
 
 proxy_wasm::main! {{
@@ -93,13 +92,22 @@ struct Shared {
     node_id: String,
     /// The worker's rate limit decision stream and the requests waiting on it.
     decisions: RefCell<Decisions>,
-    /// The request the root context is acting for, while it hands it an answer.
-    delegating: Cell<Option<Handle>>,
+    /// Set while the root context acts for a request (hands it an answer).
+    delegating: Cell<bool>,
     /// Calls made while acting for a request: their answers reach the root context.
     delegated: RefCell<HashMap<u32, Handle>>,
 }
 
 impl Shared {
+    /// The quota configuration, when decisions go on the decision stream.
+    fn stream_quota(&self) -> Option<&QuotaConfig> {
+        self.gateway
+            .config
+            .quota
+            .as_ref()
+            .filter(|q| q.transport == QuotaTransport::Stream)
+    }
+
     fn ask_for_credentials(&self, now: u64) -> Result<u32, String> {
         let current = self
             .credentials
@@ -243,31 +251,27 @@ struct Root {
 }
 
 impl Root {
-    /// The rate limit cluster and timeout, when decisions go on a stream.
-    fn stream_config(&self) -> Option<(String, u64)> {
-        let quota = self.shared.as_ref()?.gateway.config.quota.as_ref()?;
-        (quota.transport == QuotaTransport::Stream)
-            .then(|| (quota.cluster.clone(), quota.timeout_ms))
-    }
-
     /// Fails overdue decisions and (re-)opens the decision stream when it is due.
-    fn maintain_decisions(&mut self) {
-        let (Some(shared), Some((cluster, _))) = (self.shared.clone(), self.stream_config()) else {
+    fn maintain_decisions(&self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let Some(quota) = shared.stream_quota() else {
             return;
         };
         let now = now_ms();
         let overdue = shared.decisions.borrow_mut().expired(now);
-        for waiter in overdue {
-            let answer = StreamAnswer::Decided(Err("no decision within the timeout".into()));
-            waiter
-                .handle
-                .deliver(&shared, |state| state.stream_answer(&shared, answer));
-        }
+        let timed_out = StreamAnswer::Decided(Err("no decision within the timeout".into()));
+        deliver_all(&shared, overdue, &timed_out);
         shared
             .delegated
             .borrow_mut()
             .retain(|_, handle| handle.alive());
-        if shared.decisions.borrow_mut().open_if_due(&cluster, now) {
+        if shared
+            .decisions
+            .borrow_mut()
+            .open_if_due(&quota.cluster, now)
+        {
             Metrics::add(shared.metrics.quota_streams_opened, 1);
         }
     }
@@ -413,22 +417,21 @@ impl Context for Root {
             .ok()
             .and_then(|(_, message)| message)
             .unwrap_or_default();
-        let closed = shared
-            .decisions
-            .borrow_mut()
-            .closed(token, status_code, detail, now_ms());
-        let (waiters, answer): (Vec<_>, Box<dyn Fn() -> StreamAnswer>) = match closed {
-            Closed::Unsupported(waiters) => (waiters, Box::new(|| StreamAnswer::AskAgain)),
-            Closed::Failed(waiters, error) => (
-                waiters,
-                Box::new(move || StreamAnswer::Decided(Err(error.clone()))),
-            ),
-        };
-        for waiter in waiters {
-            waiter
-                .handle
-                .deliver(&shared, |state| state.stream_answer(&shared, answer()));
-        }
+        let (waiters, answer) =
+            shared
+                .decisions
+                .borrow_mut()
+                .closed(token, status_code, detail, now_ms());
+        deliver_all(&shared, waiters, &answer);
+    }
+}
+
+/// Hands every waiting request the same answer.
+fn deliver_all(shared: &Shared, waiters: Vec<Waiter>, answer: &StreamAnswer) {
+    for waiter in waiters {
+        waiter
+            .handle
+            .deliver(shared, |state| state.stream_answer(shared, answer.clone()));
     }
 }
 
@@ -480,13 +483,13 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             node_id,
             decisions: RefCell::new(Decisions::default()),
-            delegating: Cell::new(None),
+            delegating: Cell::new(false),
             delegated: RefCell::new(HashMap::new()),
         }));
         // Overdue decisions of the decision stream are found on the tick: tick often enough
         // for the quota timeout to hold within a quarter of itself.
-        let tick = match self.stream_config() {
-            Some((_, timeout_ms)) => TICK.min(Duration::from_millis((timeout_ms / 4).max(10))),
+        let tick = match self.shared.as_ref().and_then(|s| s.stream_quota()) {
+            Some(quota) => TICK.min(Duration::from_millis((quota.timeout_ms / 4).max(10))),
             None => TICK,
         };
         if let Err(e) = hostcalls::set_tick_period(tick) {

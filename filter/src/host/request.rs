@@ -145,14 +145,10 @@ impl Handle {
             error!("request state already in use");
             return;
         };
-        shared.delegating.set(Some(self.clone()));
+        shared.delegating.set(true);
         let action = f(&mut state);
-        shared.delegating.set(None);
-        if matches!(action, Action::Continue)
-            && let Err(e) = hostcalls::resume_http_request()
-        {
-            error!("cannot resume the request: {e:?}");
-        }
+        shared.delegating.set(false);
+        resume_if_continue(action);
     }
 }
 
@@ -439,6 +435,7 @@ fn quota_context(shared: &Shared, identity: Option<&Identity>, route: &Route) ->
 }
 
 /// What became of a quota decision asked for on the stream.
+#[derive(Clone)]
 pub(super) enum StreamAnswer {
     Decided(Result<RateLimitResponse, String>),
     /// The service has no stream: ask again with the unary call.
@@ -453,17 +450,11 @@ impl State {
         }
         match answer {
             StreamAnswer::Decided(answer) => self.quota_answer(shared, answer),
-            StreamAnswer::AskAgain => {
-                let Some(quota) = self.quota.as_mut() else {
-                    return self.refuse(internal_error());
-                };
-                quota.checked = false;
-                self.phase = Phase::Forwarding;
-                match self.quota_request.take() {
-                    Some(request) => self.ask_unary(shared, &request),
-                    None => self.refuse(internal_error()),
-                }
-            }
+            // Nothing was decided (or counted): the same request, as a call.
+            StreamAnswer::AskAgain => match self.quota_request.take() {
+                Some(request) => self.ask_unary(shared, &request),
+                None => self.refuse(internal_error()),
+            },
         }
     }
 
@@ -495,17 +486,14 @@ impl State {
     /// Notes a call this request made, when it was made on the root context's behalf (the
     /// answer then reaches the root context, which hands it back here).
     fn track(&self, shared: &Shared, token: u32) {
-        if shared.delegating.take().is_some() {
+        if shared.delegating.get() {
             shared
                 .delegated
                 .borrow_mut()
                 .insert(token, self.handle.clone());
-            shared.delegating.set(Some(self.handle.clone()));
         }
     }
-}
 
-impl State {
     /// The answer to a control-service or rate limit call this request made.
     pub(super) fn call_answer(&mut self, shared: &Shared, status_code: u32, size: usize) -> Action {
         match self.phase {
@@ -534,25 +522,24 @@ impl State {
     }
 }
 
-impl Context for State {
+impl Context for Request {
     fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, response_size: usize) {
-        let Some(shared) = self.shared.clone() else {
+        let Some(mut state) = self.state() else {
             return;
         };
-        let action = self.call_answer(&shared, status_code, response_size);
-        if matches!(action, Action::Continue)
-            && let Err(e) = hostcalls::resume_http_request()
-        {
-            error!("cannot resume the request: {e:?}");
-        }
+        let Some(shared) = state.shared.clone() else {
+            return;
+        };
+        resume_if_continue(state.call_answer(&shared, status_code, response_size));
     }
 }
 
-impl Context for Request {
-    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
-        if let Some(mut state) = self.state() {
-            state.on_grpc_call_response(token, status_code, response_size);
-        }
+/// Lets a held request go on when the filter's answer is to continue.
+fn resume_if_continue(action: Action) {
+    if matches!(action, Action::Continue)
+        && let Err(e) = hostcalls::resume_http_request()
+    {
+        error!("cannot resume the request: {e:?}");
     }
 }
 
@@ -592,6 +579,10 @@ impl HttpContext for Request {
         }
     }
 }
+
+/// `State` carries the request callbacks (`Request` hands them over); gRPC answers reach it
+/// through [`State::call_answer`].
+impl Context for State {}
 
 impl HttpContext for State {
     fn on_http_request_headers(&mut self, _count: usize, end_of_stream: bool) -> Action {
