@@ -57,6 +57,15 @@ pub struct Issuer {
     /// Longer tokens are refused before any parsing.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
+    /// Tenants this issuer may assert (glob patterns): a token claiming another tenant is
+    /// refused. `None`: every tenant, allowed only when this is the only issuer (so that one
+    /// identity provider cannot claim a tenant meant for another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
+    /// Roles this issuer may assert (glob patterns): other roles in its tokens are ignored.
+    /// `None`: every role, allowed only when this is the only issuer or it maps no role claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// JWS algorithms. `none` does not exist here on purpose.
@@ -273,6 +282,31 @@ impl JwtAuthentication {
             }
             if issuer.max_token_bytes < 64 {
                 return Err(invalid(key("max_token_bytes"), "at least 64 bytes"));
+            }
+            let several = self.issuers.len() > 1;
+            match &issuer.tenants {
+                None if several => {
+                    return Err(invalid(
+                        key("tenants"),
+                        "the tenants this issuer may assert (glob patterns), required when several issuers are configured",
+                    ));
+                }
+                Some(patterns) if patterns.is_empty() || patterns.iter().any(String::is_empty) => {
+                    return Err(invalid(key("tenants"), "at least one pattern, none empty"));
+                }
+                _ => {}
+            }
+            match &issuer.roles {
+                None if several && issuer.claims.role.is_some() => {
+                    return Err(invalid(
+                        key("roles"),
+                        "the roles this issuer may assert (glob patterns), required when several issuers are configured and it maps a role claim",
+                    ));
+                }
+                Some(patterns) if patterns.iter().any(String::is_empty) => {
+                    return Err(invalid(key("roles"), "patterns, none empty"));
+                }
+                _ => {}
             }
         }
         let grants =

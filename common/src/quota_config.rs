@@ -40,6 +40,10 @@ pub struct QuotaConfig {
     /// Characters of prompt text per estimated input token.
     #[serde(default = "default_chars_per_token")]
     pub chars_per_token: u64,
+    /// Bytes of media (images, documents, video; decoded from base64) per estimated input
+    /// token.
+    #[serde(default = "default_media_bytes_per_token")]
+    pub media_bytes_per_token: u64,
     /// Usage reports kept for retry while the control service is away; beyond, the oldest
     /// are dropped (and counted).
     #[serde(default = "default_report_buffer")]
@@ -160,6 +164,14 @@ fn default_chars_per_token() -> u64 {
     4
 }
 
+/// Default of `media_bytes_per_token`: on the generous side for photos (a 300 KB JPEG that
+/// Bedrock counts as ~1,600 tokens reserves ~9,400), so that reservations rarely fall short.
+pub const DEFAULT_MEDIA_BYTES_PER_TOKEN: u64 = 32;
+
+fn default_media_bytes_per_token() -> u64 {
+    DEFAULT_MEDIA_BYTES_PER_TOKEN
+}
+
 fn default_report_buffer() -> usize {
     10_000
 }
@@ -191,6 +203,9 @@ impl QuotaConfig {
         }
         if self.chars_per_token == 0 {
             return Err(invalid("chars_per_token", "at least 1"));
+        }
+        if self.media_bytes_per_token == 0 {
+            return Err(invalid("media_bytes_per_token", "at least 1"));
         }
         if self.report_buffer == 0 {
             return Err(invalid("report_buffer", "at least 1"));

@@ -48,6 +48,54 @@ pub struct RateLimitResponse {
     pub overall_code: i32,
     #[prost(message, repeated, tag = "2")]
     pub statuses: Vec<DescriptorStatus>,
+    /// xds-server's facts about the decision ([`WINDOWS_KEY`], [`DECIDED_AT_KEY`]).
+    #[prost(message, optional, tag = "6")]
+    pub dynamic_metadata: Option<prost_types::Struct>,
+}
+
+/// `dynamic_metadata` member: for each descriptor, the window its counter was charged in
+/// (`UNIT/START`, e.g. `minute/1800000000`), or null when nothing was charged.
+pub const WINDOWS_KEY: &str = "bedrock_gateway.windows";
+/// `dynamic_metadata` member: the server's Unix time of the decision.
+pub const DECIDED_AT_KEY: &str = "bedrock_gateway.decided_at";
+
+impl RateLimitResponse {
+    /// The window each descriptor was charged in, by position (`None` where nothing was, or
+    /// the server did not say).
+    pub fn windows(&self) -> Vec<Option<String>> {
+        use prost_types::value::Kind;
+        let Some(Kind::ListValue(list)) = self
+            .dynamic_metadata
+            .as_ref()
+            .and_then(|m| m.fields.get(WINDOWS_KEY))
+            .and_then(|v| v.kind.as_ref())
+        else {
+            return Vec::new();
+        };
+        list.values
+            .iter()
+            .map(|v| match &v.kind {
+                Some(Kind::StringValue(window)) => Some(window.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When the server decided (Unix seconds), if it said.
+    pub fn decided_at(&self) -> Option<i64> {
+        use prost_types::value::Kind;
+        match self
+            .dynamic_metadata
+            .as_ref()?
+            .fields
+            .get(DECIDED_AT_KEY)?
+            .kind
+            .as_ref()?
+        {
+            Kind::NumberValue(n) if n.is_finite() && *n >= 0.0 && *n < 1e15 => Some(*n as i64),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
