@@ -51,7 +51,8 @@ fn main() {
     let mut totals = [Duration::ZERO; 5];
     for _ in 0..n {
         let t = Instant::now();
-        let route = gateway.route(&headers).expect("route");
+        let incoming = gateway.read(&headers).expect("read");
+        let route = gateway.route(incoming, &headers).expect("route");
         totals[0] += t.elapsed();
         let t = Instant::now();
         let plan = gateway.forward(headers.clone(), route, None);

@@ -27,8 +27,8 @@ gen = _load_generator()
 
 
 def _parse_table(text: str):
-    """Rows of the committed table as (service, method, path, name, model_segment, body_models),
-    whatever rustfmt made of the layout."""
+    """Rows of the committed table as (service, method, path, name, model_segment, body_models,
+    undetermined), whatever rustfmt made of the layout."""
     rows = []
     for body in re.findall(r"OperationRule\s*\{(.*?)\}", text, re.DOTALL):
         fields = {}
@@ -38,12 +38,18 @@ def _parse_table(text: str):
             fields[key] = match.group(1)
         segment = re.search(r"\bmodel_segment:\s*(None|Some\(\s*(\d+)\s*\))", body)
         assert segment, f"no model_segment in {body!r}"
-        models = re.search(r"\bbody_models:\s*&\[(.*)\]\s*,?\s*$", body, re.DOTALL)
+        models = re.search(r"\bbody_models:\s*&\[(.*)\]\s*,\s*undetermined:", body, re.DOTALL)
         assert models, f"no body_models in {body!r}"
-        paths = tuple(
-            tuple(re.findall(r'"((?:[^"\\]|\\.)*)"', inner))
-            for inner in re.findall(r"&\[([^\[\]]*)\]", models.group(1))
-        )
+        cuts = re.search(r"\bundetermined:\s*&\[(.*)\]\s*,?\s*$", body, re.DOTALL)
+        assert cuts, f"no undetermined in {body!r}"
+
+        def key_paths(text):
+            return tuple(
+                tuple(re.findall(r'"((?:[^"\\]|\\.)*)"', inner))
+                for inner in re.findall(r"&\[([^\[\]]*)\]", text)
+            )
+
+        paths = key_paths(models.group(1))
         rows.append(
             (
                 fields["service"],
@@ -52,6 +58,7 @@ def _parse_table(text: str):
                 fields["name"],
                 int(segment.group(2)) if segment.group(2) else None,
                 paths,
+                key_paths(cuts.group(1)),
             )
         )
     return rows
@@ -74,7 +81,7 @@ def table(table_text):
 
 def _expected(derivation):
     return [
-        (r.service, r.method, r.path, r.name, r.model_segment, r.body_models)
+        (r.service, r.method, r.path, r.name, r.model_segment, r.body_models, r.undetermined)
         for r in derivation.rows
     ]
 
@@ -116,6 +123,10 @@ def test_every_model_like_member_is_in_the_table_or_excluded(table):
             row = table.get((service, name))
             assert row is not None, f"{service}.{name} is not in table.rs"
             for member in gen.input_members(service, operation):
+                if isinstance(member, gen.Cut):
+                    # Where recursion stops above a model member: listed as undetermined.
+                    assert member.path in row[6], f"{service}.{name}: cut at {member.path}"
+                    continue
                 if not member.looks_like_model():
                     continue
                 if member.key in gen.EXCLUDED:
@@ -259,3 +270,12 @@ def test_excluded_members_are_not_in_the_table(table):
     custom = _body_models(table, "bedrock", "CreateModelCustomizationJob")
     assert ("customModelName",) not in custom
     assert ("customModelKmsKeyId",) not in custom
+
+
+def test_flows_nested_beyond_the_table_are_undetermined(table):
+    # A loop node holds a whole flow definition: the table unrolls three levels, and a
+    # definition below them makes the call's models undetermined.
+    for name in ("CreateFlow", "UpdateFlow", "ValidateFlowDefinition"):
+        cuts = table[("bedrock-agent", name)][6]
+        assert cuts and all(path[-1] == "definition" for path in cuts), (name, cuts)
+    assert table[("bedrock-runtime", "Converse")][6] == ()

@@ -2,6 +2,9 @@
 //! exception: status, `x-amzn-errortype`, JSON `{"message": ...}`.
 
 use super::auth::AuthError;
+use super::auth::policy::Denial;
+use super::body::BodyError;
+use super::path::PathError;
 use super::routing::RouteError;
 use super::signing::SignError;
 
@@ -92,22 +95,45 @@ impl ErrorReply {
 
     /// 403 for a call the caller's tenant and roles do not allow; the messages are the ones
     /// Bedrock itself uses, naming no policy detail.
-    pub fn access_denied(names_a_model: bool) -> Self {
-        if names_a_model {
-            Self::new(
+    pub fn access_denied(denial: Denial) -> Self {
+        const MODEL: &str = "You don't have access to the model with the specified model ID.";
+        match denial {
+            Denial::Model => Self::new(403, "AccessDeniedException", "model_not_allowed", MODEL),
+            Denial::ModelUndetermined => Self::new(
                 403,
                 "AccessDeniedException",
-                "model_not_allowed",
-                "You don't have access to the model with the specified model ID.",
-            )
-        } else {
-            Self::new(
+                "model_undetermined",
+                "You are not authorized to perform this operation.",
+            ),
+            Denial::Operation => Self::new(
                 403,
                 "AccessDeniedException",
                 "operation_not_allowed",
                 "You are not authorized to perform this operation.",
-            )
+            ),
         }
+    }
+
+    /// 400 for a path that could be read more than one way.
+    pub fn ambiguous_path(error: PathError) -> Self {
+        Self::validation("ambiguous_path", error.message())
+    }
+
+    /// 400 for a body the gateway must read (its models, or nothing is decided) and cannot.
+    pub fn bad_body(error: BodyError) -> Self {
+        let reason = match error {
+            BodyError::NotJson(_) => "malformed_body",
+            BodyError::DuplicateKey => "ambiguous_body",
+            BodyError::ModelNotString | BodyError::InvalidModel | BodyError::TooManyModels => {
+                "invalid_model"
+            }
+        };
+        Self::validation(reason, error.message())
+    }
+
+    /// 400 for a model reference that cannot be one (see `gateway_common::model::is_valid`).
+    pub fn invalid_model() -> Self {
+        Self::validation("invalid_model", "The provided model identifier is invalid.")
     }
 
     pub fn validation(reason: &'static str, message: impl Into<String>) -> Self {

@@ -1,16 +1,21 @@
 //! The filter's logic as plain Rust: no host calls, time passed in. The host shim (`host.rs`)
 //! gathers the request into plain values, asks this module what to do, and applies the answer.
 //!
-//! A request goes through [`Gateway::route`] (which service and operation), authentication
-//! ([`auth::Authenticator`], in `jwt` mode), [`Gateway::authorize`], [`Gateway::forward`] (the
-//! upstream headers) and, once the body is hashed, [`Gateway::sign`].
+//! A request goes through [`Gateway::read`] (the canonical path, before anything that depends
+//! on configuration), authentication ([`auth::Authenticator`], in `jwt` mode),
+//! [`Gateway::route`] (which service and operation), [`Gateway::authorize`] (at the headers, or
+//! once the body is read when the operation names its models there, [`body`]),
+//! [`Gateway::forward`] (the upstream headers) and, once the body is hashed, [`Gateway::sign`].
 
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod credentials;
 pub mod errors;
 pub mod headers;
+pub mod json;
 pub mod operations;
+pub mod path;
 pub mod quota;
 pub mod routing;
 pub mod schedule;
@@ -24,7 +29,7 @@ use auth::Identity;
 use credentials::SigningIdentity;
 use errors::ErrorReply;
 use headers::{CONTENT_LENGTH, ENDPOINT_PREFIX, HeaderList, METHOD, PATH, find_str};
-use operations::Operation;
+use operations::{Models, Operation};
 use routing::ServiceRouter;
 use signing::{SigningInput, signature_headers};
 
@@ -45,6 +50,17 @@ pub struct Route {
     pub operation: Operation,
     pub method: String,
     pub path: String,
+}
+
+/// A request as read before authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub method: String,
+    /// `:path` as received, query included: what is forwarded and signed.
+    pub path: String,
+    /// Its canonical segments.
+    pub segments: Vec<String>,
+    pub content_length: Option<u64>,
 }
 
 /// A request accepted for forwarding, waiting for its body to be hashed and signed.
@@ -85,56 +101,87 @@ impl Gateway {
         &self.config.services[route.service].name
     }
 
-    /// Which service and operation the request is for, and whether its size is acceptable.
-    pub fn route(&self, headers: &[(String, Vec<u8>)]) -> Result<Route, ErrorReply> {
-        let (Some(method), Some(path)) = (find_str(headers, METHOD), find_str(headers, PATH))
+    /// Reads what can be judged before the caller is known, the same for every
+    /// configuration: the method, the canonical path ([`path`]) and the `content-length`
+    /// syntax. An unauthenticated caller learns nothing of the configuration from these.
+    pub fn read(&self, headers: &[(String, Vec<u8>)]) -> Result<Incoming, ErrorReply> {
+        let (Some(method), Some(raw_path)) = (find_str(headers, METHOD), find_str(headers, PATH))
         else {
             return Err(ErrorReply::validation(
                 "malformed_request",
                 "The request has no method or path.",
             ));
         };
-        let limit = self.config.max_request_body_bytes;
-        if let Some(length) = find_str(headers, CONTENT_LENGTH) {
-            match length.trim().parse::<u64>() {
-                Ok(n) if n > limit => return Err(ErrorReply::body_too_large(limit)),
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(ErrorReply::validation(
-                        "malformed_request",
-                        "The content-length header is not a number.",
-                    ));
-                }
-            }
-        }
-        let prefix = find_str(headers, ENDPOINT_PREFIX);
-        let service = self.router.select(&self.config, method, path, prefix)?;
-        let operation = operations::identify(&self.config.services[service].name, method, path);
-        Ok(Route {
-            service,
-            operation,
+        let canonical = path::canonical(raw_path).map_err(ErrorReply::ambiguous_path)?;
+        let content_length = match find_str(headers, CONTENT_LENGTH) {
+            None => None,
+            Some(length) => Some(length.trim().parse::<u64>().map_err(|_| {
+                ErrorReply::validation(
+                    "malformed_request",
+                    "The content-length header is not a number.",
+                )
+            })?),
+        };
+        Ok(Incoming {
             method: method.to_string(),
-            path: path.to_string(),
+            path: raw_path.to_string(),
+            segments: canonical.segments,
+            content_length,
         })
     }
 
-    /// Whether the caller's tenant or roles may make this call (`jwt` mode).
-    pub fn authorize(&self, identity: &Identity, route: &Route) -> Result<(), ErrorReply> {
+    /// Which service and operation the request is for, and whether its size is acceptable
+    /// (once the caller is authenticated: these answers depend on the configuration).
+    pub fn route(
+        &self,
+        incoming: Incoming,
+        headers: &[(String, Vec<u8>)],
+    ) -> Result<Route, ErrorReply> {
+        let limit = self.config.max_request_body_bytes;
+        if incoming.content_length.is_some_and(|n| n > limit) {
+            return Err(ErrorReply::body_too_large(limit));
+        }
+        let prefix = find_str(headers, ENDPOINT_PREFIX);
+        let service =
+            self.router
+                .select(&self.config, &incoming.method, &incoming.segments, prefix)?;
+        let operation = operations::identify(
+            &self.config.services[service].name,
+            &incoming.method,
+            &incoming.segments,
+        );
+        if let Some(model) = &operation.path_model
+            && !gateway_common::model::is_valid(model)
+        {
+            return Err(ErrorReply::invalid_model());
+        }
+        Ok(Route {
+            service,
+            operation,
+            method: incoming.method,
+            path: incoming.path,
+        })
+    }
+
+    /// Whether the caller's tenant or roles may make this call, naming these models (`jwt`
+    /// mode).
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        route: &Route,
+        models: &Models,
+    ) -> Result<(), ErrorReply> {
         let Authentication::Jwt(jwt) = &self.config.authentication else {
             return Ok(());
         };
-        let model = route.operation.model.as_deref();
-        if auth::policy::allows(
+        auth::policy::allows(
             &jwt.access,
             identity,
             self.service_name(route),
             route.operation.name,
-            model,
-        ) {
-            Ok(())
-        } else {
-            Err(ErrorReply::access_denied(model.is_some()))
-        }
+            models,
+        )
+        .map_err(ErrorReply::access_denied)
     }
 
     /// The upstream header map: the client's headers without its credentials, signature,

@@ -1,6 +1,6 @@
-//! The operation a request calls and the model it names, for authorization and the audit
-//! log. The table is generated from botocore's service models (`operations/table.rs`); a path
-//! the table does not know is still forwarded, as operation `Unknown`.
+//! The operation a request calls and where it names models, for authorization, quotas and the
+//! audit log. The table is generated from botocore's service models (`operations/table.rs`); a
+//! path the table does not know is still forwarded, as operation `Unknown`.
 
 mod table;
 
@@ -12,7 +12,14 @@ pub struct OperationRule {
     /// `*` matches one non-empty segment; anything else literally.
     pub path: &'static str,
     pub name: &'static str,
+    /// The path segment that names a model, if any.
     pub model_segment: Option<usize>,
+    /// Key paths in the JSON body whose values name models (arrays along the way are
+    /// transparent), the primary model's first.
+    pub body_models: &'static [&'static [&'static str]],
+    /// Key paths below which the body may name models the table does not list (a recursive
+    /// structure unrolled only so far): a value there makes the call's models undetermined.
+    pub undetermined: &'static [&'static [&'static str]],
 }
 
 /// Name of operations the table does not know (a new API, or a path that belongs to none).
@@ -22,48 +29,106 @@ pub const UNKNOWN: &str = "Unknown";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
     pub name: &'static str,
-    /// The model id, percent-decoded (`us.anthropic.claude-3-5-sonnet-20240620-v1:0`, or an ARN).
-    pub model: Option<String>,
+    /// The model named in the path (decoded): `us.anthropic.claude-3-5-sonnet-20240620-v1:0`,
+    /// or an ARN.
+    pub path_model: Option<String>,
+    /// Where the body names models; empty when it names none.
+    pub body_models: &'static [&'static [&'static str]],
+    /// Where the body may name models beyond `body_models`.
+    pub undetermined: &'static [&'static [&'static str]],
+    /// Whether the table knows the operation, and so every place its input names a model.
+    pub known: bool,
 }
 
-/// Identifies the operation of a request to `service`.
-pub fn identify(service: &str, method: &str, path: &str) -> Operation {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+impl Operation {
+    /// Whether the body must be read before access can be decided.
+    pub fn models_in_body(&self) -> bool {
+        !self.body_models.is_empty()
+    }
+}
+
+/// The models a call names, as far as the gateway can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Models {
+    /// Each once, the primary model (the one quotas and the ledger count) first.
+    pub named: Vec<String>,
+    /// False when the operation is unknown: it may name models where the gateway does not
+    /// look.
+    pub determined: bool,
+}
+
+impl Models {
+    /// The models of `operation`, with those its body names (`body_models`, primary first);
+    /// `beyond_table`: the body had a value where it may name models the table does not list.
+    pub fn of(operation: &Operation, body_models: Vec<String>, beyond_table: bool) -> Self {
+        let mut named: Vec<String> = operation.path_model.iter().cloned().collect();
+        for model in body_models {
+            if !named.contains(&model) {
+                named.push(model);
+            }
+        }
+        Self {
+            named,
+            determined: operation.known && !beyond_table,
+        }
+    }
+
+    /// The model quotas and the ledger count the call under.
+    pub fn primary(&self) -> Option<&str> {
+        self.named.first().map(String::as_str)
+    }
+}
+
+/// Identifies the operation of a request to `service` from its method and canonical path
+/// segments ([`super::path`]).
+pub fn identify<S: AsRef<str>>(service: &str, method: &str, segments: &[S]) -> Operation {
     let rule = table::OPERATIONS.iter().find(|rule| {
-        rule.service == service && rule.method == method && matches(rule.path, &segments)
+        rule.service == service && rule.method == method && matches(rule.path, segments)
     });
     match rule {
         Some(rule) => Operation {
             name: rule.name,
-            model: rule
+            path_model: rule
                 .model_segment
                 .and_then(|i| segments.get(i))
-                .map(|s| decode(s)),
+                .map(|s| s.as_ref().to_string()),
+            body_models: rule.body_models,
+            undetermined: rule.undetermined,
+            known: true,
         },
-        // A runtime operation added after this table was generated still names its model
-        // where every model operation does: /model/{modelId}/...
-        None if service == "bedrock-runtime" && segments.len() >= 3 && segments[0] == "model" => {
+        // A runtime operation added after this table was generated names its model where
+        // every model operation does, /model/{modelId}/...; whether it names others is not
+        // known.
+        None if service == "bedrock-runtime"
+            && segments.len() >= 3
+            && segments[0].as_ref() == "model" =>
+        {
             Operation {
                 name: UNKNOWN,
-                model: Some(decode(segments[1])).filter(|m| !m.is_empty()),
+                path_model: Some(segments[1].as_ref().to_string()).filter(|m| !m.is_empty()),
+                body_models: &[],
+                undetermined: &[],
+                known: false,
             }
         }
         None => Operation {
             name: UNKNOWN,
-            model: None,
+            path_model: None,
+            body_models: &[],
+            undetermined: &[],
+            known: false,
         },
     }
 }
 
-fn matches(pattern: &str, segments: &[&str]) -> bool {
+fn matches<S: AsRef<str>>(pattern: &str, segments: &[S]) -> bool {
     let mut pattern_segments = pattern.trim_start_matches('/').split('/');
     let mut count = 0;
     for (expected, actual) in pattern_segments.by_ref().zip(segments) {
         count += 1;
         let ok = match expected {
-            "*" => !actual.is_empty(),
-            literal => literal == *actual,
+            "*" => !actual.as_ref().is_empty(),
+            literal => literal == actual.as_ref(),
         };
         if !ok {
             return false;
@@ -71,62 +136,6 @@ fn matches(pattern: &str, segments: &[&str]) -> bool {
     }
     count == segments.len() && pattern_segments.next().is_none()
 }
-
-/// Percent-decodes a path segment; invalid escapes are kept as they are.
-pub fn decode(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// The names a model reference goes by, for matching access patterns: the id as sent; for a
-/// foundation-model or inference-profile ARN also the id inside it; and for a cross-region
-/// inference profile (`us.anthropic...`) also the model id without the geography prefix.
-pub fn model_aliases(model: &str) -> Vec<&str> {
-    let mut names = vec![model];
-    if model.starts_with("arn:") {
-        let resource = model.splitn(6, ':').nth(5).unwrap_or_default();
-        for kind in ["foundation-model/", "inference-profile/"] {
-            if let Some(id) = resource.strip_prefix(kind) {
-                names.push(id);
-            }
-        }
-    }
-    for i in 0..names.len() {
-        if let Some((geo, rest)) = names[i].split_once('.')
-            && CROSS_REGION_PREFIXES.contains(&geo)
-            && rest.contains('.')
-        {
-            names.push(rest);
-        }
-    }
-    names
-}
-
-/// Geography prefixes of system-defined cross-region inference profiles.
-const CROSS_REGION_PREFIXES: [&str; 8] = ["us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"];
 
 #[cfg(test)]
 mod tests;

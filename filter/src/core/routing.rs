@@ -151,12 +151,13 @@ impl ServiceRouter {
         Self { rules }
     }
 
-    /// Chooses the upstream service for a request: its index in `config.services`.
-    pub fn select(
+    /// Chooses the upstream service for a request from its method and canonical path
+    /// segments ([`super::path`]): its index in `config.services`.
+    pub fn select<S: AsRef<str>>(
         &self,
         config: &FilterConfig,
         method: &str,
-        path: &str,
+        segments: &[S],
         endpoint_prefix: Option<&str>,
     ) -> Result<usize, RouteError> {
         if let Some(prefix) = endpoint_prefix {
@@ -167,13 +168,8 @@ impl ServiceRouter {
                 .position(|s| s.name.eq_ignore_ascii_case(prefix))
                 .ok_or_else(|| RouteError::UnknownService(prefix.to_string()));
         }
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        let Some(rest) = path.strip_prefix('/') else {
-            return Err(RouteError::Unresolvable);
-        };
-        let segments: Vec<&str> = rest.split('/').collect();
         let rule = self.rules.iter().find(|rule| {
-            rule.method.as_deref().is_none_or(|m| m == method) && matches(&rule.segments, &segments)
+            rule.method.as_deref().is_none_or(|m| m == method) && matches(&rule.segments, segments)
         });
         match rule.map(|r| &r.service) {
             Some(Ok(index)) => Ok(*index),
@@ -195,13 +191,14 @@ fn compile(pattern: &str) -> Vec<Segment> {
         .collect()
 }
 
-fn matches(pattern: &[Segment], path: &[&str]) -> bool {
+fn matches<S: AsRef<str>>(pattern: &[Segment], path: &[S]) -> bool {
     match pattern.split_first() {
         None => path.is_empty(),
         Some((Segment::Rest, _)) => true,
         Some((segment, rest)) => match path.split_first() {
             None => false,
             Some((first, path_rest)) => {
+                let first = first.as_ref();
                 let ok = match segment {
                     Segment::Literal(l) => l == first,
                     Segment::One => !first.is_empty(),

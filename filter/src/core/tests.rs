@@ -31,6 +31,15 @@ fn jwt_gateway() -> Gateway {
     }))
 }
 
+fn read_route(gw: &Gateway, headers: &HeaderList) -> Result<Route, ErrorReply> {
+    let incoming = gw.read(headers)?;
+    gw.route(incoming, headers)
+}
+
+fn models_of(route: &Route) -> Models {
+    Models::of(&route.operation, Vec::new(), false)
+}
+
 fn h(pairs: &[(&str, &str)]) -> HeaderList {
     pairs
         .iter()
@@ -71,12 +80,12 @@ fn routes_plans_and_signs_a_converse_call() {
         ("content-type", "application/json"),
         ("authorization", "Bearer client"),
     ]);
-    let route = gw.route(&headers).unwrap();
+    let route = read_route(&gw, &headers).unwrap();
     assert_eq!(
         (
             route.service,
             route.operation.name,
-            route.operation.model.as_deref()
+            route.operation.path_model.as_deref()
         ),
         (0, "Converse", Some("m:1"))
     );
@@ -153,15 +162,18 @@ fn refusals() {
         ),
     ];
     for (headers, status, reason) in cases {
-        let error = gw.route(&headers).unwrap_err();
+        let error = read_route(&gw, &headers).unwrap_err();
         assert_eq!((error.status, error.reason), (status, reason));
     }
     assert!(
-        gw.route(&h(&[
-            (":method", "POST"),
-            (":path", "/model/m/converse"),
-            ("content-length", "100")
-        ]))
+        read_route(
+            &gw,
+            &h(&[
+                (":method", "POST"),
+                (":path", "/model/m/converse"),
+                ("content-length", "100")
+            ])
+        )
         .is_ok()
     );
 }
@@ -174,7 +186,7 @@ fn header_routes_to_agent_runtime() {
         (":path", "/x/y"),
         ("aws-endpoint-prefix", "bedrock-agent-runtime"),
     ]);
-    let route = gw.route(&headers).unwrap();
+    let route = read_route(&gw, &headers).unwrap();
     assert_eq!((route.service, route.operation.name), (1, "Unknown"));
     let plan = gw.forward(headers, route, None);
     assert_eq!(find_str(&plan.headers, "aws-endpoint-prefix"), None);
@@ -183,19 +195,21 @@ fn header_routes_to_agent_runtime() {
 #[test]
 fn authorization_by_tenant_policy() {
     let gw = jwt_gateway();
-    let route = |path: &str| {
-        gw.route(&h(&[(":method", "POST"), (":path", path)]))
-            .unwrap()
-    };
+    let route = |path: &str| read_route(&gw, &h(&[(":method", "POST"), (":path", path)])).unwrap();
     assert!(
         gw.authorize(
             &alice("team-a"),
-            &route("/model/anthropic.claude-v2/converse")
+            &route("/model/anthropic.claude-v2/converse"),
+            &models_of(&route("/model/anthropic.claude-v2/converse"))
         )
         .is_ok()
     );
     let denied = gw
-        .authorize(&alice("team-a"), &route("/model/meta.llama3/converse"))
+        .authorize(
+            &alice("team-a"),
+            &route("/model/meta.llama3/converse"),
+            &models_of(&route("/model/meta.llama3/converse")),
+        )
         .unwrap_err();
     assert_eq!(
         (denied.status, denied.code, denied.reason),
@@ -205,17 +219,26 @@ fn authorization_by_tenant_policy() {
         .authorize(
             &alice("team-b"),
             &route("/model/anthropic.claude-v2/converse"),
+            &models_of(&route("/model/anthropic.claude-v2/converse")),
         )
         .unwrap_err();
-    assert_eq!(denied.reason, "model_not_allowed");
+    assert_eq!(denied.reason, "operation_not_allowed");
     let denied = gw
-        .authorize(&alice("team-a"), &route("/knowledgebases/K/retrieve"))
+        .authorize(
+            &alice("team-a"),
+            &route("/knowledgebases/K/retrieve"),
+            &models_of(&route("/knowledgebases/K/retrieve")),
+        )
         .unwrap_err();
     assert_eq!(denied.reason, "operation_not_allowed");
     // Mode none authorizes everything.
     assert!(
         gateway()
-            .authorize(&alice("x"), &route("/model/meta.llama3/converse"))
+            .authorize(
+                &alice("x"),
+                &route("/model/meta.llama3/converse"),
+                &models_of(&route("/model/meta.llama3/converse"))
+            )
             .is_ok()
     );
 }
@@ -231,7 +254,7 @@ fn identity_headers_replace_spoofed_ones_and_token_headers_are_dropped() {
         ("x-corp-token", "eyJ..."),
         ("authorization", "Bearer eyJ..."),
     ]);
-    let route = gw.route(&headers).unwrap();
+    let route = read_route(&gw, &headers).unwrap();
     let plan = gw.forward(headers, route, Some(&alice("team-a")));
     let all = |name: &str| {
         plan.headers
@@ -255,7 +278,7 @@ fn identity_headers_replace_spoofed_ones_and_token_headers_are_dropped() {
         (":path", "/model/m/converse"),
         ("x-bedrock-gateway-tenant", "spoofed"),
     ]);
-    let route = gw.route(&headers).unwrap();
+    let route = read_route(&gw, &headers).unwrap();
     assert_eq!(
         find_str(
             &gw.forward(headers, route, None).headers,

@@ -1,19 +1,34 @@
 //! Which calls a caller may make (see `AccessPolicy`).
 
 use gateway_common::auth_config::{AccessPolicy, Grant, glob_matches};
+use gateway_common::model;
 
 use super::claims::Identity;
-use crate::core::operations::model_aliases;
+use crate::core::operations::Models;
 
-/// Whether a grant of the caller's tenant (or the default grants, for tenants without an
-/// entry) or of one of its roles covers this call.
+/// Why a call is not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No grant covers the service and operation.
+    Operation,
+    /// A model the call names is covered by no grant for this service and operation.
+    Model,
+    /// The call may name models the gateway cannot see (an operation it does not know), and
+    /// no grant for it leaves models unrestricted.
+    ModelUndetermined,
+}
+
+/// Whether the grants of the caller's tenant (or the default grants, for tenants without an
+/// entry) and of its roles cover this call: its service and operation, and every model it
+/// names, each by some grant for that service and operation. A call whose models cannot be
+/// determined needs a grant whose `models` contains `*`.
 pub fn allows(
     policy: &AccessPolicy,
     identity: &Identity,
     service: &str,
     operation: &str,
-    model: Option<&str>,
-) -> bool {
+    models: &Models,
+) -> Result<(), Denial> {
     let tenant_grants = policy
         .tenants
         .get(&identity.tenant)
@@ -23,22 +38,34 @@ pub fn allows(
         .iter()
         .filter_map(|role| policy.roles.get(role))
         .flatten();
-    let aliases = model.map(model_aliases);
-    tenant_grants
+    let grants: Vec<&Grant> = tenant_grants
         .iter()
         .chain(role_grants)
-        .any(|grant| covers(grant, service, operation, aliases.as_deref()))
-}
-
-fn covers(grant: &Grant, service: &str, operation: &str, model: Option<&[&str]>) -> bool {
-    grant.services.iter().any(|p| glob_matches(p, service))
-        && grant.operations.iter().any(|p| glob_matches(p, operation))
-        && model.is_none_or(|names| {
+        .filter(|grant| {
+            grant.services.iter().any(|p| glob_matches(p, service))
+                && grant.operations.iter().any(|p| glob_matches(p, operation))
+        })
+        .collect();
+    if grants.is_empty() {
+        return Err(Denial::Operation);
+    }
+    if !models.determined && !grants.iter().any(|g| g.models.iter().any(|p| p == "*")) {
+        return Err(Denial::ModelUndetermined);
+    }
+    let covered = |name: &String| {
+        let aliases = model::aliases(name);
+        grants.iter().any(|grant| {
             grant
                 .models
                 .iter()
-                .any(|p| names.iter().any(|name| glob_matches(p, name)))
+                .any(|p| aliases.iter().any(|alias| glob_matches(p, alias)))
         })
+    };
+    if models.named.iter().all(covered) {
+        Ok(())
+    } else {
+        Err(Denial::Model)
+    }
 }
 
 #[cfg(test)]
@@ -189,8 +216,12 @@ mod tests {
             ),
         ];
         for (identity, service, operation, model, expected) in cases {
+            let models = Models {
+                named: model.iter().map(|m| m.to_string()).collect(),
+                determined: operation != "Unknown",
+            };
             assert_eq!(
-                allows(&p, &identity, service, operation, model),
+                allows(&p, &identity, service, operation, &models).is_ok(),
                 expected,
                 "{identity:?} {service} {operation} {model:?}"
             );
@@ -198,14 +229,80 @@ mod tests {
     }
 
     #[test]
+    fn every_model_of_a_call_needs_a_grant() {
+        let mut p = policy();
+        p.tenants.insert(
+            "team-rag".into(),
+            vec![
+                grant(
+                    &["bedrock-agent-runtime"],
+                    &["RetrieveAndGenerate"],
+                    &["anthropic.*"],
+                ),
+                grant(&["bedrock-agent-runtime"], &["*"], &["cohere.rerank-*"]),
+            ],
+        );
+        let named = |models: &[&str]| Models {
+            named: models.iter().map(|m| m.to_string()).collect(),
+            determined: true,
+        };
+        let rag = |models: &Models| {
+            allows(
+                &p,
+                &who("team-rag", &[]),
+                "bedrock-agent-runtime",
+                "RetrieveAndGenerate",
+                models,
+            )
+        };
+        assert_eq!(
+            rag(&named(&["anthropic.claude-v2", "cohere.rerank-v3-5:0"])),
+            Ok(())
+        );
+        assert_eq!(
+            rag(&named(&["anthropic.claude-v2", "meta.llama3"])),
+            Err(Denial::Model)
+        );
+        assert_eq!(rag(&named(&["meta.llama3"])), Err(Denial::Model));
+        assert_eq!(rag(&named(&[])), Ok(()));
+    }
+
+    #[test]
+    fn undetermined_models_need_an_unrestricted_grant() {
+        let p = policy();
+        let unknown = Models {
+            named: vec!["anthropic.claude-3-haiku".into()],
+            determined: false,
+        };
+        let rt = "bedrock-runtime";
+        assert_eq!(
+            allows(&p, &who("team-a", &[]), rt, "Unknown", &unknown),
+            Err(Denial::ModelUndetermined)
+        );
+        assert_eq!(
+            allows(&p, &who("team-z", &["admin"]), rt, "Unknown", &unknown),
+            Ok(())
+        );
+        let nothing = Models {
+            named: vec![],
+            determined: false,
+        };
+        assert_eq!(
+            allows(&p, &who("team-a", &[]), rt, "Unknown", &nothing),
+            Err(Denial::ModelUndetermined)
+        );
+    }
+
+    #[test]
     fn no_grants_no_access() {
         let p = AccessPolicy::default();
-        assert!(!allows(
-            &p,
-            &who("t", &[]),
-            "bedrock-runtime",
-            "Converse",
-            Some("m")
-        ));
+        let models = Models {
+            named: vec!["m".into()],
+            determined: true,
+        };
+        assert_eq!(
+            allows(&p, &who("t", &[]), "bedrock-runtime", "Converse", &models),
+            Err(Denial::Operation)
+        );
     }
 }

@@ -1,4 +1,10 @@
 use super::*;
+use crate::core::path::canonical;
+
+fn ident(service: &str, method: &str, path: &str) -> Operation {
+    let path = canonical(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    identify(service, method, &path.segments)
+}
 
 #[test]
 fn identifies_runtime_operations_and_models() {
@@ -45,9 +51,9 @@ fn identifies_runtime_operations_and_models() {
         ("POST", "/model/", "Unknown", None),
     ];
     for (method, path, name, model) in cases {
-        let op = identify("bedrock-runtime", method, path);
+        let op = ident("bedrock-runtime", method, path);
         assert_eq!(
-            (op.name, op.model.as_deref()),
+            (op.name, op.path_model.as_deref()),
             (name, model),
             "{method} {path}"
         );
@@ -56,13 +62,13 @@ fn identifies_runtime_operations_and_models() {
 
 #[test]
 fn identifies_agent_runtime_operations() {
-    let op = identify(
+    let op = ident(
         "bedrock-agent-runtime",
         "POST",
         "/knowledgebases/KB1/retrieve",
     );
-    assert_eq!((op.name, op.model), ("Retrieve", None));
-    let op = identify(
+    assert_eq!((op.name, op.path_model), ("Retrieve", None));
+    let op = ident(
         "bedrock-agent-runtime",
         "POST",
         "/agents/A/agentAliases/B/sessions/S/text",
@@ -70,49 +76,91 @@ fn identifies_agent_runtime_operations() {
     assert_eq!(op.name, "InvokeAgent");
     // Same path, other service: not that operation.
     assert_eq!(
-        identify("bedrock-agent", "POST", "/knowledgebases/KB1/retrieve").name,
+        ident("bedrock-agent", "POST", "/knowledgebases/KB1/retrieve").name,
         UNKNOWN
     );
 }
 
 #[test]
-fn percent_decoding() {
-    assert_eq!(decode("a%3Ab%2Fc"), "a:b/c");
-    assert_eq!(decode("100%"), "100%");
-    assert_eq!(decode("%zz%4"), "%zz%4");
-    assert_eq!(decode("%C3%A9"), "é");
+fn control_plane_labels_name_models() {
+    // Labels other than `modelId` name a model too (foundation and custom models, inference
+    // profiles, provisioned throughput, ...).
+    let cases = [
+        (
+            "GET",
+            "/foundation-models/anthropic.claude-v2",
+            "GetFoundationModel",
+            "anthropic.claude-v2",
+        ),
+        (
+            "DELETE",
+            "/custom-models/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Acustom-model%2Fx",
+            "DeleteCustomModel",
+            "arn:aws:bedrock:us-east-1:1:custom-model/x",
+        ),
+        (
+            "GET",
+            "/inference-profiles/us.anthropic.claude-v2",
+            "GetInferenceProfile",
+            "us.anthropic.claude-v2",
+        ),
+        (
+            "PATCH",
+            "/provisioned-model-throughput/p1",
+            "UpdateProvisionedModelThroughput",
+            "p1",
+        ),
+    ];
+    for (method, path, name, model) in cases {
+        let op = ident("bedrock", method, path);
+        assert_eq!(
+            (op.name, op.path_model.as_deref()),
+            (name, Some(model)),
+            "{path}"
+        );
+    }
+    // A job is not a model, though its shape name says so.
+    let op = ident("bedrock", "GET", "/model-customization-jobs/j1");
+    assert_eq!((op.name, op.path_model), ("GetModelCustomizationJob", None));
 }
 
 #[test]
-fn model_aliases_cover_arns_and_profiles() {
+fn body_model_paths_are_well_formed() {
+    let rule = |service: &str, name: &str| {
+        table::OPERATIONS
+            .iter()
+            .find(|r| r.service == service && r.name == name)
+            .unwrap()
+    };
     assert_eq!(
-        model_aliases("anthropic.claude-v2"),
-        ["anthropic.claude-v2"]
+        rule("bedrock-runtime", "StartAsyncInvoke").body_models,
+        [["modelId"].as_slice()]
     );
     assert_eq!(
-        model_aliases("us.anthropic.claude-v2"),
-        ["us.anthropic.claude-v2", "anthropic.claude-v2"]
+        rule("bedrock-agent-runtime", "InvokeInlineAgent").body_models[0],
+        ["foundationModel"]
     );
-    assert_eq!(
-        model_aliases("arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2"),
-        [
-            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2",
-            "anthropic.claude-v2"
-        ]
-    );
-    assert_eq!(
-        model_aliases("arn:aws:bedrock:us-east-1:1:inference-profile/eu.meta.llama"),
-        [
-            "arn:aws:bedrock:us-east-1:1:inference-profile/eu.meta.llama",
-            "eu.meta.llama",
-            "meta.llama"
-        ]
-    );
-    // Application inference profiles and custom models hide the model: only the ARN itself.
-    assert_eq!(
-        model_aliases("arn:aws:bedrock:us-east-1:1:application-inference-profile/abc").len(),
-        1
-    );
-    // "us.x" is not a profile of model "x" when x has no provider prefix.
-    assert_eq!(model_aliases("us.titan"), ["us.titan"]);
+    assert!(rule("bedrock-runtime", "Converse").body_models.is_empty());
+    for rule in table::OPERATIONS {
+        for pair in rule.body_models.windows(2) {
+            assert!(
+                (pair[0].len(), pair[0]) < (pair[1].len(), pair[1]),
+                "{}: {:?} before {:?}",
+                rule.name,
+                pair[0],
+                pair[1]
+            );
+        }
+        assert!(
+            rule.body_models.iter().all(|p| !p.is_empty()),
+            "{}",
+            rule.name
+        );
+        // The body reader follows at most 121 paths per operation (128-bit masks, 7 caps).
+        assert!(
+            rule.body_models.len() + rule.undetermined.len() <= 121,
+            "{}",
+            rule.name
+        );
+    }
 }

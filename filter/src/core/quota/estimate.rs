@@ -1,14 +1,27 @@
-//! How many tokens a request may use, known before it is forwarded: its prompt text (by
-//! length) and the output cap it sets. The estimate is what a token quota reserves; the real
-//! count settles it when the response ends.
+//! How many tokens a request may use, known before it is forwarded: its prompt (text by
+//! length, media by size) and the output cap it sets. The estimate is what a token quota
+//! reserves; the real count settles it when the response ends.
 
-use serde_json::Value;
+use gateway_common::quota_config::QuotaConfig;
+
+use crate::core::body::BodyFacts;
+
+/// Largest count a counter holds exactly (a Lua number in Redis scripts), and so the most a
+/// request can reserve: client-chosen caps beyond it are the same as it.
+pub const MAX_TOKENS: u64 = (1 << 53) - 1;
 
 /// Tokens a request may use.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Estimate {
     pub input: u64,
     pub output: u64,
+}
+
+impl Estimate {
+    /// Input plus output, saturating at [`MAX_TOKENS`].
+    pub fn total(self) -> u64 {
+        self.input.saturating_add(self.output).min(MAX_TOKENS)
+    }
 }
 
 /// Operations that generate tokens (the others reserve nothing and are only pre-checked).
@@ -19,80 +32,56 @@ pub fn generates_tokens(operation: &str) -> bool {
     )
 }
 
-/// Fields holding media (base64) rather than text; their length says nothing about tokens.
-const MEDIA_FIELDS: [&str; 3] = ["bytes", "data", "image"];
-
-/// Output caps by the field names the Bedrock APIs and model families use, in order.
-const OUTPUT_CAPS: [&[&str]; 7] = [
-    &["inferenceConfig", "maxTokens"],          // Converse
-    &["max_tokens"],                            // Anthropic, Mistral, Cohere, OpenAI-style
-    &["max_tokens_to_sample"],                  // Anthropic text completions
-    &["max_gen_len"],                           // Meta Llama
-    &["textGenerationConfig", "maxTokenCount"], // Amazon Titan
-    &["inferenceConfig", "max_new_tokens"],     // Amazon Nova
-    &["maxTokens"],                             // AI21
-];
-
-/// Estimates a request's tokens from its JSON body. Input: characters of text in the body
-/// (media excluded) divided by `chars_per_token`, rounded up. Output: the request's own cap,
-/// else `default_output`. A body that is not JSON is all input.
-pub fn estimate(
-    operation: &str,
-    body: &[u8],
-    chars_per_token: u64,
-    default_output: u64,
-) -> Estimate {
+/// Estimates a request's tokens from what its body held. Input: characters of text divided
+/// by `chars_per_token` plus bytes of media (images, documents, video: Bedrock counts them)
+/// divided by `media_bytes_per_token`, each rounded up. Output: the request's own cap (the
+/// largest it sets), else `default_max_output_tokens`. Every number saturates at
+/// [`MAX_TOKENS`], whatever the client wrote.
+pub fn estimate(operation: &str, body: &BodyFacts, config: &QuotaConfig) -> Estimate {
     if !generates_tokens(operation) {
         return Estimate::default();
     }
-    let chars_per_token = chars_per_token.max(1);
-    let Ok(json) = serde_json::from_slice::<Value>(body) else {
-        return Estimate {
-            input: (body.len() as u64).div_ceil(chars_per_token),
-            output: default_output,
-        };
-    };
-    let output = OUTPUT_CAPS
-        .iter()
-        .find_map(|path| lookup(&json, path).and_then(Value::as_u64))
-        .unwrap_or(default_output);
+    let text = body.text_chars.div_ceil(config.chars_per_token.max(1));
+    let media = body
+        .media_bytes
+        .div_ceil(config.media_bytes_per_token.max(1));
     Estimate {
-        input: text_chars(&json).div_ceil(chars_per_token),
-        output,
-    }
-}
-
-fn lookup<'v>(value: &'v Value, path: &[&str]) -> Option<&'v Value> {
-    path.iter().try_fold(value, |v, key| v.get(key))
-}
-
-/// Characters of every string in the document except media fields.
-fn text_chars(value: &Value) -> u64 {
-    match value {
-        Value::String(s) => s.chars().count() as u64,
-        Value::Array(items) => items.iter().map(text_chars).sum(),
-        Value::Object(map) => map
-            .iter()
-            .filter(|(k, _)| !MEDIA_FIELDS.contains(&k.as_str()))
-            .map(|(_, v)| text_chars(v))
-            .sum(),
-        _ => 0,
+        input: text.saturating_add(media).min(MAX_TOKENS),
+        output: body
+            .output_cap
+            .unwrap_or(config.default_max_output_tokens)
+            .min(MAX_TOKENS),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::body::BodyReader;
+
+    fn config() -> QuotaConfig {
+        serde_json::from_value(serde_json::json!({
+            "domain": "d", "failure_mode": "open", "chars_per_token": 4,
+            "media_bytes_per_token": 10, "default_max_output_tokens": 1000
+        }))
+        .unwrap()
+    }
+
+    fn facts(body: &str) -> BodyFacts {
+        let mut reader = BodyReader::new(&[], &[]);
+        reader.feed(body.as_bytes());
+        reader.finish(false).unwrap()
+    }
 
     #[test]
-    fn converse_uses_text_and_max_tokens() {
-        let body = br#"{"messages":[{"role":"user","content":[{"text":"12345678"},{"image":{"format":"png","source":{"bytes":"QUFBQUFBQUFBQUFBQUFBQUFB"}}}]}],"system":[{"text":"abcd"}],"inferenceConfig":{"maxTokens":50}}"#;
-        // "user" (4) + "12345678" (8) + "abcd" (4) = 16 characters -> 4 tokens; the image is
-        // media, not text.
+    fn converse_counts_text_media_and_max_tokens() {
+        let body = r#"{"messages":[{"role":"user","content":[{"text":"12345678"},{"image":{"format":"png","source":{"bytes":"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB"}}}]}],"system":[{"text":"abcd"}],"inferenceConfig":{"maxTokens":50}}"#;
+        // Text: "user" (4) + "12345678" (8) + "png" (3) + "abcd" (4) = 19 characters -> 5
+        // tokens; media: 40 base64 characters are 30 bytes -> 3 tokens.
         assert_eq!(
-            estimate("ConverseStream", body, 4, 1000),
+            estimate("ConverseStream", &facts(body), &config()),
             Estimate {
-                input: 4,
+                input: 8,
                 output: 50
             }
         );
@@ -112,7 +101,7 @@ mod tests {
         ];
         for (body, output) in cases {
             assert_eq!(
-                estimate("InvokeModel", body.as_bytes(), 4, 1000).output,
+                estimate("InvokeModel", &facts(body), &config()).output,
                 output,
                 "{body}"
             );
@@ -120,14 +109,31 @@ mod tests {
     }
 
     #[test]
+    fn client_numbers_cannot_overflow_a_reservation() {
+        let huge = facts(r#"{"max_tokens":18446744073709551615,"prompt":"abcd"}"#);
+        let e = estimate("InvokeModel", &huge, &config());
+        assert_eq!((e.input, e.output, e.total()), (1, MAX_TOKENS, MAX_TOKENS));
+        let mut config = config();
+        config.chars_per_token = 0;
+        config.media_bytes_per_token = 0;
+        assert_eq!(
+            estimate("InvokeModel", &facts(r#"{"prompt":"abcd"}"#), &config).input,
+            4
+        );
+    }
+
+    #[test]
     fn other_operations_reserve_nothing_and_non_json_is_input() {
         assert_eq!(
-            estimate("CountTokens", b"{\"input\":{}}", 4, 1000),
+            estimate("CountTokens", &facts("{\"input\":{}}"), &config()),
             Estimate::default()
         );
-        assert_eq!(estimate("Retrieve", b"{}", 4, 1000), Estimate::default());
         assert_eq!(
-            estimate("InvokeModel", b"not json at all!", 4, 1000),
+            estimate("Retrieve", &facts("{}"), &config()),
+            Estimate::default()
+        );
+        assert_eq!(
+            estimate("InvokeModel", &facts("not json at all!"), &config()),
             Estimate {
                 input: 4,
                 output: 1000
