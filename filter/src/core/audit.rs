@@ -12,8 +12,11 @@ pub struct AuditRecord {
     pub subject: Option<String>,
     pub service: Option<String>,
     pub operation: Option<&'static str>,
+    /// The primary model as the request named it.
     pub model: Option<String>,
-    /// `allow` or `deny`.
+    /// Its key (`gateway_common::model::key`), what quotas and the ledger count it under.
+    pub model_key: Option<String>,
+    /// `allow`, `deny`, or `pending` (a request that ended before its body was read).
     pub decision: &'static str,
     /// `ok` when allowed; otherwise why (`token_expired`, `model_not_allowed`, ...).
     pub reason: &'static str,
@@ -24,6 +27,19 @@ impl AuditRecord {
         self.issuer = Some(identity.issuer.clone());
         self.tenant = Some(identity.tenant.clone());
         self.subject = Some(identity.subject.clone());
+    }
+
+    /// Records the primary model a call names.
+    pub fn name_model(&mut self, model: Option<&str>) {
+        self.model = model.map(str::to_string);
+        self.model_key = model.map(gateway_common::model::key);
+    }
+
+    /// Decided once the body is read (the operation names its models there): what a request
+    /// abandoned before then leaves in the log.
+    pub fn pending(&mut self) {
+        self.decision = "pending";
+        self.reason = "awaiting_body";
     }
 
     pub fn allow(&mut self) {
@@ -40,7 +56,7 @@ impl AuditRecord {
     /// (`"request_id":"…","tenant":null,…`), every value escaped.
     pub fn fragment(&self) -> String {
         let mut out = String::with_capacity(256);
-        let fields: [(&str, Option<&str>); 9] = [
+        let fields: [(&str, Option<&str>); 10] = [
             ("request_id", self.request_id.as_deref()),
             ("issuer", self.issuer.as_deref()),
             ("tenant", self.tenant.as_deref()),
@@ -48,6 +64,7 @@ impl AuditRecord {
             ("service", self.service.as_deref()),
             ("operation", self.operation),
             ("model", self.model.as_deref()),
+            ("model_key", self.model_key.as_deref()),
             ("decision", Some(self.decision)),
             ("reason", Some(self.reason)),
         ];

@@ -1,6 +1,6 @@
 //! The tenant context from a verified token's claims.
 
-use gateway_common::auth_config::Issuer;
+use gateway_common::auth_config::{Issuer, glob_matches};
 use serde_json::Value;
 
 use super::AuthError;
@@ -19,7 +19,8 @@ pub struct Identity {
     pub expires_at: u64,
 }
 
-/// Builds the identity; fails when a required claim or the tenant is missing.
+/// Builds the identity; fails when a required claim or the tenant is missing, or the tenant is
+/// not one the issuer may assert. Roles the issuer may not assert are left out.
 pub fn identity(issuer: &Issuer, claims: &Claims, expires_at: u64) -> Result<Identity, AuthError> {
     for path in &issuer.required_claims {
         if lookup(claims, path).is_none_or(|v| v.is_null()) {
@@ -34,7 +35,12 @@ pub fn identity(issuer: &Issuer, claims: &Claims, expires_at: u64) -> Result<Ide
     let subject = lookup(claims, &mapping.subject)
         .and_then(|v| scalar(&v))
         .unwrap_or_default();
-    let roles = match mapping
+    if let Some(patterns) = &issuer.tenants
+        && !patterns.iter().any(|p| glob_matches(p, &tenant))
+    {
+        return Err(AuthError::TenantNotAllowed);
+    }
+    let mut roles: Vec<String> = match mapping
         .role
         .as_deref()
         .and_then(|path| lookup(claims, path))
@@ -43,6 +49,9 @@ pub fn identity(issuer: &Issuer, claims: &Claims, expires_at: u64) -> Result<Ide
         Some(value) => scalar(&value).into_iter().collect(),
         None => Vec::new(),
     };
+    if let Some(patterns) = &issuer.roles {
+        roles.retain(|role| patterns.iter().any(|p| glob_matches(p, role)));
+    }
     let tier = mapping
         .tier
         .as_deref()
@@ -115,6 +124,8 @@ mod tests {
             required_claims: required.iter().map(|s| s.to_string()).collect(),
             clock_skew_seconds: 0,
             max_token_bytes: 8192,
+            tenants: None,
+            roles: None,
         }
     }
 
@@ -148,6 +159,29 @@ mod tests {
         assert_eq!(lookup(&c, "org.ids.0.id"), Some(json!(42)));
         assert_eq!(lookup(&c, "org.ids.1.id"), None);
         assert_eq!(lookup(&c, "org.nothing"), None);
+    }
+
+    #[test]
+    fn an_issuer_asserts_only_its_tenants_and_roles() {
+        let mapping = ClaimMapping {
+            role: Some("roles".into()),
+            ..ClaimMapping::default()
+        };
+        let mut partner = issuer(mapping, &[]);
+        partner.tenants = Some(vec!["partner-*".into()]);
+        partner.roles = Some(vec!["viewer".into(), "dev-*".into()]);
+        let c = claims(json!({"sub": "bob", "tenant": "platform", "roles": ["admin"]}));
+        assert_eq!(identity(&partner, &c, 1), Err(AuthError::TenantNotAllowed));
+        let c = claims(
+            json!({"sub": "bob", "tenant": "partner-x", "roles": ["admin", "viewer", "dev-1"]}),
+        );
+        let id = identity(&partner, &c, 1).unwrap();
+        assert_eq!(
+            (id.tenant.as_str(), id.roles),
+            ("partner-x", vec!["viewer".to_string(), "dev-1".to_string()])
+        );
+        partner.roles = Some(vec![]);
+        assert!(identity(&partner, &c, 1).unwrap().roles.is_empty());
     }
 
     #[test]

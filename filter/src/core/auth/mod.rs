@@ -39,6 +39,8 @@ pub enum AuthError {
     NoKeys,
     /// This worker's verifications for the current second are used up.
     Busy,
+    /// The token's issuer may not assert its tenant (`tenants` of the issuer).
+    TenantNotAllowed,
 }
 
 impl AuthError {
@@ -59,6 +61,7 @@ impl AuthError {
             AuthError::MissingClaim => "missing_claim",
             AuthError::NoKeys => "no_keys",
             AuthError::Busy => "verification_budget",
+            AuthError::TenantNotAllowed => "tenant_not_allowed",
         }
     }
 }
@@ -67,11 +70,13 @@ impl AuthError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Authenticated(Rc<Identity>),
-    /// The token names a key its issuer's key set does not have (yet): ask the control service
-    /// for fresh keys, then authenticate again without refreshing.
+    /// Keys are needed before the token can be checked: issuer `issuer` (index in the
+    /// configuration) has no key `kid`, or (`kid` `None`) no keys have arrived yet. Ask the
+    /// control service (one lookup per issuer at a time: requests needing the same one wait
+    /// for it), then authenticate again without refreshing.
     NeedKeys {
-        issuer: String,
-        kid: String,
+        issuer: usize,
+        kid: Option<String>,
     },
     Refused(AuthError),
 }
@@ -80,9 +85,9 @@ pub struct Authenticator {
     pub config: JwtAuthentication,
     keys: Option<KeyStore>,
     cache: TokenCache,
-    /// Per issuer: the unknown kid being looked up, and until when further unknown kids of
-    /// that issuer are refused without asking.
-    lookups: Vec<Option<(String, u64)>>,
+    /// Per issuer: until when (unix seconds) unknown kids are refused without asking, after a
+    /// lookup for one of them was answered.
+    quiet_until: Vec<u64>,
     max_token_bytes: usize,
     /// Verifications in the second `budget.0`.
     budget: (u64, u32),
@@ -98,7 +103,7 @@ impl Authenticator {
             .unwrap_or_default();
         Self {
             cache: TokenCache::new(config.cache_max_entries),
-            lookups: vec![None; config.issuers.len()],
+            quiet_until: vec![0; config.issuers.len()],
             keys: None,
             max_token_bytes,
             budget: (0, 0),
@@ -126,9 +131,18 @@ impl Authenticator {
         skipped
     }
 
+    /// A key lookup for `issuer` (index) was answered (or gave up) at `now`: further unknown
+    /// kids of that issuer are refused without asking for `unknown_kid_refresh_seconds`.
+    pub fn lookup_done(&mut self, issuer: usize, now: u64) {
+        if let Some(until) = self.quiet_until.get_mut(issuer) {
+            *until = now.saturating_add(self.config.unknown_kid_refresh_seconds);
+        }
+    }
+
     /// Authenticates the request carrying `headers` at `now` (unix seconds). With
-    /// `may_refresh`, an unknown key id may answer `NeedKeys` (at most once per issuer per
-    /// `unknown_kid_refresh_seconds`, except for the kid already being looked up).
+    /// `may_refresh`, an unknown key id answers `NeedKeys` unless a lookup for its issuer was
+    /// answered within `unknown_kid_refresh_seconds`: whatever a caller sends, a worker asks
+    /// the control service about unknown kids at most once per issuer in that time.
     pub fn authenticate(
         &mut self,
         headers: &[(String, Vec<u8>)],
@@ -180,8 +194,8 @@ impl Authenticator {
             // Keys not fetched yet (a fresh worker or a reloaded configuration): wait for them.
             return Err(if may_refresh {
                 Outcome::NeedKeys {
-                    issuer: issuer.issuer.clone(),
-                    kid: String::new(),
+                    issuer: index,
+                    kid: None,
                 }
             } else {
                 refuse(AuthError::NoKeys)
@@ -190,26 +204,14 @@ impl Authenticator {
         let verifier = match store.find(index, unverified.kid.as_deref(), unverified.algorithm) {
             Lookup::Found(verifier) => verifier,
             Lookup::UnknownKey => {
-                let Some(kid) = unverified.kid.filter(|_| may_refresh) else {
-                    return Err(refuse(AuthError::UnknownKey));
-                };
-                let lookup = &mut self.lookups[index];
-                let allowed = match lookup {
-                    Some((pending, until)) => now >= *until || *pending == kid,
-                    None => true,
-                };
-                if !allowed {
-                    return Err(refuse(AuthError::UnknownKey));
-                }
-                if lookup
-                    .as_ref()
-                    .is_none_or(|(pending, until)| *pending != kid || now >= *until)
-                {
-                    *lookup = Some((kid.clone(), now + self.config.unknown_kid_refresh_seconds));
-                }
-                return Err(Outcome::NeedKeys {
-                    issuer: issuer.issuer.clone(),
-                    kid,
+                return Err(match unverified.kid {
+                    Some(kid) if may_refresh && now >= self.quiet_until[index] => {
+                        Outcome::NeedKeys {
+                            issuer: index,
+                            kid: Some(kid),
+                        }
+                    }
+                    _ => refuse(AuthError::UnknownKey),
                 });
             }
         };

@@ -24,6 +24,8 @@ fn issuer(algorithms: &[Algorithm]) -> Issuer {
         required_claims: vec![],
         clock_skew_seconds: 30,
         max_token_bytes: 8192,
+        tenants: None,
+        roles: None,
     }
 }
 
@@ -317,25 +319,36 @@ fn unknown_kids_ask_for_keys_at_a_bounded_rate() {
     auth.set_keys(&keys(1, vec![]));
     let new = Ed25519KeyPair::generate().with_key_id("new");
     let token = new.sign(tenant()).unwrap();
-    let need = Outcome::NeedKeys {
-        issuer: ISS.into(),
-        kid: "new".into(),
+    let need = |kid: &str| Outcome::NeedKeys {
+        issuer: 0,
+        kid: Some(kid.into()),
     };
-    assert_eq!(check(&mut auth, &token), need);
-    // The same kid may wait for the same lookup; another kid is refused for a while.
-    assert_eq!(check(&mut auth, &token), need);
+    // Until a lookup is answered, unknown kids need keys (the host coalesces them into one
+    // lookup per issuer).
+    assert_eq!(check(&mut auth, &token), need("new"));
+    assert_eq!(check(&mut auth, &token), need("new"));
     let other = Ed25519KeyPair::generate()
         .with_key_id("other")
         .sign(tenant())
         .unwrap();
+    assert_eq!(check(&mut auth, &other), need("other"));
+    // The lookup is answered without the key: every unknown kid of that issuer (the same one
+    // included) is refused without asking, for unknown_kid_refresh_seconds.
+    auth.lookup_done(0, NOW);
+    for token in [&token, &other] {
+        assert_eq!(
+            check(&mut auth, token),
+            Outcome::Refused(AuthError::UnknownKey)
+        );
+        assert_eq!(
+            auth.authenticate(&bearer(token), NOW + 9, true),
+            Outcome::Refused(AuthError::UnknownKey)
+        );
+    }
     assert_eq!(
-        check(&mut auth, &other),
-        Outcome::Refused(AuthError::UnknownKey)
-    );
-    assert!(matches!(
         auth.authenticate(&bearer(&other), NOW + 10, true),
-        Outcome::NeedKeys { .. }
-    ));
+        need("other")
+    );
     // The key arrives: accepted; without refresh a still-unknown kid is refused.
     auth.set_keys(&keys(
         2,
@@ -479,8 +492,8 @@ fn no_keys_yet() {
     assert_eq!(
         check(&mut auth, &token),
         Outcome::NeedKeys {
-            issuer: ISS.into(),
-            kid: String::new()
+            issuer: 0,
+            kid: None
         }
     );
     assert_eq!(

@@ -114,6 +114,8 @@ mod tests {
                 required_claims: vec![],
                 clock_skew_seconds: 0,
                 max_token_bytes: 100,
+                tenants: None,
+                roles: None,
             }],
             access: Default::default(),
             cache_max_entries: 10,
