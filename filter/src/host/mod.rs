@@ -29,6 +29,7 @@ use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel, MetricType};
+use std::hash::{BuildHasher, RandomState};
 
 use crate::core::Gateway;
 use crate::core::auth::Authenticator;
@@ -40,7 +41,12 @@ use request::{Handle, Request, StreamAnswer};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root {
+            context_id,
+            ..Root::default()
+        })
+    });
 }}
 
 /// How often the root context refreshes credentials and keys when due, and sends usage.
@@ -96,6 +102,32 @@ struct Shared {
     delegating: Cell<bool>,
     /// Calls made while acting for a request: their answers reach the root context.
     delegated: RefCell<HashMap<u32, Handle>>,
+    /// Key lookups in flight and the requests waiting for them.
+    key_lookups: RefCell<KeyLookups>,
+    /// The root context's id: its callbacks act for requests and then act as it again.
+    root_context_id: u32,
+    /// Identifies this worker's usage reports (with a sequence number).
+    report_nonce: u64,
+    report_sequence: Cell<u64>,
+}
+
+/// What a key lookup is for: an issuer's unknown key id, or keys at all (a worker that has
+/// none yet; the root context's scheduled refresh is one of those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeySlot {
+    Issuer(usize),
+    Any,
+}
+
+/// Key lookups in flight (at most one per slot: a worker asks the control service once
+/// however many requests need the same keys, and a flood of forged tokens with unknown key ids
+/// costs one lookup per issuer per `unknown_kid_refresh_seconds`) and the requests waiting for
+/// them, which the root context wakes when their lookup is answered or gives up.
+#[derive(Default)]
+struct KeyLookups {
+    /// Call token -> what it looks up and when it gives up (ms).
+    in_flight: HashMap<u32, (KeySlot, u64)>,
+    waiters: Vec<(KeySlot, Handle)>,
 }
 
 impl Shared {
@@ -130,6 +162,108 @@ impl Shared {
             unknown_kid: kid,
         };
         self.call(GET_IDENTITY_KEYS, &request.encode_to_vec())
+    }
+
+    /// A request needs keys (of `issuer` with no key `kid`, or any keys when `kid` is
+    /// `None`): it waits for the lookup in flight for the same thing, or starts one. The
+    /// token of a call it started is returned (its answer reaches that request).
+    fn need_keys(
+        &self,
+        issuer: usize,
+        kid: Option<String>,
+        handle: &Handle,
+        now_ms: u64,
+    ) -> Result<Option<u32>, String> {
+        let slot = if kid.is_some() {
+            KeySlot::Issuer(issuer)
+        } else {
+            KeySlot::Any
+        };
+        let waiting = self
+            .key_lookups
+            .borrow()
+            .in_flight
+            .values()
+            .any(|(s, _)| *s == slot);
+        let token = if waiting {
+            None
+        } else {
+            let unknown = kid.and_then(|kid| {
+                let auth = self.auth.as_ref()?.borrow();
+                Some((auth.config.issuers.get(issuer)?.issuer.clone(), kid))
+            });
+            let token = self.ask_for_keys(unknown)?;
+            self.key_lookup_started(token, slot, now_ms);
+            Some(token)
+        };
+        self.key_lookups
+            .borrow_mut()
+            .waiters
+            .push((slot, handle.clone()));
+        Ok(token)
+    }
+
+    fn key_lookup_started(&self, token: u32, slot: KeySlot, now_ms: u64) {
+        let deadline = now_ms.saturating_add(self.gateway.config.control.timeout_ms);
+        self.key_lookups
+            .borrow_mut()
+            .in_flight
+            .insert(token, (slot, deadline));
+    }
+
+    /// A key lookup was answered: the keys are stored, and further unknown kids of the issuer
+    /// it was for are refused without asking for a while.
+    fn keys_answered(&self, token: u32, status_code: u32, size: usize) {
+        self.store_keys(status_code, size);
+        let slot = self.key_lookups.borrow_mut().in_flight.remove(&token);
+        if let (Some((KeySlot::Issuer(issuer), _)), Some(auth)) = (slot, &self.auth) {
+            auth.borrow_mut().lookup_done(issuer, unix_now());
+        }
+    }
+
+    /// Gives up lookups past their deadline and hands every request whose lookup is over
+    /// back its decision. Only from a root context callback.
+    fn wake_key_waiters(&self, now_ms: u64) {
+        let expired: Vec<KeySlot> = {
+            let mut lookups = self.key_lookups.borrow_mut();
+            let mut expired = Vec::new();
+            lookups.in_flight.retain(|_, (slot, deadline)| {
+                let keep = *deadline > now_ms;
+                if !keep {
+                    expired.push(*slot);
+                }
+                keep
+            });
+            expired
+        };
+        if let Some(auth) = &self.auth {
+            for slot in expired {
+                if let KeySlot::Issuer(issuer) = slot {
+                    auth.borrow_mut().lookup_done(issuer, unix_now());
+                }
+            }
+        }
+        let ready: Vec<Handle> = {
+            let mut lookups = self.key_lookups.borrow_mut();
+            let busy: Vec<KeySlot> = lookups.in_flight.values().map(|(s, _)| *s).collect();
+            let (ready, waiting): (Vec<_>, Vec<_>) = lookups
+                .waiters
+                .drain(..)
+                .filter(|(_, handle)| handle.alive())
+                .partition(|(slot, _)| !busy.contains(slot));
+            lookups.waiters = waiting;
+            ready.into_iter().map(|(_, handle)| handle).collect()
+        };
+        for handle in ready {
+            handle.deliver(self, |state| state.keys_arrived(self));
+        }
+    }
+
+    /// The id of the next usage report batch.
+    fn next_report_id(&self) -> String {
+        let sequence = self.report_sequence.get();
+        self.report_sequence.set(sequence.wrapping_add(1));
+        format!("{:016x}-{sequence}", self.report_nonce)
     }
 
     fn call(&self, method: &str, message: &[u8]) -> Result<u32, String> {
@@ -212,38 +346,23 @@ impl Shared {
             Metrics::add(self.metrics.reports_dropped, excess);
         }
     }
-
-    /// Puts records whose delivery failed back in front of the queue.
-    fn requeue_reports(&self, records: Vec<UsageRecord>) {
-        let mut reports = self.reports.borrow_mut();
-        for record in records.into_iter().rev() {
-            reports.push_front(record);
-        }
-        let capacity = self
-            .gateway
-            .config
-            .quota
-            .as_ref()
-            .map_or(1, |q| q.report_buffer);
-        let excess = reports.len().saturating_sub(capacity);
-        if excess > 0 {
-            reports.drain(..excess);
-            Metrics::add(self.metrics.reports_dropped, excess);
-        }
-    }
 }
 
 /// Which control-service call a token belongs to.
 enum Call {
     Credentials,
     Keys,
-    Report(Vec<UsageRecord>),
+    Report,
 }
 
 #[derive(Default)]
 struct Root {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
     calls: HashMap<u32, Call>,
+    /// The usage batch being delivered (or whose delivery failed): sent again unchanged,
+    /// under its id, until the control service confirms it, so that it is applied once.
+    report: Option<ReportUsageRequest>,
     /// When [`Root::on_schedule`] last ran (ms since the Unix epoch).
     scheduled_at_ms: u64,
     /// The tick period in use.
@@ -297,6 +416,8 @@ impl Root {
             match shared.ask_for_keys(None) {
                 Ok(token) => {
                     shared.keys_schedule.borrow_mut().started();
+                    // Requests that find no keys yet wait for this lookup.
+                    shared.key_lookup_started(token, KeySlot::Any, now_ms());
                     self.calls.insert(token, Call::Keys);
                 }
                 Err(e) => {
@@ -308,33 +429,40 @@ impl Root {
         self.send_reports(&shared);
     }
 
-    /// Sends queued usage, one call at a time; what fails goes back to the queue.
+    /// Sends queued usage, one batch at a time. A batch whose delivery is not confirmed is
+    /// sent again, unchanged and under its id, before anything newer.
     fn send_reports(&mut self, shared: &Shared) {
-        if self.calls.values().any(|c| matches!(c, Call::Report(_))) {
+        if self.calls.values().any(|c| matches!(c, Call::Report)) {
             return;
         }
-        let records: Vec<UsageRecord> = {
-            let mut reports = shared.reports.borrow_mut();
-            let n = reports.len().min(REPORT_BATCH);
-            reports.drain(..n).collect()
-        };
-        if records.is_empty() {
-            return;
-        }
-        let request = ReportUsageRequest {
-            node_id: shared.node_id.clone(),
-            records,
+        let request = match self.report.take() {
+            Some(request) => request,
+            None => {
+                let records: Vec<UsageRecord> = {
+                    let mut reports = shared.reports.borrow_mut();
+                    let n = reports.len().min(REPORT_BATCH);
+                    reports.drain(..n).collect()
+                };
+                if records.is_empty() {
+                    return;
+                }
+                ReportUsageRequest {
+                    node_id: shared.node_id.clone(),
+                    records,
+                    report_id: shared.next_report_id(),
+                }
+            }
         };
         match shared.call(REPORT_USAGE, &request.encode_to_vec()) {
             Ok(token) => {
-                self.calls.insert(token, Call::Report(request.records));
+                self.calls.insert(token, Call::Report);
             }
             Err(e) => {
                 warn!("cannot send usage reports: {e}");
                 Metrics::add(shared.metrics.reports_failed, 1);
-                shared.requeue_reports(request.records);
             }
         }
+        self.report = Some(request);
     }
 }
 
@@ -345,16 +473,24 @@ impl Context for Root {
         };
         match self.calls.remove(&token) {
             Some(Call::Credentials) => shared.store_credentials(status_code, response_size),
-            Some(Call::Keys) => shared.store_keys(status_code, response_size),
-            Some(Call::Report(records)) => {
+            Some(Call::Keys) => {
+                shared.keys_answered(token, status_code, response_size);
+                shared.wake_key_waiters(now_ms());
+            }
+            Some(Call::Report) => {
                 if status_code == 0 {
-                    debug!("{} usage records reported", records.len());
+                    if let Some(request) = self.report.take() {
+                        debug!(
+                            "{} usage records reported ({})",
+                            request.records.len(),
+                            request.report_id
+                        );
+                    }
                     // More may be waiting: keep going without waiting for the next tick.
                     self.send_reports(&shared);
                 } else {
                     warn!("usage report failed with gRPC status {status_code}; will retry");
                     Metrics::add(shared.metrics.reports_failed, 1);
-                    shared.requeue_reports(records);
                 }
             }
             None => {
@@ -362,7 +498,7 @@ impl Context for Root {
                 let handle = shared.delegated.borrow_mut().remove(&token);
                 if let Some(handle) = handle {
                     handle.deliver(&shared, |state| {
-                        state.call_answer(&shared, status_code, response_size)
+                        state.call_answer(&shared, token, status_code, response_size)
                     });
                 }
             }
@@ -485,6 +621,10 @@ impl RootContext for Root {
             decisions: RefCell::new(Decisions::default()),
             delegating: Cell::new(false),
             delegated: RefCell::new(HashMap::new()),
+            key_lookups: RefCell::new(KeyLookups::default()),
+            root_context_id: self.context_id,
+            report_nonce: RandomState::new().hash_one(now_ms()),
+            report_sequence: Cell::new(0),
         }));
         // Overdue decisions of the decision stream are found on the tick: tick often enough
         // for the quota timeout to hold within a quarter of itself.
@@ -503,6 +643,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.maintain_decisions();
+        if let Some(shared) = self.shared.clone() {
+            shared.wake_key_waiters(now_ms());
+        }
         // Every TICK, whatever the tick period (half a tick early rather than a tick late).
         let now = now_ms();
         let due = TICK.saturating_sub(self.tick / 2).as_millis() as u64;

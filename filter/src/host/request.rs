@@ -1,11 +1,15 @@
 //! One request's way through the filter. It is held at its headers until it is decided
-//! (routed, authenticated, authorized), its body is hashed and, with quotas, admitted by the
-//! rate limit service; then it is signed and let go. Body pieces that arrive while a decision
+//! (read, authenticated, routed, authorized), its body is hashed (and read, when the operation
+//! names its models there or a token quota estimates from it) and, with quotas, admitted by
+//! the rate limit service; then it is signed and let go. An operation that names its models in
+//! the body is authorized once the body is complete. Body pieces that arrive while a decision
 //! waits for the control service are hashed meanwhile. With quotas, the response's token usage
 //! is read as it passes and reported when it ends.
 
 use std::cell::{RefCell, RefMut};
 use std::rc::{Rc, Weak};
+
+use gateway_common::model;
 
 use gateway_common::names::{AUDIT_PROPERTY, TENANT_PROPERTY};
 use gateway_common::quota_config::{FailureMode, QuotaTransport};
@@ -24,21 +28,24 @@ use super::{
 };
 use crate::core::audit::AuditRecord;
 use crate::core::auth::{Identity, Outcome};
+use crate::core::body::{BodyFacts, BodyReader};
 use crate::core::errors::ErrorReply;
 use crate::core::headers::{HeaderList, REQUEST_ID, find_str};
+use crate::core::operations::Models;
 use crate::core::quota::estimate::{self, Estimate};
 use crate::core::quota::usage::UsageParser;
-use crate::core::quota::{self, Reservation};
+use crate::core::quota::{self, Ending, Reservation};
 use crate::core::signing::{BodyHasher, EMPTY_SHA256};
 use crate::core::{ForwardPlan, Route};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Headers are being decided (routing, authentication, authorization).
+    /// Headers are being decided (authentication, routing, authorization).
     Deciding,
     /// The decision waits for keys from the control service.
     AwaitingKeys,
-    /// Allowed: waiting for the end of the body.
+    /// Waiting for the end of the body (allowed, or to be authorized then when the operation
+    /// names its models in the body).
     Forwarding,
     /// Admission waits for the rate limit service.
     AwaitingQuota,
@@ -51,8 +58,10 @@ enum Phase {
 /// A request under quotas.
 struct Quota {
     context: quota::Context,
-    /// Admission done (or skipped: no descriptor applied, or the service failed open).
-    checked: bool,
+    /// Admission passed (or was skipped: no descriptor applied, or the service failed open).
+    /// From here on the request reaches the ledger however it ends.
+    admitted: bool,
+    /// One per descriptor of the admission request.
     reservations: Vec<Reservation>,
     admitted_at: u64,
     /// Reading the response's usage.
@@ -77,16 +86,23 @@ pub(super) struct State {
     shared: Option<Rc<Shared>>,
     handle: Handle,
     phase: Phase,
-    /// The request headers, kept while the decision waits for keys.
-    pending: Option<HeaderList>,
-    route: Option<Route>,
+    /// The request headers and where they route (or why they do not), kept while the
+    /// decision waits for keys.
+    pending: Option<(HeaderList, Result<Route, ErrorReply>)>,
+    identity: Option<Rc<Identity>>,
     plan: Option<ForwardPlan>,
+    /// Access is decided (at the headers, or at the body's end for operations that name
+    /// their models in the body).
+    authorized: bool,
     /// Present while the body is being hashed.
     hasher: Option<BodyHasher>,
     /// Set once the whole body has been hashed.
     body_hash: Option<String>,
-    /// The body, kept only when a token quota estimates from it.
-    body: Option<Vec<u8>>,
+    /// Reads the body when the operation names its models there or a token quota estimates
+    /// from it; fixed memory whatever the body.
+    reader: Option<BodyReader>,
+    /// The key lookup this request made (for every request waiting on it), while in flight.
+    keys_call: Option<u32>,
     audit: AuditRecord,
     quota: Option<Quota>,
     /// The admission request while its decision is asked for on the stream (to ask again
@@ -105,11 +121,13 @@ impl Request {
                 },
                 phase: Phase::Deciding,
                 pending: None,
-                route: None,
+                identity: None,
                 plan: None,
+                authorized: false,
                 hasher: None,
                 body_hash: None,
-                body: None,
+                reader: None,
+                keys_call: None,
                 audit: AuditRecord::default(),
                 quota: None,
                 quota_request: None,
@@ -132,8 +150,9 @@ impl Handle {
     }
 
     /// Runs `f` on the request as its own callback would (Envoy's effective context set to
-    /// it), then lets the request go on if `f` says so. Nothing happens when the request is
-    /// gone.
+    /// it), then lets the request go on if `f` says so, and makes the root context the
+    /// effective one again. Nothing happens when the request is gone. Only from a root
+    /// context callback.
     pub(super) fn deliver(&self, shared: &Shared, f: impl FnOnce(&mut State) -> Action) {
         let Some(state) = self.state.upgrade() else {
             return;
@@ -141,25 +160,34 @@ impl Handle {
         if hostcalls::set_effective_context(self.context_id).is_err() {
             return;
         }
-        let Ok(mut state) = state.try_borrow_mut() else {
-            error!("request state already in use");
-            return;
-        };
-        shared.delegating.set(true);
-        let action = f(&mut state);
-        shared.delegating.set(false);
-        resume_if_continue(action);
+        match state.try_borrow_mut() {
+            Ok(mut state) => {
+                shared.delegating.set(true);
+                let action = f(&mut state);
+                shared.delegating.set(false);
+                resume_if_continue(action);
+            }
+            Err(_) => error!("request state already in use"),
+        }
+        if let Err(e) = hostcalls::set_effective_context(shared.root_context_id) {
+            debug!("cannot act as the root context again: {e:?}");
+        }
     }
 }
 
 impl State {
-    /// Answers the request with a gateway error and records the refusal.
+    /// Answers the request with a gateway error and records the refusal. A request refused
+    /// after it passed quota admission gives its charges back and reaches the ledger.
     fn refuse(&mut self, reply: ErrorReply) -> Action {
         debug!("refused ({}): {}", reply.reason, reply.message);
+        if let Some(shared) = self.shared.clone() {
+            self.report(&shared, quota::Outcome::RefusedByGateway);
+        }
         self.audit.deny(reply.reason);
         self.publish_audit(None);
         self.phase = Phase::Done;
         self.hasher = None;
+        self.reader = None;
         let body = reply.body();
         let headers = reply.headers(self.audit.request_id.as_deref());
         if let Err(e) = hostcalls::send_http_response(reply.status, headers, Some(&body)) {
@@ -180,13 +208,15 @@ impl State {
         }
     }
 
-    /// Authenticates and authorizes the held request. `may_refresh`: an unknown key may be
-    /// looked up (once).
+    /// Authenticates the held request, then answers its routing outcome and authorizes it
+    /// (or, when the operation names its models in the body, prepares to at the body's end).
+    /// Nothing that depends on the configuration is answered before the caller is known.
+    /// `may_refresh`: an unknown key may be looked up.
     fn decide(
         &mut self,
         shared: &Shared,
         headers: HeaderList,
-        route: Route,
+        routed: Result<Route, ErrorReply>,
         may_refresh: bool,
     ) -> Action {
         let identity = match &shared.auth {
@@ -198,18 +228,19 @@ impl State {
                 match outcome {
                     Outcome::Authenticated(identity) => Some(identity),
                     Outcome::NeedKeys { issuer, kid } => {
-                        let unknown = (!kid.is_empty()).then_some((issuer, kid));
-                        return match shared.ask_for_keys(unknown) {
-                            Ok(token) => {
-                                self.track(shared, token);
-                                self.pending = Some(headers);
-                                self.route = Some(route);
+                        return match shared.need_keys(issuer, kid, &self.handle, now_ms()) {
+                            Ok(call) => {
+                                if let Some(token) = call {
+                                    self.track(shared, token);
+                                    self.keys_call = Some(token);
+                                }
+                                self.pending = Some((headers, routed));
                                 self.phase = Phase::AwaitingKeys;
                                 Action::Pause
                             }
                             Err(e) => {
                                 warn!("cannot ask the control service for keys: {e}");
-                                self.decide(shared, headers, route, false)
+                                self.decide(shared, headers, routed, false)
                             }
                         };
                     }
@@ -221,14 +252,46 @@ impl State {
         };
         if let Some(identity) = &identity {
             self.audit.identify(identity);
-            if let Err(reply) = shared.gateway.authorize(identity, &route) {
+        }
+        let route = match routed {
+            Ok(route) => route,
+            Err(reply) => return self.refuse(reply),
+        };
+        self.identity = identity;
+        let plan = shared
+            .gateway
+            .forward(headers, route, self.identity.as_deref());
+        if plan.route.operation.models_in_body() {
+            // Provisional until the body is read: a request abandoned before then is logged.
+            self.audit.pending();
+            self.publish_audit(None);
+        } else {
+            let models = Models::of(&plan.route.operation, Vec::new(), false);
+            if let Err(reply) = self.authorize(shared, &plan.route, models) {
                 return self.refuse(reply);
             }
         }
+        self.plan = Some(plan);
+        self.phase = Phase::Forwarding;
+        self.proceed(shared)
+    }
+
+    /// Decides access for a call naming `models`; allowed, the request gets its quota
+    /// context and its audit record says so.
+    fn authorize(
+        &mut self,
+        shared: &Shared,
+        route: &Route,
+        models: Models,
+    ) -> Result<(), ErrorReply> {
+        self.audit.name_model(models.primary());
+        if let Some(identity) = &self.identity {
+            shared.gateway.authorize(identity, route, &models)?;
+        }
         if shared.gateway.config.quota.is_some() {
             self.quota = Some(Quota {
-                context: quota_context(shared, identity.as_deref(), &route),
-                checked: false,
+                context: quota_context(shared, self.identity.as_deref(), route, &models),
+                admitted: false,
                 reservations: Vec::new(),
                 admitted_at: 0,
                 usage: None,
@@ -236,35 +299,51 @@ impl State {
                 forwarded: false,
             });
         }
+        self.authorized = true;
         self.audit.allow();
-        self.publish_audit(identity.as_ref().map(|i| i.tenant.as_str()));
-        self.plan = Some(shared.gateway.forward(headers, route, identity.as_deref()));
-        self.phase = Phase::Forwarding;
-        self.proceed(shared)
+        self.publish_audit(self.identity.as_ref().map(|i| i.tenant.as_str()));
+        Ok(())
     }
 
-    /// Once the body is complete: admission (with quotas), then signing; until then keeps
-    /// holding the request.
+    /// Once the body is complete: access (for operations that name their models in the
+    /// body), admission (with quotas), then signing; until then keeps holding the request.
     fn proceed(&mut self, shared: &Shared) -> Action {
         let Some(payload_hash) = self.body_hash.clone() else {
             return Action::Pause;
         };
-        if let Some(quota) = self.quota.as_mut().filter(|q| !q.checked) {
+        let Some(operation) = self.plan.as_ref().map(|p| p.route.operation.clone()) else {
+            return Action::Continue;
+        };
+        let facts = match self.reader.take() {
+            None => BodyFacts::default(),
+            Some(reader) => match reader.finish(operation.models_in_body()) {
+                Ok(facts) => facts,
+                Err(error) => return self.refuse(ErrorReply::bad_body(error)),
+            },
+        };
+        if !self.authorized {
+            let models = Models::of(&operation, facts.models.clone(), facts.beyond_table);
+            let Some(route) = self.plan.as_ref().map(|p| p.route.clone()) else {
+                return Action::Continue;
+            };
+            if let Err(reply) = self.authorize(shared, &route, models) {
+                return self.refuse(reply);
+            }
+        }
+        if let Some(quota) = self.quota.as_mut().filter(|q| !q.admitted) {
             let Some(config) = &shared.gateway.config.quota else {
                 return Action::Continue;
             };
-            let estimate = match &self.body {
-                Some(body) => estimate::estimate(
-                    &quota.context.operation,
-                    body,
-                    config.chars_per_token,
-                    config.default_max_output_tokens,
-                ),
-                None => Estimate::default(),
+            let estimate = if config.counts_tokens() {
+                estimate::estimate(operation.name, &facts, config)
+            } else {
+                Estimate::default()
             };
-            self.body = None;
             match quota::admission(config, &quota.context, estimate) {
-                None => quota.checked = true,
+                None => {
+                    quota.admitted = true;
+                    quota.admitted_at = unix_now();
+                }
                 Some(admission) => {
                     quota.reservations = admission.reservations;
                     let request = admission.request.encode_to_vec();
@@ -323,7 +402,8 @@ impl State {
                 if let Some(quota) = self.quota.as_mut() {
                     // Nothing was reserved: nothing to settle.
                     quota.reservations.clear();
-                    quota.checked = true;
+                    quota.admitted = true;
+                    quota.admitted_at = unix_now();
                 }
                 self.phase = Phase::Forwarding;
                 self.proceed(shared)
@@ -391,20 +471,34 @@ impl State {
         }
     }
 
-    /// Queues the usage record of this request (once).
-    fn report(&mut self, shared: &Shared, refused: bool) {
+    /// Queues the usage record of this request (once): forwarded (when its response ended),
+    /// refused by a quota, or refused by the gateway after admission.
+    fn report(&mut self, shared: &Shared, outcome: quota::Outcome) {
         let Some(quota) = self.quota.as_mut() else {
             return;
         };
-        if quota.reported || !(refused || quota.forwarded) {
+        let due = match outcome {
+            quota::Outcome::Forwarded => quota.forwarded,
+            quota::Outcome::RefusedByQuota => true,
+            quota::Outcome::RefusedByGateway => quota.admitted && !quota.forwarded,
+        };
+        if quota.reported || !due {
             return;
         }
         quota.reported = true;
-        let usage = quota.usage.take().and_then(UsageParser::finish);
-        let adjustments = if refused {
-            Vec::new()
-        } else {
-            quota::settle(&quota.reservations, usage)
+        let (usage, adjustments) = match outcome {
+            quota::Outcome::RefusedByQuota => (None, Vec::new()),
+            quota::Outcome::RefusedByGateway => (
+                None,
+                quota::settle(&quota.reservations, Ending::RefusedByGateway),
+            ),
+            quota::Outcome::Forwarded => {
+                let usage = quota.usage.take().and_then(UsageParser::finish);
+                (
+                    usage,
+                    quota::settle(&quota.reservations, Ending::Forwarded(usage)),
+                )
+            }
         };
         let admitted_at = if quota.admitted_at == 0 {
             unix_now()
@@ -416,13 +510,19 @@ impl State {
             admitted_at,
             usage,
             adjustments,
-            refused,
+            outcome,
         ));
     }
 }
 
-/// The request context quota descriptors are built from.
-fn quota_context(shared: &Shared, identity: Option<&Identity>, route: &Route) -> quota::Context {
+/// The request context quota descriptors are built from; the model is the primary model's
+/// key, so that every spelling of a model is one counter.
+fn quota_context(
+    shared: &Shared,
+    identity: Option<&Identity>,
+    route: &Route,
+    models: &Models,
+) -> quota::Context {
     quota::Context {
         tenant: identity.map(|i| i.tenant.clone()),
         subject: identity.map(|i| i.subject.clone()),
@@ -430,7 +530,7 @@ fn quota_context(shared: &Shared, identity: Option<&Identity>, route: &Route) ->
         issuer: identity.map(|i| i.issuer.clone()),
         service: shared.gateway.service_name(route).to_string(),
         operation: route.operation.name.to_string(),
-        model: route.operation.model.clone(),
+        model: models.primary().map(model::key),
     }
 }
 
@@ -469,14 +569,18 @@ impl State {
             Ok(response) => match quota::verdict(&response) {
                 Ok(()) => {
                     if let Some(quota) = self.quota.as_mut() {
-                        quota.checked = true;
-                        quota.admitted_at = unix_now();
+                        quota::charged(&mut quota.reservations, &response);
+                        quota.admitted = true;
+                        quota.admitted_at = response
+                            .decided_at()
+                            .and_then(|t| u64::try_from(t).ok())
+                            .unwrap_or_else(unix_now);
                     }
                     self.phase = Phase::Forwarding;
                     self.proceed(shared)
                 }
                 Err(reply) => {
-                    self.report(shared, true);
+                    self.report(shared, quota::Outcome::RefusedByQuota);
                     self.refuse(reply)
                 }
             },
@@ -494,16 +598,37 @@ impl State {
         }
     }
 
-    /// The answer to a control-service or rate limit call this request made.
-    pub(super) fn call_answer(&mut self, shared: &Shared, status_code: u32, size: usize) -> Action {
-        match self.phase {
-            Phase::AwaitingKeys => {
-                shared.store_keys(status_code, size);
-                match (self.pending.take(), self.route.take()) {
-                    (Some(headers), Some(route)) => self.decide(shared, headers, route, false),
-                    _ => self.refuse(internal_error()),
-                }
+    /// The keys this request waited for arrived (or the lookup gave up): decide again,
+    /// without looking up again.
+    pub(super) fn keys_arrived(&mut self, shared: &Shared) -> Action {
+        if self.phase != Phase::AwaitingKeys {
+            return Action::Pause;
+        }
+        match self.pending.take() {
+            Some((headers, routed)) => {
+                self.phase = Phase::Deciding;
+                self.decide(shared, headers, routed, false)
             }
+            None => self.refuse(internal_error()),
+        }
+    }
+
+    /// The answer to a control-service or rate limit call this request made.
+    pub(super) fn call_answer(
+        &mut self,
+        shared: &Shared,
+        token: u32,
+        status_code: u32,
+        size: usize,
+    ) -> Action {
+        if self.keys_call == Some(token) {
+            // A lookup this request made for every request waiting on it: the others are
+            // woken by the root context.
+            self.keys_call = None;
+            shared.keys_answered(token, status_code, size);
+            return self.keys_arrived(shared);
+        }
+        match self.phase {
             Phase::AwaitingQuota => {
                 let answer = grpc_answer::<RateLimitResponse>(status_code, size);
                 self.quota_answer(shared, answer)
@@ -523,14 +648,14 @@ impl State {
 }
 
 impl Context for Request {
-    fn on_grpc_call_response(&mut self, _token: u32, status_code: u32, response_size: usize) {
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
         let Some(mut state) = self.state() else {
             return;
         };
         let Some(shared) = state.shared.clone() else {
             return;
         };
-        resume_if_continue(state.call_answer(&shared, status_code, response_size));
+        resume_if_continue(state.call_answer(&shared, token, status_code, response_size));
     }
 }
 
@@ -597,25 +722,33 @@ impl HttpContext for State {
             }
         };
         self.audit.request_id = find_str(&headers, REQUEST_ID).map(str::to_string);
-        let route = match shared.gateway.route(&headers) {
-            Ok(route) => route,
+        let incoming = match shared.gateway.read(&headers) {
+            Ok(incoming) => incoming,
             Err(reply) => return self.refuse(reply),
         };
-        self.audit.service = Some(shared.gateway.service_name(&route).to_string());
-        self.audit.operation = Some(route.operation.name);
-        self.audit.model = route.operation.model.clone();
+        // Routed now (so the body is read from its first piece), answered after
+        // authentication.
+        let routed = shared.gateway.route(incoming, &headers);
+        if let Ok(route) = &routed {
+            self.audit.service = Some(shared.gateway.service_name(route).to_string());
+            self.audit.operation = Some(route.operation.name);
+            self.audit.name_model(route.operation.path_model.as_deref());
+            let estimates = shared.gateway.config.quota.as_ref().is_some_and(|q| {
+                q.counts_tokens() && estimate::generates_tokens(route.operation.name)
+            });
+            if route.operation.models_in_body() || estimates {
+                self.reader = Some(BodyReader::new(
+                    route.operation.body_models,
+                    route.operation.undetermined,
+                ));
+            }
+        }
         if end_of_stream {
             self.body_hash = Some(EMPTY_SHA256.to_string());
         } else {
             self.hasher = Some(BodyHasher::default());
-            let estimates = shared.gateway.config.quota.as_ref().is_some_and(|q| {
-                q.counts_tokens() && estimate::generates_tokens(route.operation.name)
-            });
-            if estimates {
-                self.body = Some(Vec::new());
-            }
         }
-        self.decide(&shared, headers, route, true)
+        self.decide(&shared, headers, routed, true)
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -638,8 +771,8 @@ impl HttpContext for State {
             match hostcalls::get_buffer(BufferType::HttpRequestBody, start, body_size - start) {
                 Ok(Some(piece)) => {
                     hasher.update(&piece);
-                    if let Some(body) = self.body.as_mut() {
-                        body.extend_from_slice(&piece);
+                    if let Some(reader) = self.reader.as_mut() {
+                        reader.feed(&piece);
                     }
                 }
                 Ok(None) => {}
@@ -682,7 +815,7 @@ impl HttpContext for State {
             Err(e) => warn!("cannot read the response headers: {e:?}"),
         }
         if end_of_stream && let Some(shared) = self.shared.clone() {
-            self.report(&shared, false);
+            self.report(&shared, quota::Outcome::Forwarded);
         }
         Action::Continue
     }
@@ -699,7 +832,7 @@ impl HttpContext for State {
             }
         }
         if end_of_stream && let Some(shared) = self.shared.clone() {
-            self.report(&shared, false);
+            self.report(&shared, quota::Outcome::Forwarded);
         }
         Action::Continue
     }
@@ -708,7 +841,7 @@ impl HttpContext for State {
         // A response that ended without its end (client gone, upstream reset): the
         // reservation stands as the charge.
         if let Some(shared) = self.shared.clone() {
-            self.report(&shared, false);
+            self.report(&shared, quota::Outcome::Forwarded);
         }
     }
 }

@@ -12,7 +12,7 @@ use gateway_common::ratelimit::{
 };
 
 use super::errors::ErrorReply;
-use estimate::Estimate;
+use estimate::{Estimate, MAX_TOKENS};
 use usage::Usage;
 
 /// What descriptors can be built from.
@@ -24,6 +24,8 @@ pub struct Context {
     pub issuer: Option<String>,
     pub service: String,
     pub operation: String,
+    /// The primary model's key (`gateway_common::model::key`): one counter and one ledger row
+    /// per model, however the request spelled it.
     pub model: Option<String>,
 }
 
@@ -53,15 +55,19 @@ impl Context {
     }
 }
 
-/// Tokens reserved on one token descriptor at admission.
+/// What admission charged on one descriptor: a request hit or reserved tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     pub entries: Vec<Entry>,
-    pub kind: TokenKind,
+    /// The tokens counted; `None` for a request descriptor (one hit).
+    pub kind: Option<TokenKind>,
     pub reserved: u64,
+    /// The window the decision says the charge went to (`UNIT/START`), once decided.
+    pub window: Option<String>,
 }
 
-/// The rate limit request for a request, and what it reserves.
+/// The rate limit request for a request, and what it reserves (one reservation per
+/// descriptor, in the same order).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission {
     pub request: RateLimitRequest,
@@ -72,25 +78,8 @@ pub struct Admission {
 /// per-tenant quotas and no tenant).
 pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) -> Option<Admission> {
     let mut descriptors = Vec::new();
-    for keys in &config.request_descriptors {
-        if let Some(entries) = context.entries(keys) {
-            descriptors.push(RateLimitDescriptor {
-                entries,
-                hits_addend: Some(UInt64Value { value: 1 }),
-                is_negative_hits: false,
-            });
-        }
-    }
     let mut reservations = Vec::new();
-    for token in &config.token_descriptors {
-        let Some(mut entries) = context.entries(&token.keys) else {
-            continue;
-        };
-        entries.push(Entry {
-            key: TOKENS_KEY.to_string(),
-            value: token.kind.name().to_string(),
-        });
-        let reserved = tokens_of(token.kind, estimate.input, estimate.output);
+    let mut add = |entries: Vec<Entry>, kind: Option<TokenKind>, reserved: u64| {
         descriptors.push(RateLimitDescriptor {
             entries: entries.clone(),
             // 0 is a pre-check: refused once the budget is used up.
@@ -99,9 +88,29 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
         });
         reservations.push(Reservation {
             entries,
-            kind: token.kind,
+            kind,
             reserved,
+            window: None,
         });
+    };
+    for keys in &config.request_descriptors {
+        if let Some(entries) = context.entries(keys) {
+            add(entries, None, 1);
+        }
+    }
+    for token in &config.token_descriptors {
+        let Some(mut entries) = context.entries(&token.keys) else {
+            continue;
+        };
+        entries.push(Entry {
+            key: TOKENS_KEY.to_string(),
+            value: token.kind.name().to_string(),
+        });
+        add(
+            entries,
+            Some(token.kind),
+            tokens_of(token.kind, estimate.input, estimate.output),
+        );
     }
     (!descriptors.is_empty()).then(|| Admission {
         request: RateLimitRequest {
@@ -115,9 +124,9 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
 
 fn tokens_of(kind: TokenKind, input: u64, output: u64) -> u64 {
     match kind {
-        TokenKind::Total => input + output,
-        TokenKind::Input => input,
-        TokenKind::Output => output,
+        TokenKind::Total => input.saturating_add(output).min(MAX_TOKENS),
+        TokenKind::Input => input.min(MAX_TOKENS),
+        TokenKind::Output => output.min(MAX_TOKENS),
     }
 }
 
@@ -136,23 +145,40 @@ pub fn verdict(response: &RateLimitResponse) -> Result<(), ErrorReply> {
     let remaining = over.map_or(0, |s| u64::from(s.limit_remaining));
     let reset = over.and_then(|s| s.duration_until_reset).map_or(1, |d| {
         let seconds = u64::try_from(d.seconds).unwrap_or_default();
-        seconds + u64::from(d.nanos > 0)
+        seconds.saturating_add(u64::from(d.nanos > 0))
     });
     Err(ErrorReply::over_quota(limit, remaining, reset))
 }
 
-/// Corrections of the reservations once the real usage is known (none when it is not: the
-/// reservation then stands as the charge).
-pub fn settle(reservations: &[Reservation], usage: Option<Usage>) -> Vec<CounterAdjustment> {
-    let Some(usage) = usage else {
-        return Vec::new();
+/// Notes, on each reservation, the window the decision charged it in.
+pub fn charged(reservations: &mut [Reservation], response: &RateLimitResponse) {
+    for (reservation, window) in reservations.iter_mut().zip(response.windows()) {
+        reservation.window = window;
+    }
+}
+
+/// How an admitted request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Forwarded; its usage, when the response reported it.
+    Forwarded(Option<Usage>),
+    /// Refused by the gateway itself after admission: nothing was used.
+    RefusedByGateway,
+}
+
+/// Corrections of the reservations once the request ended: actual minus reserved for token
+/// descriptors; for a request the gateway refused, every charge given back. None when the
+/// usage is unknown: the reservation then stands as the charge.
+pub fn settle(reservations: &[Reservation], ending: Ending) -> Vec<CounterAdjustment> {
+    let actual = |r: &Reservation| match (ending, r.kind) {
+        (Ending::RefusedByGateway, _) => Some(0),
+        (Ending::Forwarded(_), None) => Some(r.reserved),
+        (Ending::Forwarded(usage), Some(kind)) => usage.map(|u| tokens_of(kind, u.input, u.output)),
     };
     reservations
         .iter()
         .filter_map(|r| {
-            let actual = tokens_of(r.kind, usage.input, usage.output);
-            let delta = i64::try_from(actual).unwrap_or(i64::MAX)
-                - i64::try_from(r.reserved).unwrap_or(i64::MAX);
+            let delta = i128::from(actual(r)?) - i128::from(r.reserved);
             (delta != 0).then(|| CounterAdjustment {
                 entries: r
                     .entries
@@ -162,10 +188,19 @@ pub fn settle(reservations: &[Reservation], usage: Option<Usage>) -> Vec<Counter
                         value: e.value.clone(),
                     })
                     .collect(),
-                delta,
+                delta: i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX }),
+                window: r.window.clone().unwrap_or_default(),
             })
         })
         .collect()
+}
+
+/// How a request that reaches the ledger ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    RefusedByQuota,
+    RefusedByGateway,
 }
 
 /// The ledger record of a finished (or refused) request.
@@ -174,7 +209,7 @@ pub fn record(
     admitted_at: u64,
     usage: Option<Usage>,
     adjustments: Vec<CounterAdjustment>,
-    refused: bool,
+    outcome: Outcome,
 ) -> UsageRecord {
     let usage = usage.unwrap_or_default();
     UsageRecord {
@@ -185,8 +220,9 @@ pub fn record(
         admitted_at_unix_seconds: i64::try_from(admitted_at).unwrap_or_default(),
         input_tokens: usage.input,
         output_tokens: usage.output,
-        refused,
+        refused: outcome == Outcome::RefusedByQuota,
         adjustments,
+        refused_by_gateway: outcome == Outcome::RefusedByGateway,
     }
 }
 

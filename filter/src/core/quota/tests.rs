@@ -25,6 +25,7 @@ fn config() -> QuotaConfig {
         ],
         default_max_output_tokens: 100,
         chars_per_token: 4,
+        media_bytes_per_token: 32,
         report_buffer: 10,
     }
 }
@@ -87,9 +88,14 @@ fn admission_descriptors_and_reservations() {
         admission
             .reservations
             .iter()
-            .map(|r| r.reserved)
+            .map(|r| (r.kind, r.reserved))
             .collect::<Vec<_>>(),
-        [40, 30]
+        [
+            (None, 1),
+            (None, 1),
+            (Some(TokenKind::Total), 40),
+            (Some(TokenKind::Output), 30)
+        ]
     );
 }
 
@@ -111,6 +117,7 @@ fn verdicts() {
     let ok = RateLimitResponse {
         overall_code: Code::Ok as i32,
         statuses: vec![],
+        dynamic_metadata: None,
     };
     assert!(verdict(&ok).is_ok());
     let over = RateLimitResponse {
@@ -136,6 +143,7 @@ fn verdicts() {
                 }),
             },
         ],
+        dynamic_metadata: None,
     };
     let reply = verdict(&over).unwrap_err();
     assert_eq!((reply.status, reply.code), (429, "ThrottlingException"));
@@ -150,9 +158,35 @@ fn verdicts() {
     }
 }
 
+fn windows(list: &[Option<&str>]) -> RateLimitResponse {
+    use prost_types::value::Kind;
+    let values = list
+        .iter()
+        .map(|w| prost_types::Value {
+            kind: Some(match w {
+                Some(w) => Kind::StringValue(w.to_string()),
+                None => Kind::NullValue(0),
+            }),
+        })
+        .collect();
+    let fields = [(
+        gateway_common::ratelimit::WINDOWS_KEY.to_string(),
+        prost_types::Value {
+            kind: Some(Kind::ListValue(prost_types::ListValue { values })),
+        },
+    )];
+    RateLimitResponse {
+        overall_code: Code::Ok as i32,
+        statuses: vec![],
+        dynamic_metadata: Some(prost_types::Struct {
+            fields: fields.into_iter().collect(),
+        }),
+    }
+}
+
 #[test]
-fn settlement_gives_back_or_charges_the_difference() {
-    let admission = admission(
+fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
+    let mut admission = admission(
         &config(),
         &context(Some("m1")),
         Estimate {
@@ -161,16 +195,23 @@ fn settlement_gives_back_or_charges_the_difference() {
         },
     )
     .unwrap();
+    charged(
+        &mut admission.reservations,
+        &windows(&[Some("minute/60"), Some("minute/60"), Some("month/0"), None]),
+    );
     let adjustments = settle(
         &admission.reservations,
-        Some(Usage {
+        Ending::Forwarded(Some(Usage {
             input: 12,
             output: 5,
-        }),
+        })),
     );
     assert_eq!(
-        adjustments.iter().map(|a| a.delta).collect::<Vec<_>>(),
-        [17 - 40, 5 - 30]
+        adjustments
+            .iter()
+            .map(|a| (a.delta, a.window.as_str()))
+            .collect::<Vec<_>>(),
+        [(17 - 40, "month/0"), (5 - 30, "")]
     );
     assert_eq!(
         adjustments[0]
@@ -180,16 +221,16 @@ fn settlement_gives_back_or_charges_the_difference() {
         Some(("tokens", "total"))
     );
     assert!(
-        settle(&admission.reservations, None).is_empty(),
+        settle(&admission.reservations, Ending::Forwarded(None)).is_empty(),
         "unknown usage: the reservation stands"
     );
     assert!(
         settle(
             &admission.reservations,
-            Some(Usage {
+            Ending::Forwarded(Some(Usage {
                 input: 10,
                 output: 30
-            })
+            }))
         )
         .is_empty(),
         "exact estimate"
@@ -202,15 +243,85 @@ fn settlement_gives_back_or_charges_the_difference() {
             output: 5,
         }),
         adjustments,
-        false,
+        Outcome::Forwarded,
     );
     assert_eq!(
         (
             record.tenant.as_str(),
             record.model.as_str(),
             record.input_tokens,
-            record.output_tokens
+            record.output_tokens,
+            record.refused,
+            record.refused_by_gateway
         ),
-        ("team-a", "m1", 12, 5)
+        ("team-a", "m1", 12, 5, false, false)
+    );
+}
+
+#[test]
+fn a_request_refused_by_the_gateway_gives_every_charge_back() {
+    let mut admission = admission(
+        &config(),
+        &context(Some("m1")),
+        Estimate {
+            input: 10,
+            output: 30,
+        },
+    )
+    .unwrap();
+    charged(
+        &mut admission.reservations,
+        &windows(&[
+            Some("minute/60"),
+            Some("minute/60"),
+            Some("month/0"),
+            Some("minute/60"),
+        ]),
+    );
+    let adjustments = settle(&admission.reservations, Ending::RefusedByGateway);
+    assert_eq!(
+        adjustments.iter().map(|a| a.delta).collect::<Vec<_>>(),
+        [-1, -1, -40, -30]
+    );
+    assert!(adjustments.iter().all(|a| !a.window.is_empty()));
+    let record = record(
+        &context(Some("m1")),
+        1,
+        None,
+        adjustments,
+        Outcome::RefusedByGateway,
+    );
+    assert!(record.refused_by_gateway && !record.refused);
+    assert_eq!((record.input_tokens, record.output_tokens), (0, 0));
+}
+
+#[test]
+fn huge_estimates_saturate() {
+    let admission = admission(
+        &config(),
+        &context(Some("m1")),
+        Estimate {
+            input: u64::MAX,
+            output: u64::MAX,
+        },
+    )
+    .unwrap();
+    assert!(
+        admission
+            .reservations
+            .iter()
+            .all(|r| r.reserved <= MAX_TOKENS)
+    );
+    let adjustments = settle(
+        &admission.reservations,
+        Ending::Forwarded(Some(Usage {
+            input: u64::MAX,
+            output: 0,
+        })),
+    );
+    assert!(
+        adjustments
+            .iter()
+            .all(|a| a.delta > -(1 << 54) && a.delta < (1 << 54))
     );
 }
