@@ -17,6 +17,7 @@ pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod status;
+pub mod util;
 pub mod watch;
 pub mod xds;
 

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     credentials::Clock,
     server::ActiveConfig,
-    status::{lock, unix_seconds},
+    util::{lock, unix_seconds},
 };
 
 /// How often the store is pinged while idle, so `/status` tells whether it answers.
