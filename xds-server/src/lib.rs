@@ -8,6 +8,7 @@
 //! keeps a usage ledger ([`quota`]), and reports on an HTTP admin port ([`admin`]).
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod admin;
 pub mod config;
 pub mod control;
@@ -28,4 +29,5 @@ pub mod control_api {
     tonic::include_proto!("bedrock_gateway.v1");
 }
 
-pub use server::{ActiveConfig, ServeError, ServeOptions, serve};
+pub use active::ActiveConfig;
+pub use server::{ServeError, ServeOptions, serve};

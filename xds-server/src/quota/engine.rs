@@ -29,8 +29,8 @@ use super::{
     window::local_date,
 };
 use crate::{
+    active::ActiveConfig,
     credentials::Clock,
-    server::ActiveConfig,
     util::{lock, unix_seconds},
 };
 
