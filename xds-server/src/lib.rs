@@ -12,6 +12,7 @@ pub mod active;
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod control_api;
 pub mod credentials;
 pub mod identity;
 pub mod quota;
@@ -21,13 +22,6 @@ pub mod status;
 pub mod util;
 pub mod watch;
 pub mod xds;
-
-/// The tonic server and client of the control API (`proto/bedrock_gateway/v1/control.proto`);
-/// its messages are gateway-common's.
-pub mod control_api {
-    #![allow(clippy::all)]
-    tonic::include_proto!("bedrock_gateway.v1");
-}
 
 pub use active::ActiveConfig;
 pub use server::{ServeError, ServeOptions, serve};
