@@ -20,12 +20,12 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::{
+    active::ActiveConfig,
     config::file::DEFAULT_KEYS_REFRESH_SECONDS,
     control_api::gateway_control_server::GatewayControl,
     credentials::{Clock, CredentialStore, grpc::signing_credentials},
     identity::KeyManager,
     quota::{QuotaEngine, grpc as quota_grpc},
-    server::ActiveConfig,
 };
 
 pub struct ControlService {

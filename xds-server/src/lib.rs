@@ -8,23 +8,20 @@
 //! keeps a usage ledger ([`quota`]), and reports on an HTTP admin port ([`admin`]).
 #![forbid(unsafe_code)]
 
+pub mod active;
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod control_api;
 pub mod credentials;
 pub mod identity;
 pub mod quota;
 pub mod server;
 pub mod snapshot;
 pub mod status;
+pub mod util;
 pub mod watch;
 pub mod xds;
 
-/// The tonic server and client of the control API (`proto/bedrock_gateway/v1/control.proto`);
-/// its messages are gateway-common's.
-pub mod control_api {
-    #![allow(clippy::all)]
-    tonic::include_proto!("bedrock_gateway.v1");
-}
-
-pub use server::{ActiveConfig, ServeError, ServeOptions, serve};
+pub use active::ActiveConfig;
+pub use server::{ServeError, ServeOptions, serve};

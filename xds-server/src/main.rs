@@ -24,7 +24,7 @@ use xds_server::{
         mint::{self, SigningKey, TokenRequest},
     },
     snapshot::bootstrap::{self, ControlAddress},
-    status::{rfc3339, unix_seconds},
+    util::{rfc3339, unix_seconds},
 };
 
 #[derive(Parser)]

@@ -14,8 +14,9 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
 use crate::{
+    active::ActiveConfig,
     admin,
-    config::{ConfigError, GatewayConfig, Overrides},
+    config::{ConfigError, Overrides},
     control::ControlService,
     control_api::gateway_control_server::GatewayControlServer,
     credentials::{
@@ -33,13 +34,6 @@ use crate::{
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// TCP keepalive of gRPC connections, so a vanished Envoy's connection is noticed.
 const GRPC_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// The configuration in force and its rendering, published to every ADS stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActiveConfig {
-    pub config: GatewayConfig,
-    pub snapshot: Snapshot,
-}
 
 /// What `serve` needs besides its listeners.
 #[derive(Debug, Clone)]

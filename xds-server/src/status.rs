@@ -11,7 +11,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 
 use serde::Serialize;
@@ -20,6 +20,7 @@ use crate::{
     credentials::CredentialStore,
     identity::{KeyManager, manager::IssuerReport},
     quota::{QuotaEngine, engine::QuotaReport},
+    util::{lock, rfc3339, unix_seconds},
 };
 
 /// A reload that failed, and when.
@@ -366,27 +367,6 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.0.xds_streams.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain data: keep going.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub fn unix_seconds(at: SystemTime) -> i64 {
-    match at.duration_since(UNIX_EPOCH) {
-        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
-
-/// `2026-11-21T10:00:00Z` (whole seconds, UTC).
-pub fn rfc3339(at: SystemTime) -> String {
-    aws_smithy_types::DateTime::from_secs(unix_seconds(at))
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .unwrap_or_else(|_| format!("@{}", unix_seconds(at)))
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::{
+    active::ActiveConfig,
     config::{self, ConfigError, GatewayConfig, Overrides},
     credentials::Clock,
-    server::ActiveConfig,
     snapshot::Snapshot,
     status::ServerStatus,
 };

@@ -17,13 +17,13 @@ use gateway_common::{
 };
 
 use super::{
-    ConfigError, Env,
+    check::{Checker, MAX_DURATION_SECONDS, indexed, quoted, resolve},
     file::{
         AuthMode, AuthSection, DEFAULT_AUDIT_LOG, DEFAULT_CACHE_MAX_ENTRIES,
         DEFAULT_KEYS_REFRESH_SECONDS, DEFAULT_UNKNOWN_KID_REFRESH_SECONDS, IssuerSection,
     },
     key_source::{SourceKind, key_source, source_kind},
-    validate::{Checker, MAX_DURATION_SECONDS, quoted, resolve},
+    model::{ConfigError, Env},
 };
 use crate::identity::IssuerKeySource;
 
@@ -300,7 +300,7 @@ pub(super) fn map_auth_error(
 ) -> (String, Option<String>) {
     let yaml_key = format!("auth.{key}");
     let issuers = auth.and_then(|a| a.issuers.as_deref()).unwrap_or_default();
-    if let Some((index, field)) = super::validate::indexed(key, "issuers") {
+    if let Some((index, field)) = indexed(key, "issuers") {
         let Some(raw) = issuers.get(index) else {
             return (yaml_key, None);
         };

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::{
-    ConfigError, Env,
+    check::{Checker, quoted, resolve},
     file::IssuerSection,
-    validate::{Checker, quoted, resolve},
+    model::{ConfigError, Env},
 };
 use crate::{
     credentials::Secret,

@@ -11,9 +11,9 @@ use gateway_common::{
 use redis::IntoConnectionInfo as _;
 
 use super::{
-    ConfigError, Env,
+    check::{Checker, quoted},
     file::{DescriptorSection, QuotaSection, RateLimitSection, StoreSection},
-    validate::{Checker, quoted},
+    model::{ConfigError, Env},
 };
 use crate::{
     credentials::Secret,

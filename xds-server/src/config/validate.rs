@@ -3,7 +3,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    path::{Path, PathBuf},
+    path::Path,
     time::Duration,
 };
 
@@ -15,29 +15,15 @@ use gateway_common::{
 };
 
 use super::{
-    ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides, Upstream,
     auth::{check_auth, map_auth_error},
+    check::{Checker, MAX_DURATION_SECONDS, indexed, quoted, resolve},
     file::ConfigFile,
+    model::{
+        ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides,
+        Upstream, cluster_name,
+    },
     quota::check_quotas,
 };
-
-/// Longest duration a protobuf `Duration` (and so Envoy) accepts, in seconds.
-pub(super) const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
-
-pub(super) struct Checker<'a> {
-    file: &'a str,
-}
-
-impl Checker<'_> {
-    pub(super) fn invalid(&self, key: &str, expected: &str, found: Option<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_string(),
-            key: key.to_string(),
-            expected: expected.to_string(),
-            found,
-        }
-    }
-}
 
 pub(super) fn validate(
     file: &str,
@@ -46,7 +32,7 @@ pub(super) fn validate(
     overrides: &Overrides,
     env: Env<'_>,
 ) -> Result<GatewayConfig, ConfigError> {
-    let check = Checker { file };
+    let check = Checker::new(file);
 
     let address: IpAddr = raw.listener.address.parse().map_err(|_| {
         check.invalid(
@@ -184,7 +170,7 @@ fn filter_config(raw: &ConfigFile, shared_cluster: bool) -> FilterConfig {
             .map(|name| UpstreamService {
                 name: name.clone(),
                 host: names::aws_host(name, &upstream.region),
-                cluster: super::cluster_name(shared_cluster, name, &upstream.region),
+                cluster: cluster_name(shared_cluster, name, &upstream.region),
                 signing_name: names::SIGNING_NAME.to_string(),
             })
             .collect(),
@@ -265,14 +251,6 @@ fn map_filter_error(check: &Checker<'_>, raw: &ConfigFile, error: InvalidKey) ->
     check.invalid(&yaml_key, &error.expected, found)
 }
 
-/// Splits `prefix[3].field` into `(3, "field")`.
-pub(super) fn indexed<'k>(key: &'k str, prefix: &str) -> Option<(usize, &'k str)> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix('[')?;
-    let (index, rest) = rest.split_once(']')?;
-    let field = rest.strip_prefix('.').unwrap_or(rest);
-    Some((index.parse().ok()?, field))
-}
-
 /// Parses `http(s)://host[:port]` with nothing after the authority but an optional `/`.
 fn parse_endpoint_url(url: &str) -> Option<EndpointUrl> {
     let uri: http::Uri = url.parse().ok()?;
@@ -310,18 +288,6 @@ fn parse_endpoint_url(url: &str) -> Option<EndpointUrl> {
         None => 80,
     };
     Some(EndpointUrl { tls, host, port })
-}
-
-pub(super) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    }
-}
-
-pub(super) fn quoted(value: &str) -> String {
-    format!("{value:?}")
 }
 
 #[cfg(test)]

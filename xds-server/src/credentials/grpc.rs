@@ -32,9 +32,7 @@ fn to_proto(credentials: &Credentials, refresh_after_seconds: u32) -> SigningCre
             .as_ref()
             .map(|t| t.expose().to_string())
             .unwrap_or_default(),
-        expires_at_unix_seconds: credentials
-            .expires_at
-            .map_or(0, crate::status::unix_seconds),
+        expires_at_unix_seconds: credentials.expires_at.map_or(0, crate::util::unix_seconds),
         refresh_after_seconds,
     }
 }

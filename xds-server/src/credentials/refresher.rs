@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CredentialSource, Credentials, CredentialsError};
-use crate::status::lock;
+use crate::util::{lock, rfc3339};
 
 /// How often long-term credentials are read again.
 pub const LONG_TERM_REFRESH: Duration = Duration::from_secs(15 * 60);
@@ -186,7 +186,7 @@ pub async fn run_refresher(
                     info!(
                         provider = %credentials.provider,
                         access_key_id = %credentials.access_key_id_prefix(),
-                        expires_at = ?credentials.expires_at.map(crate::status::rfc3339),
+                        expires_at = ?credentials.expires_at.map(rfc3339),
                         next_refresh_seconds = delay.as_secs(),
                         "signing credentials loaded"
                     );

@@ -20,7 +20,7 @@ use super::{
     entry::{Context, Entry, Trigger, refresh, run_entry},
     fetch::{FETCH_TIMEOUT, HttpGet},
 };
-use crate::{credentials::Clock, server::ActiveConfig, status::lock};
+use crate::{active::ActiveConfig, credentials::Clock, util::lock};
 
 /// The issuers' keys, shared by the refresh tasks, the control API and the status page.
 pub struct KeyManager {

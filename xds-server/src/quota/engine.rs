@@ -29,9 +29,9 @@ use super::{
     window::local_date,
 };
 use crate::{
+    active::ActiveConfig,
     credentials::Clock,
-    server::ActiveConfig,
-    status::{lock, unix_seconds},
+    util::{lock, unix_seconds},
 };
 
 /// How often the store is pinged while idle, so `/status` tells whether it answers.

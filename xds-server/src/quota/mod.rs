@@ -112,7 +112,7 @@ pub(crate) mod testing {
     use crate::{
         config::{self, Overrides},
         credentials::Clock,
-        status::lock,
+        util::lock,
     };
 
     /// The service's and the filter's view of a `quotas` section (YAML, at top level).

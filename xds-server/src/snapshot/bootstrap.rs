@@ -26,7 +26,7 @@ use envoy_types::{
 };
 use gateway_common::names;
 
-use super::{cluster, duration, filter_json, listener, route};
+use super::{cluster, common::duration, filter_json, listener, route};
 use crate::config::GatewayConfig;
 
 /// Node id and cluster of the rendered bootstrap.

@@ -43,7 +43,7 @@ use envoy_types::{
 };
 use gateway_common::names;
 
-use super::duration;
+use super::common::duration;
 use crate::config::{EndpointHost, GatewayConfig, SHARED_UPSTREAM_CLUSTER};
 
 /// Key of `typed_extension_protocol_options` for upstream HTTP settings.

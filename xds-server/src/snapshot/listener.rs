@@ -45,7 +45,7 @@ use envoy_types::{
 };
 use gateway_common::names;
 
-use super::{LISTENER_NAME, ROUTE_CONFIG_NAME, duration};
+use super::common::{LISTENER_NAME, ROUTE_CONFIG_NAME, duration};
 use crate::config::{GatewayConfig, ListenerTls};
 
 /// Name of the Wasm HTTP filter in the chain (also its stats prefix).

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod cluster;
+mod common;
 pub mod listener;
 pub mod local_reply;
 pub mod route;
@@ -13,18 +14,15 @@ use envoy_types::{
         envoy::config::{
             cluster::v3::Cluster, listener::v3::Listener, route::v3::RouteConfiguration,
         },
-        google::protobuf::{Any, Duration},
+        google::protobuf::Any,
     },
     util::pack_any,
 };
 use sha2::{Digest, Sha256};
 
-use crate::{config::GatewayConfig, xds::type_url};
+pub use common::{LISTENER_NAME, ROUTE_CONFIG_NAME};
 
-/// Name of the listener and of the connection manager's stats prefix.
-pub const LISTENER_NAME: &str = "bedrock_gateway";
-/// Name of the route configuration the listener asks for over RDS.
-pub const ROUTE_CONFIG_NAME: &str = "bedrock_gateway";
+use crate::{config::GatewayConfig, xds::type_url};
 
 /// The Envoy resources of one configuration, as typed protos.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,14 +155,6 @@ impl Snapshot {
     /// Version of the whole snapshot (of all types' versions).
     pub fn version(&self) -> &str {
         &self.version
-    }
-}
-
-/// A protobuf `Duration` (whole milliseconds are all the configuration can express).
-pub(crate) fn duration(value: std::time::Duration) -> Duration {
-    Duration {
-        seconds: i64::try_from(value.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(value.subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -9,7 +9,7 @@ use envoy_types::pb::{
 };
 use gateway_common::names;
 
-use super::{ROUTE_CONFIG_NAME, duration};
+use super::common::{ROUTE_CONFIG_NAME, duration};
 use crate::config::GatewayConfig;
 
 /// The virtual host that takes every request.

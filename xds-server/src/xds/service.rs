@@ -20,7 +20,7 @@ use super::{
     stream_state::{self, RequestEvent, StreamState},
     type_url,
 };
-use crate::{server::ActiveConfig, status::ServerStatus};
+use crate::{active::ActiveConfig, status::ServerStatus};
 
 /// Responses waiting to be written to one stream; the stream task waits when it is full.
 const OUTBOUND_BUFFER: usize = 8;

@@ -109,7 +109,7 @@ fn refuses_what_it_cannot_lay_out() {
 
 #[test]
 fn signed_tokens_verify_with_the_published_keys() {
-    let now = u64::try_from(crate::status::unix_seconds(std::time::SystemTime::now())).unwrap();
+    let now = u64::try_from(crate::util::unix_seconds(std::time::SystemTime::now())).unwrap();
     let claims = || claims(&issuer(ClaimMapping::default()), &request(), now).unwrap();
 
     let dir = tempfile::tempdir().unwrap();

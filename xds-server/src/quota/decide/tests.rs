@@ -43,7 +43,7 @@ fn now() -> SystemTime {
 }
 
 fn now_seconds() -> i64 {
-    crate::status::unix_seconds(now())
+    crate::util::unix_seconds(now())
 }
 
 fn descriptor(entries: &[(&str, &str)], hits: Option<u64>, negative: bool) -> RateLimitDescriptor {

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     credentials::Clock,
-    status::{lock, unix_seconds},
+    util::{lock, unix_seconds},
 };
 
 /// Seconds between purges of expired counters and ledger rows.
