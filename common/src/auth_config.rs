@@ -283,7 +283,12 @@ impl JwtAuthentication {
             if issuer.max_token_bytes < 64 {
                 return Err(invalid(key("max_token_bytes"), "at least 64 bytes"));
             }
-            let several = self.issuers.len() > 1;
+        }
+        // Scopes after every other check of the issuers: a duplicate name is the first thing
+        // to fix.
+        let several = self.issuers.len() > 1;
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let key = |field: &str| format!("issuers[{i}].{field}");
             match &issuer.tenants {
                 None if several => {
                     return Err(invalid(

@@ -110,6 +110,7 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
     control
         .report_usage(ReportUsageRequest {
             node_id: "test-envoy".into(),
+            report_id: String::new(),
             records: vec![
                 record("team-a", 600, 150, 50),
                 refused,

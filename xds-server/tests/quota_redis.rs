@@ -61,6 +61,7 @@ async fn the_ledger_and_counters_outlive_a_restart_of_the_server() {
         .await
         .report_usage(ReportUsageRequest {
             node_id: "test-envoy".into(),
+            report_id: String::new(),
             records: vec![record("team-a", 100, 30, 20)],
         })
         .await

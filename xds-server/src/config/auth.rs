@@ -261,6 +261,8 @@ fn check_issuer(
         required_claims: raw.required_claims.clone(),
         clock_skew_seconds: raw.clock_skew_seconds,
         max_token_bytes: raw.max_token_bytes,
+        tenants: raw.tenants.clone(),
+        roles: raw.roles.clone(),
     };
     let source = IssuerKeySource {
         name: raw.name.clone(),
@@ -311,6 +313,8 @@ pub(super) fn map_auth_error(
             "algorithms" => raw.algorithms.as_ref().map(|a| format!("{a:?}")),
             "token_header.name" => raw.token_header.as_ref().map(|h| quoted(&h.name)),
             "max_token_bytes" => Some(raw.max_token_bytes.to_string()),
+            "tenants" => raw.tenants.as_ref().map(|t| format!("{t:?}")),
+            "roles" => raw.roles.as_ref().map(|r| format!("{r:?}")),
             _ => None,
         };
         return (yaml_key, found);

@@ -85,6 +85,7 @@ pub(super) fn check_quotas(
     let store = check_store(check, &raw.store, env)?;
     for (key, value) in [
         ("quotas.chars_per_token", raw.chars_per_token),
+        ("quotas.media_bytes_per_token", raw.media_bytes_per_token),
         ("quotas.report_buffer", raw.report_buffer as u64),
     ] {
         if value == 0 {
@@ -124,6 +125,7 @@ pub(super) fn check_quotas(
             token_descriptors: shapes.token_descriptors,
             default_max_output_tokens: raw.default_max_output_tokens,
             chars_per_token: raw.chars_per_token,
+            media_bytes_per_token: raw.media_bytes_per_token,
             report_buffer: raw.report_buffer,
         },
     })

@@ -237,6 +237,7 @@ impl From<UsageRow> for proto::UsageRow {
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
             refusals: row.refusals,
+            gateway_refusals: 0,
         }
     }
 }

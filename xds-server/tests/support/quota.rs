@@ -134,7 +134,9 @@ pub fn record(tenant: &str, reserved: u64, used_in: u64, used_out: u64) -> Usage
                 },
             ],
             delta: (used_in + used_out) as i64 - reserved as i64,
+            window: String::new(),
         }],
+        refused_by_gateway: false,
     }
 }
 

@@ -44,11 +44,14 @@ auth:
       max_token_bytes: 4096
       jwks_refresh_seconds: 600
       jwks_min_refresh_seconds: 15
+      tenants: ["team-*", platform]
+      roles: [admin, "dev-*"]
     - name: dev
       issuer: http://127.0.0.1/dev
       audiences: [bedrock-gateway]
       algorithms: [HS256]
       hs256_secret_env: DEV_JWT_SECRET
+      tenants: ["dev-*"]
   access:
     default: [{services: [bedrock-runtime], operations: ["*"], models: ["amazon.titan-*"]}]
     tenants: {team-a: [{models: ["anthropic.*"]}]}
@@ -76,7 +79,9 @@ auth:
                     "claims": {"tenant": "custom:tenant", "subject": "sub", "role": "groups", "tier": "tier"},
                     "required_claims": ["tenant"],
                     "clock_skew_seconds": 30,
-                    "max_token_bytes": 4096
+                    "max_token_bytes": 4096,
+                    "tenants": ["team-*", "platform"],
+                    "roles": ["admin", "dev-*"]
                 },
                 {
                     "name": "dev",
@@ -86,7 +91,8 @@ auth:
                     "claims": {"tenant": "tenant", "subject": "sub"},
                     "required_claims": [],
                     "clock_skew_seconds": 60,
-                    "max_token_bytes": 8192
+                    "max_token_bytes": 8192,
+                    "tenants": ["dev-*"]
                 }
             ],
             "access": {
@@ -165,8 +171,8 @@ fn local_sources_resolve_against_the_file_and_dev_keys_default_to_eddsa() {
         r#"
 auth:
   issuers:
-    - {name: file, issuer: a, audiences: [gw], jwks_file: keys/corp.jwks.json}
-    - {name: dev, issuer: b, audiences: [gw], dev_signing_key: ../.run/dev-issuer.pem}
+    - {name: file, issuer: a, audiences: [gw], jwks_file: keys/corp.jwks.json, tenants: ["*"]}
+    - {name: dev, issuer: b, audiences: [gw], dev_signing_key: ../.run/dev-issuer.pem, tenants: [dev]}
   audit_log: null
 "#,
     )
@@ -265,6 +271,24 @@ fn errors_name_the_yaml_key() {
                 issuer("jwks_uri: https://a/k")
             ),
             "auth.issuers[1].name: expected a name no other issuer has, found \"corp\"",
+        ),
+        (
+            format!(
+                "{}    - {{name: partner, issuer: b, audiences: [gw], jwks_uri: https://a/k, tenants: [\"partner-*\"]}}\n",
+                issuer("jwks_uri: https://a/k")
+            ),
+            "auth.issuers[0].tenants: expected the tenants this issuer may assert (glob patterns), required when several issuers are configured",
+        ),
+        (
+            format!(
+                "{}    - {{name: partner, issuer: b, audiences: [gw], jwks_uri: https://a/k, tenants: [p], claims: {{role: groups}}}}\n",
+                issuer("jwks_uri: https://a/k, tenants: [corp-*]")
+            ),
+            "auth.issuers[1].roles: expected the roles this issuer may assert (glob patterns), required when several issuers are configured and it maps a role claim",
+        ),
+        (
+            issuer("jwks_uri: https://a/k, tenants: []"),
+            "auth.issuers[0].tenants: expected at least one pattern, none empty, found []",
         ),
         (
             issuer("jwks_uri: https://a/k, token_header: {name: x-bedrock-gateway-tenant}"),

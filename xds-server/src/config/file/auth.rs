@@ -125,6 +125,17 @@ pub struct IssuerSection {
     /// Claims (paths as in `claims`) every token must carry. Default: none.
     #[serde(default)]
     pub required_claims: Vec<String>,
+    /// The tenants this issuer may assert, as glob patterns: a token claiming another tenant
+    /// is refused (401, audit reason `tenant_not_allowed`), so that one identity provider
+    /// cannot claim a tenant meant for another (an exempt `platform` tenant, say). Required
+    /// when several issuers are configured; with one issuer, default every tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+    /// The roles this issuer may assert, as glob patterns: other roles in its tokens are
+    /// ignored. Required when several issuers are configured and this one has `claims.role`;
+    /// otherwise default every role.
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
     /// Seconds of tolerance for `exp`, `nbf` and `iat`, up to 3600. Default `60`.
     #[serde(default = "default_clock_skew_seconds")]
     pub clock_skew_seconds: u64,

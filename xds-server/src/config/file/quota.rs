@@ -48,6 +48,10 @@ pub struct QuotaSection {
     /// tokens; at least 1. Default `4`.
     #[serde(default = "default_chars_per_token")]
     pub chars_per_token: u64,
+    /// Bytes of media (images, documents, video, counted from their base64 size) per token
+    /// when the filter estimates a request's input tokens; at least 1. Default `32`.
+    #[serde(default = "default_media_bytes_per_token")]
+    pub media_bytes_per_token: u64,
     /// Usage reports each Envoy worker keeps for retry while this server cannot be reached;
     /// beyond that the oldest are dropped (and counted). At least 1. Default `10000`.
     #[serde(default = "default_report_buffer")]
@@ -154,6 +158,10 @@ fn default_time_zone() -> String {
 
 fn default_max_output_tokens() -> u64 {
     DEFAULT_MAX_OUTPUT_TOKENS
+}
+
+fn default_media_bytes_per_token() -> u64 {
+    gateway_common::quota_config::DEFAULT_MEDIA_BYTES_PER_TOKEN
 }
 
 fn default_chars_per_token() -> u64 {

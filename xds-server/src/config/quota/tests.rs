@@ -80,6 +80,7 @@ fn defaults_and_derived_shapes() {
             ],
             default_max_output_tokens: 4096,
             chars_per_token: 4,
+            media_bytes_per_token: 32,
             report_buffer: 10_000,
         }
     );

@@ -17,6 +17,8 @@ fn issuer(claims: ClaimMapping) -> Issuer {
         required_claims: vec![],
         clock_skew_seconds: 60,
         max_token_bytes: 8192,
+        tenants: None,
+        roles: None,
     }
 }
 

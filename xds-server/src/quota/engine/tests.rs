@@ -257,6 +257,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         input_tokens: 120,
         output_tokens: 30,
         refused: false,
+        refused_by_gateway: false,
         adjustments: vec![CounterAdjustment {
             entries: vec![
                 DescriptorEntry {
@@ -270,6 +271,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
             ],
             // Used 150 of the 900 reserved.
             delta: -750,
+            window: String::new(),
         }],
     };
     let refused = UsageRecord {

@@ -42,6 +42,7 @@ fn adjustment(tenant: &str, kind: &str, delta: i64) -> CounterAdjustment {
             },
         ],
         delta,
+        window: String::new(),
     }
 }
 
@@ -56,6 +57,7 @@ fn record(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment
         output_tokens: 50,
         refused: false,
         adjustments,
+        refused_by_gateway: false,
     }
 }
 
