@@ -7,6 +7,9 @@ pub const ROOT_ID: &str = "bedrock_gateway";
 /// Name of the Envoy cluster that reaches xds-server (ADS and the control API); defined in
 /// the bootstrap, so it exists before any xDS resource arrives.
 pub const CONTROL_CLUSTER: &str = "gateway_control";
+/// The same xds-server for rate limit decisions, as a cluster of its own so that its circuit
+/// breakers are its own: decisions (one per request) cannot starve ADS, credentials and keys.
+pub const QUOTA_CLUSTER: &str = "gateway_quota";
 /// Request header the filter sets to the upstream cluster; the route reads it with
 /// `cluster_header` and removes it before the request leaves Envoy.
 pub const CLUSTER_HEADER: &str = "x-bedrock-gateway-cluster";

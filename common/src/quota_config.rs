@@ -146,7 +146,7 @@ pub struct TokenDescriptor {
 }
 
 fn default_cluster() -> String {
-    names::CONTROL_CLUSTER.to_string()
+    names::QUOTA_CLUSTER.to_string()
 }
 
 fn default_timeout_ms() -> u64 {

@@ -310,14 +310,22 @@ impl Stack {
         let clusters = bootstrap["static_resources"]["clusters"]
             .as_sequence_mut()
             .context("bootstrap clusters")?;
-        let control = clusters
+        // gateway_control and gateway_quota both reach xds-server.
+        let mut pointed = 0;
+        for cluster in clusters
             .iter_mut()
-            .find(|c| c["name"] == "gateway_control")
-            .context("gateway_control cluster")?;
-        let address = &mut control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            ["address"]["socket_address"];
-        address["address"] = self.xds_grpc.ip().to_string().into();
-        address["port_value"] = self.xds_grpc.port().into();
+            .filter(|c| c["name"] == "gateway_control" || c["name"] == "gateway_quota")
+        {
+            let address = &mut cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+                ["address"]["socket_address"];
+            address["address"] = self.xds_grpc.ip().to_string().into();
+            address["port_value"] = self.xds_grpc.port().into();
+            pointed += 1;
+        }
+        anyhow::ensure!(
+            pointed == 2,
+            "the bootstrap has gateway_control and gateway_quota"
+        );
         Ok(bootstrap)
     }
 

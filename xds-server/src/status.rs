@@ -288,6 +288,19 @@ impl ServerStatus {
             "Failed fetches of signing credentials.",
             credentials.refresh_failures as f64,
         );
+        let (key_requests, unknown_kid_requests) = self.identity.requests();
+        metric(
+            "identity_key_requests_total",
+            "counter",
+            "GetIdentityKeys calls answered (Envoy workers asking for token keys).",
+            key_requests as f64,
+        );
+        metric(
+            "identity_unknown_kid_requests_total",
+            "counter",
+            "GetIdentityKeys calls naming an unknown key id (at most one per issuer per unknown_kid_refresh_seconds per Envoy worker).",
+            unknown_kid_requests as f64,
+        );
         let issuers = self.identity.report();
         let mut labelled =
             |name: &str, kind: &str, help: &str, value: &dyn Fn(&IssuerReport) -> f64| {

@@ -393,7 +393,7 @@ fn quotas_fixture_sets_every_quota_key() {
     );
 
     let quota = config.filter.quota.as_ref().unwrap();
-    assert_eq!(quota.cluster, "gateway_control");
+    assert_eq!(quota.cluster, "gateway_quota");
     assert_eq!(quota.failure_mode, FailureMode::Closed);
     assert_eq!(
         (

@@ -133,7 +133,7 @@ fn quota_section() {
     });
     let config = parse(value.clone()).unwrap();
     let quota = config.quota.unwrap();
-    assert_eq!(quota.cluster, "gateway_control");
+    assert_eq!(quota.cluster, "gateway_quota");
     assert_eq!(quota.timeout_ms, 200);
     assert!(quota.counts_tokens());
     value["quota"]["request_descriptors"] = json!([[]]);

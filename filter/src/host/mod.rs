@@ -7,6 +7,7 @@
 //! reports it delivers. `request.rs` is the per-request state machine.
 
 mod decisions;
+mod lookups;
 mod request;
 
 use std::cell::{Cell, RefCell};
@@ -37,6 +38,7 @@ use crate::core::credentials::CredentialCache;
 use crate::core::errors::ErrorReply;
 use crate::core::schedule::Schedule;
 use decisions::{Decisions, Waiter};
+use lookups::{Lookups, Want};
 use request::{Handle, Request, StreamAnswer};
 
 proxy_wasm::main! {{
@@ -102,32 +104,13 @@ struct Shared {
     delegating: Cell<bool>,
     /// Calls made while acting for a request: their answers reach the root context.
     delegated: RefCell<HashMap<u32, Handle>>,
-    /// Key lookups in flight and the requests waiting for them.
-    key_lookups: RefCell<KeyLookups>,
+    /// Key and credential lookups in flight and the requests waiting for them.
+    lookups: RefCell<Lookups<Handle>>,
     /// The root context's id: its callbacks act for requests and then act as it again.
     root_context_id: u32,
     /// Identifies this worker's usage reports (with a sequence number).
     report_nonce: u64,
     report_sequence: Cell<u64>,
-}
-
-/// What a key lookup is for: an issuer's unknown key id, or keys at all (a worker that has
-/// none yet; the root context's scheduled refresh is one of those).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeySlot {
-    Issuer(usize),
-    Any,
-}
-
-/// Key lookups in flight (at most one per slot: a worker asks the control service once
-/// however many requests need the same keys, and a flood of forged tokens with unknown key ids
-/// costs one lookup per issuer per `unknown_kid_refresh_seconds`) and the requests waiting for
-/// them, which the root context wakes when their lookup is answered or gives up.
-#[derive(Default)]
-struct KeyLookups {
-    /// Call token -> what it looks up and when it gives up (ms).
-    in_flight: HashMap<u32, (KeySlot, u64)>,
-    waiters: Vec<(KeySlot, Handle)>,
 }
 
 impl Shared {
@@ -174,88 +157,82 @@ impl Shared {
         handle: &Handle,
         now_ms: u64,
     ) -> Result<Option<u32>, String> {
-        let slot = if kid.is_some() {
-            KeySlot::Issuer(issuer)
+        let want = if kid.is_some() {
+            Want::IssuerKeys(issuer)
         } else {
-            KeySlot::Any
+            Want::AnyKeys
         };
-        let waiting = self
-            .key_lookups
-            .borrow()
-            .in_flight
-            .values()
-            .any(|(s, _)| *s == slot);
-        let token = if waiting {
-            None
-        } else {
+        self.need(want, handle, now_ms, || {
             let unknown = kid.and_then(|kid| {
                 let auth = self.auth.as_ref()?.borrow();
                 Some((auth.config.issuers.get(issuer)?.issuer.clone(), kid))
             });
-            let token = self.ask_for_keys(unknown)?;
-            self.key_lookup_started(token, slot, now_ms);
+            self.ask_for_keys(unknown)
+        })
+    }
+
+    /// A request needs signing credentials: it waits for the lookup in flight, or starts
+    /// one (its token is returned).
+    fn need_credentials(&self, handle: &Handle, now_ms: u64) -> Result<Option<u32>, String> {
+        self.need(Want::Credentials, handle, now_ms, || {
+            self.ask_for_credentials(unix_now())
+        })
+    }
+
+    fn need(
+        &self,
+        want: Want,
+        handle: &Handle,
+        now_ms: u64,
+        call: impl FnOnce() -> Result<u32, String>,
+    ) -> Result<Option<u32>, String> {
+        let token = if self.lookups.borrow().in_flight(want) {
+            None
+        } else {
+            let token = call()?;
+            self.lookup_started(token, want, now_ms);
             Some(token)
         };
-        self.key_lookups
-            .borrow_mut()
-            .waiters
-            .push((slot, handle.clone()));
+        self.lookups.borrow_mut().wait(want, handle.clone());
         Ok(token)
     }
 
-    fn key_lookup_started(&self, token: u32, slot: KeySlot, now_ms: u64) {
+    fn lookup_started(&self, token: u32, want: Want, now_ms: u64) {
         let deadline = now_ms.saturating_add(self.gateway.config.control.timeout_ms);
-        self.key_lookups
-            .borrow_mut()
-            .in_flight
-            .insert(token, (slot, deadline));
+        self.lookups.borrow_mut().started(token, want, deadline);
     }
 
     /// A key lookup was answered: the keys are stored, and further unknown kids of the issuer
     /// it was for are refused without asking for a while.
     fn keys_answered(&self, token: u32, status_code: u32, size: usize) {
         self.store_keys(status_code, size);
-        let slot = self.key_lookups.borrow_mut().in_flight.remove(&token);
-        if let (Some((KeySlot::Issuer(issuer), _)), Some(auth)) = (slot, &self.auth) {
+        let want = self.lookups.borrow_mut().answered(token);
+        if let (Some(Want::IssuerKeys(issuer)), Some(auth)) = (want, &self.auth) {
             auth.borrow_mut().lookup_done(issuer, unix_now());
         }
     }
 
+    /// A credentials lookup was answered.
+    fn credentials_answered(&self, token: u32, status_code: u32, size: usize) {
+        self.store_credentials(status_code, size);
+        self.lookups.borrow_mut().answered(token);
+    }
+
     /// Gives up lookups past their deadline and hands every request whose lookup is over
-    /// back its decision. Only from a root context callback.
-    fn wake_key_waiters(&self, now_ms: u64) {
-        let expired: Vec<KeySlot> = {
-            let mut lookups = self.key_lookups.borrow_mut();
-            let mut expired = Vec::new();
-            lookups.in_flight.retain(|_, (slot, deadline)| {
-                let keep = *deadline > now_ms;
-                if !keep {
-                    expired.push(*slot);
-                }
-                keep
-            });
-            expired
-        };
-        if let Some(auth) = &self.auth {
-            for slot in expired {
-                if let KeySlot::Issuer(issuer) = slot {
+    /// back to its way. Only from a root context callback.
+    fn wake_waiters(&self, now_ms: u64) {
+        let (expired, ready) = self.lookups.borrow_mut().due(now_ms, Handle::alive);
+        for want in expired {
+            match (want, &self.auth) {
+                (Want::IssuerKeys(issuer), Some(auth)) => {
                     auth.borrow_mut().lookup_done(issuer, unix_now());
                 }
+                (Want::Credentials, _) => self.credentials.borrow_mut().failed(unix_now()),
+                _ => {}
             }
         }
-        let ready: Vec<Handle> = {
-            let mut lookups = self.key_lookups.borrow_mut();
-            let busy: Vec<KeySlot> = lookups.in_flight.values().map(|(s, _)| *s).collect();
-            let (ready, waiting): (Vec<_>, Vec<_>) = lookups
-                .waiters
-                .drain(..)
-                .filter(|(_, handle)| handle.alive())
-                .partition(|(slot, _)| !busy.contains(slot));
-            lookups.waiters = waiting;
-            ready.into_iter().map(|(_, handle)| handle).collect()
-        };
         for handle in ready {
-            handle.deliver(self, |state| state.keys_arrived(self));
+            handle.deliver(self, |state| state.lookup_over(self));
         }
     }
 
@@ -400,10 +377,13 @@ impl Root {
             return;
         };
         let now = unix_now();
-        if shared.credentials.borrow().refresh_due(now) {
+        let asking = |want| shared.lookups.borrow().in_flight(want);
+        if shared.credentials.borrow().refresh_due(now) && !asking(Want::Credentials) {
             match shared.ask_for_credentials(now) {
                 Ok(token) => {
                     shared.credentials.borrow_mut().refresh_started();
+                    // Requests that find no usable credentials wait for this lookup.
+                    shared.lookup_started(token, Want::Credentials, now_ms());
                     self.calls.insert(token, Call::Credentials);
                 }
                 Err(e) => {
@@ -412,12 +392,13 @@ impl Root {
                 }
             }
         }
-        if shared.auth.is_some() && shared.keys_schedule.borrow().due(now) {
+        if shared.auth.is_some() && shared.keys_schedule.borrow().due(now) && !asking(Want::AnyKeys)
+        {
             match shared.ask_for_keys(None) {
                 Ok(token) => {
                     shared.keys_schedule.borrow_mut().started();
                     // Requests that find no keys yet wait for this lookup.
-                    shared.key_lookup_started(token, KeySlot::Any, now_ms());
+                    shared.lookup_started(token, Want::AnyKeys, now_ms());
                     self.calls.insert(token, Call::Keys);
                 }
                 Err(e) => {
@@ -472,10 +453,13 @@ impl Context for Root {
             return;
         };
         match self.calls.remove(&token) {
-            Some(Call::Credentials) => shared.store_credentials(status_code, response_size),
+            Some(Call::Credentials) => {
+                shared.credentials_answered(token, status_code, response_size);
+                shared.wake_waiters(now_ms());
+            }
             Some(Call::Keys) => {
                 shared.keys_answered(token, status_code, response_size);
-                shared.wake_key_waiters(now_ms());
+                shared.wake_waiters(now_ms());
             }
             Some(Call::Report) => {
                 if status_code == 0 {
@@ -621,7 +605,7 @@ impl RootContext for Root {
             decisions: RefCell::new(Decisions::default()),
             delegating: Cell::new(false),
             delegated: RefCell::new(HashMap::new()),
-            key_lookups: RefCell::new(KeyLookups::default()),
+            lookups: RefCell::new(Lookups::default()),
             root_context_id: self.context_id,
             report_nonce: RandomState::new().hash_one(now_ms()),
             report_sequence: Cell::new(0),
@@ -644,7 +628,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         self.maintain_decisions();
         if let Some(shared) = self.shared.clone() {
-            shared.wake_key_waiters(now_ms());
+            shared.wake_waiters(now_ms());
         }
         // Every TICK, whatever the tick period (half a tick early rather than a tick late).
         let now = now_ms();

@@ -101,8 +101,9 @@ pub(super) struct State {
     /// Reads the body when the operation names its models there or a token quota estimates
     /// from it; fixed memory whatever the body.
     reader: Option<BodyReader>,
-    /// The key lookup this request made (for every request waiting on it), while in flight.
-    keys_call: Option<u32>,
+    /// The key or credentials lookup this request made (for every request waiting on it),
+    /// while in flight.
+    lookup_call: Option<u32>,
     audit: AuditRecord,
     quota: Option<Quota>,
     /// The admission request while its decision is asked for on the stream (to ask again
@@ -127,7 +128,7 @@ impl Request {
                 hasher: None,
                 body_hash: None,
                 reader: None,
-                keys_call: None,
+                lookup_call: None,
                 audit: AuditRecord::default(),
                 quota: None,
                 quota_request: None,
@@ -232,7 +233,7 @@ impl State {
                             Ok(call) => {
                                 if let Some(token) = call {
                                     self.track(shared, token);
-                                    self.keys_call = Some(token);
+                                    self.lookup_call = Some(token);
                                 }
                                 self.pending = Some((headers, routed));
                                 self.phase = Phase::AwaitingKeys;
@@ -420,9 +421,12 @@ impl State {
         let now = unix_seconds(clock);
         let cached = shared.credentials.borrow().usable(now).cloned();
         let Some(credentials) = cached else {
-            return match shared.ask_for_credentials(now) {
-                Ok(token) => {
-                    self.track(shared, token);
+            return match shared.need_credentials(&self.handle, now_ms()) {
+                Ok(call) => {
+                    if let Some(token) = call {
+                        self.track(shared, token);
+                        self.lookup_call = Some(token);
+                    }
                     self.phase = Phase::AwaitingCredentials;
                     Action::Pause
                 }
@@ -598,18 +602,26 @@ impl State {
         }
     }
 
-    /// The keys this request waited for arrived (or the lookup gave up): decide again,
-    /// without looking up again.
-    pub(super) fn keys_arrived(&mut self, shared: &Shared) -> Action {
-        if self.phase != Phase::AwaitingKeys {
-            return Action::Pause;
-        }
-        match self.pending.take() {
-            Some((headers, routed)) => {
-                self.phase = Phase::Deciding;
-                self.decide(shared, headers, routed, false)
+    /// The lookup this request waited for is over (answered, or given up): it goes on with
+    /// what the worker has now, without looking up again.
+    pub(super) fn lookup_over(&mut self, shared: &Shared) -> Action {
+        match self.phase {
+            Phase::AwaitingKeys => match self.pending.take() {
+                Some((headers, routed)) => {
+                    self.phase = Phase::Deciding;
+                    self.decide(shared, headers, routed, false)
+                }
+                None => self.refuse(internal_error()),
+            },
+            Phase::AwaitingCredentials => {
+                if shared.credentials.borrow().usable(unix_now()).is_some() {
+                    self.phase = Phase::Forwarding;
+                    self.proceed(shared)
+                } else {
+                    self.refuse(ErrorReply::no_credentials())
+                }
             }
-            None => self.refuse(internal_error()),
+            _ => Action::Pause,
         }
     }
 
@@ -621,26 +633,22 @@ impl State {
         status_code: u32,
         size: usize,
     ) -> Action {
-        if self.keys_call == Some(token) {
+        if self.lookup_call == Some(token) {
             // A lookup this request made for every request waiting on it: the others are
             // woken by the root context.
-            self.keys_call = None;
-            shared.keys_answered(token, status_code, size);
-            return self.keys_arrived(shared);
+            self.lookup_call = None;
+            match self.phase {
+                Phase::AwaitingCredentials => {
+                    shared.credentials_answered(token, status_code, size);
+                }
+                _ => shared.keys_answered(token, status_code, size),
+            }
+            return self.lookup_over(shared);
         }
         match self.phase {
             Phase::AwaitingQuota => {
                 let answer = grpc_answer::<RateLimitResponse>(status_code, size);
                 self.quota_answer(shared, answer)
-            }
-            Phase::AwaitingCredentials => {
-                shared.store_credentials(status_code, size);
-                if shared.credentials.borrow().usable(unix_now()).is_some() {
-                    self.phase = Phase::Forwarding;
-                    self.proceed(shared)
-                } else {
-                    self.refuse(ErrorReply::no_credentials())
-                }
             }
             _ => Action::Pause,
         }

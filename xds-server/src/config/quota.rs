@@ -116,7 +116,7 @@ pub(super) fn check_quotas(
             descriptors,
         },
         filter: QuotaConfig {
-            cluster: names::CONTROL_CLUSTER.to_string(),
+            cluster: names::QUOTA_CLUSTER.to_string(),
             domain: raw.domain.clone(),
             timeout_ms: raw.timeout_ms,
             failure_mode,

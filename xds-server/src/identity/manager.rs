@@ -4,7 +4,10 @@
 //! reloads without dropping the keys of issuers whose source did not change.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime},
 };
 
@@ -27,6 +30,9 @@ pub struct KeyManager {
     context: Arc<Context>,
     entries: Mutex<Vec<Arc<Entry>>>,
     shutdown: CancellationToken,
+    /// `GetIdentityKeys` calls answered, and those naming an unknown key id.
+    requests: AtomicU64,
+    unknown_kid_requests: AtomicU64,
 }
 
 /// What the status page shows about one issuer (no secret).
@@ -57,7 +63,17 @@ impl KeyManager {
             context: Arc::new(Context { http, clock }),
             entries: Mutex::new(Vec::new()),
             shutdown,
+            requests: AtomicU64::new(0),
+            unknown_kid_requests: AtomicU64::new(0),
         }
+    }
+
+    /// `GetIdentityKeys` calls answered so far, and those naming an unknown key id.
+    pub fn requests(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.unknown_kid_requests.load(Ordering::Relaxed),
+        )
     }
 
     /// Makes `sources` the issuers. An issuer whose `iss` and source are unchanged keeps its
@@ -108,7 +124,9 @@ impl KeyManager {
         unknown_kid: &str,
         keys_refresh_seconds: u64,
     ) -> proto::IdentityKeys {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if !unknown_kid_issuer.is_empty() {
+            self.unknown_kid_requests.fetch_add(1, Ordering::Relaxed);
             self.refresh_for_unknown_kid(unknown_kid_issuer, unknown_kid)
                 .await;
         }

@@ -3,7 +3,7 @@
 
 use std::{fmt, time::Duration};
 
-use gateway_common::auth_config::Issuer;
+use gateway_common::auth_config::{Issuer, glob_matches};
 use jwt_simple::prelude::{
     Audiences, EdDSAKeyPairLike as _, HS256Key, JWTClaims, MACLike as _, UnixTimeStamp,
 };
@@ -54,6 +54,10 @@ pub enum MintError {
     Conflict(String),
     #[error("cannot sign the token: {0}")]
     Sign(String),
+    #[error(
+        "issuer {issuer} may not assert tenant {tenant:?} (auth.issuers[].tenants): the gateway would refuse the token"
+    )]
+    TenantNotAllowed { issuer: String, tenant: String },
 }
 
 /// The claims of a token for `issuer` issued at `now` (Unix seconds).
@@ -66,6 +70,14 @@ pub fn claims(
         issuer: issuer.name.clone(),
         field,
     };
+    if let Some(patterns) = &issuer.tenants
+        && !patterns.iter().any(|p| glob_matches(p, &request.tenant))
+    {
+        return Err(MintError::TenantNotAllowed {
+            issuer: issuer.name.clone(),
+            tenant: request.tenant.clone(),
+        });
+    }
     let mut custom = Map::new();
     set_claim(
         &mut custom,

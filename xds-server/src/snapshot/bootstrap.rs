@@ -1,7 +1,8 @@
 //! A complete static Envoy bootstrap with the snapshot's resources inline (routes included in
-//! the listener) plus the `gateway_control` cluster, so that `envoy --mode validate` can check
-//! the generated resources and an operator can run without ADS. The filter still fetches its
-//! signing credentials from xds-server through `gateway_control`.
+//! the listener) plus the `gateway_control` and `gateway_quota` clusters, so that `envoy --mode
+//! validate` can check the generated resources and an operator can run without ADS. The filter
+//! still fetches its signing credentials from xds-server through `gateway_control`, and asks
+//! for rate limit decisions through `gateway_quota`.
 
 use std::{collections::HashMap, net::IpAddr};
 
@@ -10,7 +11,8 @@ use envoy_types::{
         config::{
             bootstrap::v3::{Bootstrap, bootstrap::StaticResources},
             cluster::v3::{
-                Cluster,
+                CircuitBreakers, Cluster,
+                circuit_breakers::Thresholds,
                 cluster::{ClusterDiscoveryType, DiscoveryType},
             },
             core::v3::{Http2ProtocolOptions, Node},
@@ -22,6 +24,7 @@ use envoy_types::{
             },
         },
     },
+    pb::google::protobuf::UInt32Value,
     util::pack_any,
 };
 use gateway_common::names;
@@ -69,7 +72,16 @@ pub fn render(config: &GatewayConfig, control: &ControlAddress) -> Bootstrap {
         listener::RouteSource::Inline(Box::new(route::route_configuration(config))),
     );
     let mut clusters = cluster::clusters(config);
-    clusters.push(control_cluster(control));
+    clusters.push(control_cluster(
+        names::CONTROL_CLUSTER,
+        control,
+        CONTROL_MAX_REQUESTS,
+    ));
+    clusters.push(control_cluster(
+        names::QUOTA_CLUSTER,
+        control,
+        QUOTA_MAX_REQUESTS,
+    ));
     Bootstrap {
         node: Some(Node {
             id: STATIC_NODE.to_string(),
@@ -85,22 +97,43 @@ pub fn render(config: &GatewayConfig, control: &ControlAddress) -> Bootstrap {
     }
 }
 
-/// The cluster the filter calls the control API through: gRPC, so HTTP/2 in clear text.
-pub fn control_cluster(control: &ControlAddress) -> Cluster {
+/// Concurrent requests (and requests waiting for a connection) on `gateway_control`: ADS, and
+/// per Envoy worker at most one credentials lookup, one key lookup per issuer and one usage
+/// report at a time.
+pub const CONTROL_MAX_REQUESTS: u32 = 1024;
+/// The same on `gateway_quota`: a decision stream per worker, and one `ShouldRateLimit` call
+/// per request while a worker has no stream (or with `transport: unary`).
+pub const QUOTA_MAX_REQUESTS: u32 = 4096;
+
+/// A cluster the filter calls xds-server through: gRPC, so HTTP/2 in clear text, with circuit
+/// breakers of its own.
+pub fn control_cluster(name: &str, control: &ControlAddress, max_requests: u32) -> Cluster {
     let discovery = if control.host.parse::<IpAddr>().is_ok() {
         DiscoveryType::Static
     } else {
         DiscoveryType::StrictDns
     };
     Cluster {
-        name: names::CONTROL_CLUSTER.to_string(),
+        name: name.to_string(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(discovery as i32)),
         connect_timeout: Some(duration(CONTROL_CONNECT_TIMEOUT)),
         load_assignment: Some(cluster::load_assignment(
-            names::CONTROL_CLUSTER,
+            name,
             &control.host,
             u32::from(control.port),
         )),
+        circuit_breakers: Some(CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_pending_requests: Some(UInt32Value {
+                    value: CONTROL_MAX_REQUESTS,
+                }),
+                max_requests: Some(UInt32Value {
+                    value: max_requests,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
         typed_extension_protocol_options: HashMap::from([(
             cluster::HTTP_PROTOCOL_OPTIONS.to_string(),
             pack_any(HttpProtocolOptions {

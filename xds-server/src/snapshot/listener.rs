@@ -29,14 +29,16 @@ use envoy_types::{
                     http::{router::v3::Router, wasm::v3::Wasm},
                     network::http_connection_manager::v3::{
                         HttpConnectionManager, HttpFilter, Rds,
-                        http_connection_manager::{CodecType, RouteSpecifier},
+                        http_connection_manager::{
+                            CodecType, PathWithEscapedSlashesAction, RouteSpecifier,
+                        },
                         http_filter,
                     },
                 },
                 transport_sockets::tls::v3::{
                     CommonTlsContext, DownstreamTlsContext, TlsCertificate,
                 },
-                wasm::v3::{FailurePolicy, PluginConfig, VmConfig, plugin_config},
+                wasm::v3::{FailurePolicy, PluginConfig, ReloadConfig, VmConfig, plugin_config},
             },
         },
         google::protobuf::{BoolValue, StringValue},
@@ -82,6 +84,15 @@ pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) 
         // The route's timeout bounds requests; this one would also cut long response streams.
         request_timeout: Some(duration(std::time::Duration::ZERO)),
         generate_request_id: Some(BoolValue { value: true }),
+        // The path reaches the filter as the client sent it, and leaves as the filter saw
+        // it: the filter reads it once, refuses what could be read two ways, and every
+        // decision and the signature use that one reading (filter/src/core/path.rs).
+        // Normalizing here would hide from the filter what Bedrock receives (and unescaping
+        // %2F would break model ARNs); these are Envoy's defaults, set so that no runtime
+        // override can change them.
+        normalize_path: Some(BoolValue { value: false }),
+        merge_slashes: false,
+        path_with_escaped_slashes_action: PathWithEscapedSlashesAction::KeepUnchanged as i32,
         local_reply_config: Some(super::local_reply::local_reply_config()),
         access_log: vec![audit_log(config)],
         http_filters: vec![
@@ -154,8 +165,10 @@ fn downstream_tls(tls: &ListenerTls) -> TransportSocket {
     }
 }
 
-/// The Wasm filter, configured with the filter's JSON. Fails closed: a request must never
-/// leave unsigned or unchecked because the plugin could not run.
+/// The Wasm filter, configured with the filter's JSON. Never fails open: a request must never
+/// leave unsigned or unchecked because the plugin could not run. A VM that fails at run time
+/// (a trap) is replaced for the next request (`FAIL_RELOAD`, backing off from 1 s) instead of
+/// answering 503 until the next configuration change; other failures fail closed.
 pub fn wasm_filter(config: &GatewayConfig, filter_json: &str) -> Wasm {
     Wasm {
         config: Some(PluginConfig {
@@ -177,7 +190,8 @@ pub fn wasm_filter(config: &GatewayConfig, filter_json: &str) -> Wasm {
             configuration: Some(pack_any(StringValue {
                 value: filter_json.to_string(),
             })),
-            failure_policy: FailurePolicy::FailClosed as i32,
+            failure_policy: FailurePolicy::FailReload as i32,
+            reload_config: Some(ReloadConfig { backoff: None }),
             // The filter pauses the headers until the whole body is there to sign it; without
             // this Envoy turns that pause into StopAllIteration and never calls on_body.
             allow_on_headers_stop_iteration: Some(BoolValue { value: true }),

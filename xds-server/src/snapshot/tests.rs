@@ -13,7 +13,8 @@ use envoy_types::pb::{
             filters::{
                 http::{router::v3::Router, wasm::v3::Wasm},
                 network::http_connection_manager::v3::{
-                    HttpConnectionManager, http_connection_manager, http_filter,
+                    HttpConnectionManager, http_connection_manager,
+                    http_connection_manager::PathWithEscapedSlashesAction, http_filter,
                 },
             },
             wasm::v3::{FailurePolicy, plugin_config},
@@ -129,6 +130,16 @@ fn listener_runs_the_wasm_filter_then_the_router() {
         manager.generate_request_id.as_ref().map(|b| b.value),
         Some(true)
     );
+    // Envoy hands the path over as sent: the filter reads it once, for every decision.
+    assert_eq!(
+        manager.normalize_path.as_ref().map(|b| b.value),
+        Some(false)
+    );
+    assert!(!manager.merge_slashes);
+    assert_eq!(
+        manager.path_with_escaped_slashes_action,
+        PathWithEscapedSlashesAction::KeepUnchanged as i32
+    );
     let filter_names: Vec<&str> = manager
         .http_filters
         .iter()
@@ -145,7 +156,8 @@ fn listener_runs_the_wasm_filter_then_the_router() {
     let plugin = wasm.config.unwrap();
     assert_eq!(plugin.name, "bedrock_gateway");
     assert_eq!(plugin.root_id, names::ROOT_ID);
-    assert_eq!(plugin.failure_policy, FailurePolicy::FailClosed as i32);
+    assert_eq!(plugin.failure_policy, FailurePolicy::FailReload as i32);
+    assert!(plugin.reload_config.is_some());
     assert_eq!(
         plugin.allow_on_headers_stop_iteration.map(|b| b.value),
         Some(true)

@@ -58,7 +58,7 @@ fn defaults_and_derived_shapes() {
     assert_eq!(
         filter,
         QuotaConfig {
-            cluster: "gateway_control".into(),
+            cluster: "gateway_quota".into(),
             domain: "bedrock-gateway".into(),
             timeout_ms: 200,
             failure_mode: FailureMode::Open,

@@ -107,6 +107,18 @@ fn refuses_what_it_cannot_lay_out() {
         claims(&issuer(ClaimMapping::default()), &extra, 0).unwrap_err(),
         MintError::Conflict("tenant.inner".into())
     );
+    let mut scoped = issuer(ClaimMapping::default());
+    scoped.tenants = Some(vec!["dev-*".into()]);
+    assert_eq!(
+        claims(&scoped, &request(), 0).unwrap_err(),
+        MintError::TenantNotAllowed {
+            issuer: "local-dev".into(),
+            tenant: request().tenant
+        }
+    );
+    let mut dev = request();
+    dev.tenant = "dev-1".into();
+    assert!(claims(&scoped, &dev, 0).is_ok());
 }
 
 #[test]

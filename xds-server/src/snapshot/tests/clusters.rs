@@ -189,21 +189,31 @@ fn endpoint_url_makes_one_shared_cluster() {
 }
 
 #[test]
-fn bootstrap_is_static_and_includes_the_control_cluster() {
+fn bootstrap_is_static_and_includes_the_control_clusters() {
     let config = gateway(BASE);
     let control: bootstrap::ControlAddress = "127.0.0.1:18000".parse().unwrap();
     let rendered = bootstrap::render(&config, &control);
     let resources = rendered.static_resources.unwrap();
     let names: Vec<&str> = resources.clusters.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names.len(), 5);
-    assert_eq!(names[4], names::CONTROL_CLUSTER);
-    let control_cluster = &resources.clusters[4];
-    assert_eq!(endpoint_of(control_cluster), ("127.0.0.1".into(), 18000));
-    assert!(matches!(
-        protocol_of(control_cluster),
-        http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(explicit)
-            if matches!(explicit.protocol_config, Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)))
-    ));
+    assert_eq!(names.len(), 6);
+    assert_eq!(names[4..], [names::CONTROL_CLUSTER, names::QUOTA_CLUSTER]);
+    // Each with its own circuit breakers: decisions cannot starve ADS, credentials and keys.
+    for (cluster, max_requests) in [
+        (&resources.clusters[4], bootstrap::CONTROL_MAX_REQUESTS),
+        (&resources.clusters[5], bootstrap::QUOTA_MAX_REQUESTS),
+    ] {
+        assert_eq!(endpoint_of(cluster), ("127.0.0.1".into(), 18000));
+        assert!(matches!(
+            protocol_of(cluster),
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(explicit)
+                if matches!(explicit.protocol_config, Some(http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(_)))
+        ));
+        let thresholds = &cluster.circuit_breakers.as_ref().unwrap().thresholds[0];
+        assert_eq!(
+            thresholds.max_requests.as_ref().map(|v| v.value),
+            Some(max_requests)
+        );
+    }
     let manager = connection_manager(&resources.listeners[0]);
     let Some(http_connection_manager::RouteSpecifier::RouteConfig(routes)) =
         manager.route_specifier
@@ -215,7 +225,7 @@ fn bootstrap_is_static_and_includes_the_control_cluster() {
 
     let named: bootstrap::ControlAddress = "xds-server.gateway.svc:18000".parse().unwrap();
     assert_eq!(
-        bootstrap::control_cluster(&named).cluster_discovery_type,
+        bootstrap::control_cluster("c", &named, 1).cluster_discovery_type,
         Some(envoy_cluster::ClusterDiscoveryType::Type(
             envoy_cluster::DiscoveryType::StrictDns as i32
         ))
