@@ -10,7 +10,7 @@ use jwt_simple::prelude::*;
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 
-use crate::common::{post, start};
+use crate::common::{http, post, start, wait_for_audit};
 
 const AUDIENCE: &str = "bedrock-gateway";
 const HS_SECRET: &str = "a-development-secret-of-at-least-32-bytes";
@@ -104,10 +104,10 @@ fn setup() -> Setup {
         serde_json::from_str(&partner_key.public_key().to_jwk()).unwrap(),
     ]);
     let issuers = vec![
-        issuer_yaml(&corp, "corp", "claims: {tenant: \"custom:tenant\", role: groups}\nrequired_claims: [\"custom:tenant\"]"),
-        issuer_yaml(&partner, "partner", "claims: {tenant: org.id, subject: email}\nalgorithms: [ES256]"),
+        issuer_yaml(&corp, "corp", "claims: {tenant: \"custom:tenant\", role: groups}\nrequired_claims: [\"custom:tenant\"]\ntenants: [\"team-*\"]\nroles: [dev, kb-readers]"),
+        issuer_yaml(&partner, "partner", "claims: {tenant: org.id, subject: email}\nalgorithms: [ES256]\ntenants: [\"partner-*\"]"),
         serde_yaml::from_str(&format!(
-            "name: dev\nissuer: local-dev\naudiences: [{AUDIENCE}]\nalgorithms: [HS256]\nhs256_secret_env: GATEWAY_TEST_HS_SECRET\nclaims: {{tenant: \"custom:tenant\"}}"
+            "name: dev\nissuer: local-dev\naudiences: [{AUDIENCE}]\nalgorithms: [HS256]\nhs256_secret_env: GATEWAY_TEST_HS_SECRET\nclaims: {{tenant: \"custom:tenant\"}}\ntenants: [team-a]"
         ))
         .unwrap(),
     ];
@@ -118,6 +118,7 @@ tenants:
   partner-x: [{services: [bedrock-runtime], operations: [Converse], models: ["*"]}]
 roles:
   kb-readers: [{services: [bedrock-agent-runtime], operations: [Retrieve]}]
+  admin: [{services: ["*"]}]
 "#,
     )
     .unwrap();
@@ -396,6 +397,10 @@ async fn keys_rotate_without_restarting_anything() {
     // Unknown kids do not make the gateway hammer the IdP: at most one fetch a second for
     // them, besides the scheduled ones.
     let hits = s.corp.jwks_hits();
+    let lookups = s
+        .stack
+        .xds_metric("identity_unknown_kid_requests_total")
+        .unwrap();
     let started = Instant::now();
     for i in 0..20 {
         let stranger = Ed25519KeyPair::generate().with_key_id(&format!("random-{i}"));
@@ -416,6 +421,125 @@ async fn keys_rotate_without_restarting_anything() {
         "20 unknown kids caused {} JWKS fetches in {elapsed} s",
         s.corp.jwks_hits() - hits
     );
+    // Nor the control service: per Envoy worker (2), one lookup, then none for
+    // unknown_kid_refresh_seconds (2 s) after it was answered.
+    let asked = s
+        .stack
+        .xds_metric("identity_unknown_kid_requests_total")
+        .unwrap()
+        - lookups;
+    assert!(
+        asked as usize <= 2 * (1 + elapsed / 2 + 1),
+        "20 unknown kids cost {asked} key lookups in {elapsed} s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_tokens_cost_one_key_lookup_per_issuer_however_many_arrive() {
+    let s = setup();
+    // Keys are there (a first good request), then a flood: the same unknown kid again and
+    // again, and fresh ones, all at once.
+    let good = s.keys.es256.sign(claims(&s.corp, "team-a")).unwrap();
+    assert_eq!(
+        converse(&s.stack, "anthropic.claude-3-haiku", &good, &[])
+            .await
+            .0,
+        200
+    );
+    let lookups = s
+        .stack
+        .xds_metric("identity_unknown_kid_requests_total")
+        .unwrap();
+    let started = Instant::now();
+    let forger = Ed25519KeyPair::generate().with_key_id("forged");
+    let mut tokens: Vec<String> = (0..100)
+        .map(|_| forger.sign(claims(&s.corp, "team-a")).unwrap())
+        .collect();
+    tokens.extend((0..50).map(|i| {
+        Ed25519KeyPair::generate()
+            .with_key_id(&format!("fresh-{i}"))
+            .sign(claims(&s.corp, "team-a"))
+            .unwrap()
+    }));
+    let answers = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|token| converse(&s.stack, "anthropic.claude-3-haiku", token, &[])),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|(status, _, _)| *status == 401),
+        "{answers:?}"
+    );
+    let elapsed = started.elapsed().as_secs() as usize;
+    let asked = s
+        .stack
+        .xds_metric("identity_unknown_kid_requests_total")
+        .unwrap()
+        - lookups;
+    // 2 workers, each: one lookup, then quiet for unknown_kid_refresh_seconds (2 s).
+    assert!(
+        asked as usize <= 2 * (1 + elapsed / 2 + 1),
+        "150 forged tokens cost {asked} key lookups in {elapsed} s"
+    );
+    // Callers with good tokens are served meanwhile.
+    assert_eq!(
+        converse(&s.stack, "anthropic.claude-3-haiku", &good, &[])
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_asserts_only_its_own_tenants_and_roles() {
+    let s = setup();
+    // The partner IdP may not speak for team-a, nor the development issuer for platform.
+    let partner_claims = Claims::with_custom_claims(
+        json!({"org": {"id": "team-a"}, "email": "mallory@partner.example"}),
+        Duration::from_mins(10),
+    )
+    .with_issuer(s.partner.issuer())
+    .with_audience(AUDIENCE);
+    let impostor = s.partner_key.sign(partner_claims).unwrap();
+    let dev = HS256Key::from_bytes(HS_SECRET.as_bytes())
+        .authenticate(
+            Claims::with_custom_claims(
+                json!({"custom:tenant": "platform"}),
+                Duration::from_mins(5),
+            )
+            .with_issuer("local-dev")
+            .with_audience(AUDIENCE),
+        )
+        .unwrap();
+    for token in [&impostor, &dev] {
+        let (status, error_type, body) =
+            converse(&s.stack, "anthropic.claude-3-haiku", token, &[]).await;
+        assert_eq!(
+            (status, error_type.as_deref()),
+            (401, Some("UnrecognizedClientException")),
+            "{body}"
+        );
+    }
+    // A corp token may claim roles, but only corp's: `admin` is ignored, so team-z (no
+    // grants of its own) cannot list the foundation models.
+    let mut admin = claims(&s.corp, "team-z");
+    admin.custom["groups"] = json!(["admin"]);
+    let admin = s.keys.es256.sign(admin).unwrap();
+    let auth = format!("Bearer {admin}");
+    let response = http()
+        .get(format!("{}/foundation-models", s.stack.gateway_url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    let audit = wait_for_audit(&s.stack, 3);
+    let refused: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["reason"] == "tenant_not_allowed")
+        .collect();
+    assert_eq!(refused.len(), 2, "{audit:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -586,16 +710,4 @@ async fn model_access_per_tenant_and_role_and_no_spoofing() {
             .any(|l| l.to_string().contains("eyJ")),
         "a token in the audit log"
     );
-}
-
-/// The audit log once it has at least `count` lines (Envoy flushes it on a timer).
-fn wait_for_audit(stack: &Stack, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + StdDuration::from_secs(15);
-    loop {
-        let lines = stack.audit_lines().unwrap();
-        if lines.len() >= count || Instant::now() > deadline {
-            return lines;
-        }
-        std::thread::sleep(StdDuration::from_millis(200));
-    }
 }

@@ -7,6 +7,7 @@ mod config_reload;
 mod credentials;
 mod envoy_configs;
 mod forwarding;
+mod hardening;
 mod identity;
 mod operations;
 mod quota;

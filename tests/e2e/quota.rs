@@ -11,7 +11,7 @@ use jwt_simple::prelude::{Claims, Duration as JwtDuration, HS256Key, MACLike};
 use serde_json::{Value, json};
 use serde_yaml::Value as Yaml;
 
-use crate::common::{post, start};
+use crate::common::{fresh_window, post, start};
 
 const SECRET: &str = "a-quota-test-secret-of-at-least-32-bytes";
 
@@ -114,8 +114,10 @@ fn ledger(stack: &Stack, tenant: &str, requests: u64) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_noisy_tenant_is_throttled_and_the_others_are_not() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let stack = stack(
-        "failure_mode: open\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 5}\n",
+        "failure_mode: open\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: hour, requests_per_unit: 5}\n",
     );
     for i in 0..5 {
         assert_eq!(
@@ -141,7 +143,10 @@ async fn a_noisy_tenant_is_throttled_and_the_others_are_not() {
     assert_eq!(headers["x-ratelimit-limit"], "5");
     assert_eq!(headers["x-ratelimit-remaining"], "0");
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry_after), "retry-after {retry_after}");
+    assert!(
+        (1..=3600).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
     for _ in 0..5 {
         assert_eq!(
             converse(&stack, "team-b").await,
@@ -166,8 +171,10 @@ async fn a_noisy_tenant_is_throttled_and_the_others_are_not() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_unary_transport_enforces_the_same_limits_with_a_call_per_request() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let stack = stack(
-        "failure_mode: closed\ntransport: unary\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 3}\n",
+        "failure_mode: closed\ntransport: unary\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: hour, requests_per_unit: 3}\n",
     );
     let mut statuses = Vec::new();
     for _ in 0..4 {
@@ -182,8 +189,10 @@ async fn the_unary_transport_enforces_the_same_limits_with_a_call_per_request() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_rate_limit_service_times_out_into_the_failure_mode() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let stack = stack(
-        "failure_mode: closed\ntimeout_ms: 300\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 100}\n",
+        "failure_mode: closed\ntimeout_ms: 300\ndescriptors:\n  - key: tenant\n    rate_limit: {unit: hour, requests_per_unit: 100}\n",
     );
     assert_eq!(converse(&stack, "team-a").await, 200);
     // The service still holds its connections but answers nothing.
@@ -224,6 +233,8 @@ async fn a_stalled_rate_limit_service_times_out_into_the_failure_mode() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_budget_is_spent_by_streamed_and_plain_responses_and_the_ledger_is_exact() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let stack = stack(
         "failure_mode: closed\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {unit: month, requests_per_unit: 100}\n",
     );
@@ -335,6 +346,8 @@ async fn a_token_budget_is_spent_by_streamed_and_plain_responses_and_the_ledger_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_streams_cannot_overshoot_the_budget() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let stack = stack(
         "failure_mode: closed\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {unit: day, requests_per_unit: 100}\n",
     );
@@ -377,9 +390,11 @@ async fn concurrent_streams_cannot_overshoot_the_budget() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_gateways_on_one_redis_enforce_one_limit() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let redis = Redis::start().unwrap();
     let quotas = format!(
-        "failure_mode: closed\nstore: {{type: redis, url: \"{}\"}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: minute, requests_per_unit: 6}}\n",
+        "failure_mode: closed\nstore: {{type: redis, url: \"{}\"}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: hour, requests_per_unit: 6}}\n",
         redis.url()
     );
     let first = stack(&quotas);
@@ -416,8 +431,10 @@ async fn two_gateways_on_one_redis_enforce_one_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failure_modes_when_the_rate_limit_service_is_away() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 120);
     let limit =
-        "descriptors:\n  - key: tenant\n    rate_limit: {unit: minute, requests_per_unit: 3}\n";
+        "descriptors:\n  - key: tenant\n    rate_limit: {unit: hour, requests_per_unit: 3}\n";
     let mut open = stack(&format!("failure_mode: open\n{limit}"));
     let mut closed = stack(&format!("failure_mode: closed\ntimeout_ms: 300\n{limit}"));
     assert_eq!(converse(&open, "team-a").await, 200);
@@ -462,4 +479,51 @@ async fn failure_modes_when_the_rate_limit_service_is_away() {
         statuses.push(converse(&closed, "team-a").await);
     }
     assert_eq!(statuses, [200, 200, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_resent_while_redis_is_slow_is_counted_once() {
+    fresh_window(3600, 120);
+    let redis = Redis::start().unwrap();
+    let quotas = format!(
+        "failure_mode: open\nstore: {{type: redis, url: \"{}\"}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: hour, requests_per_unit: 1000}}\n",
+        redis.url()
+    );
+    let quotas: Yaml = serde_yaml::from_str(&quotas).unwrap();
+    let stack = start(StackOptions {
+        configure: Box::new(move |c| {
+            let audit = c["auth"]["audit_log"].clone();
+            c["auth"] = serde_yaml::from_str(&format!(
+                "mode: jwt\nissuers: [{{name: dev, issuer: local-dev, audiences: [bedrock-gateway], algorithms: [HS256], hs256_secret_env: GATEWAY_TEST_HS_SECRET}}]\naccess: {{default: [{{}}]}}"
+            ))
+            .unwrap();
+            c["auth"]["audit_log"] = audit;
+            c["quotas"] = quotas.clone();
+            // Reports time out quickly, and are sent again while Redis sleeps.
+            c["filter"]["control_timeout_ms"] = 200.into();
+        }),
+        xds_env: vec![("GATEWAY_TEST_HS_SECRET".into(), SECRET.into())],
+        ..StackOptions::default()
+    });
+    assert_eq!(converse(&stack, "team-warm").await, 200);
+    // Redis sleeps 3 s: decisions fail open, and every report the workers send in that time
+    // times out at the filter while xds-server's script waits in Redis' queue, to run when
+    // Redis wakes up. The filter sends the same batch again, under the same id.
+    let stall = redis.stall(3.0).unwrap();
+    for _ in 0..3 {
+        assert_eq!(converse(&stack, "team-once").await, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stall.join().unwrap();
+    let rows = ledger(&stack, "team-once", 3);
+    // Give resent batches time to arrive (and be recognized).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rows_after = ledger(&stack, "team-once", 3);
+    assert_eq!(rows, rows_after);
+    let requests: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(requests, 3, "{rows:?}");
+    assert!(
+        stack.xds_metric("quota_duplicate_reports_total").unwrap() >= 1,
+        "no batch was sent twice: the test did not test"
+    );
 }

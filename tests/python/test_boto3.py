@@ -128,6 +128,7 @@ def test_stock_clients_work_without_the_header(stack):
     )
     assert len(out["retrievalResults"]) == 2
     last = stack.emulator_requests()[-1]
+    assert (last["method"], last["path"]) == ("POST", "/knowledgebases/KB12345678/retrieve")
     assert last["signature_valid"] and last["access_key_id"] != "AKIDSTOCKCLIENT"
 
 
@@ -180,6 +181,7 @@ def every_operation():
 def test_every_operation_without_the_header_reaches_its_service(stack, service, method, path):
     """Each operation in botocore's models of the four Bedrock services, sent as a stock client
     sends it (no aws-endpoint-prefix), reaches that service's host, signed."""
+    stack.clear_emulator_requests()
     request = urllib.request.Request(f"{stack.gateway}{path}", data=b"{}" if method != "GET" else None,
                                      method=method, headers={"content-type": "application/json"})
     try:
@@ -187,7 +189,8 @@ def test_every_operation_without_the_header_reaches_its_service(stack, service, 
     except urllib.error.HTTPError as error:
         assert error.headers.get("x-amzn-errortype") in ("UnknownOperationException", "ValidationException")
         assert error.code != 400 or "aws-endpoint-prefix" not in error.read().decode(), "the gateway could not route it"
-    last = stack.emulator_requests()[-1]
-    assert last["path"] == path
-    assert dict(last["headers"])["host"] == f"{service}.{REGION}.amazonaws.com"
-    assert last["signature_valid"]
+    # The emulator saw this request, and only it (not one of an earlier test).
+    seen = stack.emulator_requests()
+    assert [(r["method"], r["path"]) for r in seen] == [(method, path)]
+    assert dict(seen[0]["headers"])["host"] == f"{service}.{REGION}.amazonaws.com"
+    assert seen[0]["signature_valid"]

@@ -44,6 +44,9 @@ impl Redis {
                 "",
                 "--appendonly",
                 "no",
+                // DEBUG SLEEP from loopback: tests make Redis slow on purpose.
+                "--enable-debug-command",
+                "local",
             ])
             .arg("--dir")
             .arg(dir.path());
@@ -70,5 +73,22 @@ impl Redis {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Makes Redis answer nothing for `seconds` (`DEBUG SLEEP`), from a thread of its own;
+    /// returns once the command is sent.
+    pub fn stall(&self, seconds: f64) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        let arg = seconds.to_string();
+        let command = format!(
+            "*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n${}\r\n{arg}\r\n",
+            arg.len()
+        );
+        stream.write_all(command.as_bytes())?;
+        Ok(std::thread::spawn(move || {
+            let mut reply = [0u8; 16];
+            let _ = stream.read(&mut reply);
+        }))
     }
 }

