@@ -493,9 +493,9 @@ async fn a_report_resent_while_redis_is_slow_is_counted_once() {
     let stack = start(StackOptions {
         configure: Box::new(move |c| {
             let audit = c["auth"]["audit_log"].clone();
-            c["auth"] = serde_yaml::from_str(&format!(
-                "mode: jwt\nissuers: [{{name: dev, issuer: local-dev, audiences: [bedrock-gateway], algorithms: [HS256], hs256_secret_env: GATEWAY_TEST_HS_SECRET}}]\naccess: {{default: [{{}}]}}"
-            ))
+            c["auth"] = serde_yaml::from_str(
+                "mode: jwt\nissuers: [{name: dev, issuer: local-dev, audiences: [bedrock-gateway], algorithms: [HS256], hs256_secret_env: GATEWAY_TEST_HS_SECRET}]\naccess: {default: [{}]}",
+            )
             .unwrap();
             c["auth"]["audit_log"] = audit;
             c["quotas"] = quotas.clone();
