@@ -170,7 +170,7 @@ impl QuotaEngine {
         let (Some(active), Some(plan)) = (active, plan) else {
             debug!(domain = %request.domain, "rate limit request for an unknown domain: allowed");
             self.counters.unknown_domain.fetch_add(1, Ordering::Relaxed);
-            return Ok(decide::unknown_domain());
+            return Ok(decide::unknown_domain(request, now));
         };
         let refunded = if plan.refunds.is_empty() {
             Vec::new()
