@@ -72,6 +72,10 @@ impl Counters {
         keys: impl IntoIterator<Item = &'a str>,
         now: i64,
     ) -> Result<(), StoreError> {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        if self.map.len().saturating_add(keys.len()) <= self.max {
+            return Ok(());
+        }
         let keys: HashSet<&str> = keys.into_iter().collect();
         let fits = |map: &HashMap<String, Counter>, max: usize| {
             let new = keys.iter().filter(|key| !map.contains_key(**key)).count();
