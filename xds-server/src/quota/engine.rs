@@ -428,7 +428,7 @@ impl QuotaEngine {
             ),
             (
                 "quota_adjustments_total",
-                "Token reservations corrected after the response.",
+                "Counter corrections applied from usage reports (token reservations settled, charges given back).",
                 read(&c.adjustments),
             ),
             (
