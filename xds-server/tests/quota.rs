@@ -11,8 +11,8 @@ use prost::Message as _;
 use support::{
     Server, eventually,
     quota::{
-        MEMORY, OK, OVER, ask, config, control_client, filter_request, rate_limit_client, record,
-        summary,
+        MEMORY, OK, OVER, ask, config, control_client, decision_facts, filter_request,
+        filter_request_windows, now, rate_limit_client, record, summary,
     },
 };
 use tonic::Code as GrpcCode;
@@ -185,7 +185,7 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
         json,
         serde_json::json!({"rows": [{"day": today, "tenant": "team b",
             "model": "anthropic.claude-3-haiku", "requests": 1, "input_tokens": 7,
-            "output_tokens": 3, "refusals": 0}]})
+            "output_tokens": 3, "refusals": 0, "gateway_refusals": 0}]})
     );
     let (code, body) = server.get("/usage?to=2026-13-01").await;
     assert_eq!(
@@ -290,5 +290,135 @@ async fn the_decision_stream_answers_as_should_rate_limit_does_on_the_same_count
         metrics.contains("xds_server_quota_stream_requests_total 5\n"),
         "{metrics}"
     );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn decisions_name_the_windows_they_counted_in_on_both_transports() {
+    let server = Server::start(&config(1, MEMORY)).await;
+    let mut client = rate_limit_client(server.grpc).await;
+    let before = now();
+    let admitted = ask(&mut client, filter_request("team-a", 10)).await;
+    let (windows, decided_at) = decision_facts(&admitted);
+    let decided_at = decided_at.expect("decided_at");
+    assert!((before..=now()).contains(&decided_at), "{decided_at}");
+    assert_eq!(windows, filter_request_windows(decided_at));
+
+    // Refused, on the stream: the same facts.
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    let mut answers = control_client(server.grpc)
+        .await
+        .stream_rate_limit(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(RateLimitStreamRequest {
+            id: 1,
+            request: filter_request("team-a", 10).encode_to_vec(),
+        })
+        .await
+        .unwrap();
+    let answer = answers.message().await.unwrap().unwrap();
+    let refused = RateLimitResponse::decode(answer.response.as_slice()).unwrap();
+    assert_eq!(refused.overall_code, OVER);
+    let (windows, decided_at) = decision_facts(&refused);
+    assert_eq!(windows, filter_request_windows(decided_at.unwrap()));
+
+    // Nothing is counted for another domain.
+    let other = ask(
+        &mut client,
+        RateLimitRequest {
+            domain: "elsewhere".into(),
+            ..filter_request("team-a", 10)
+        },
+    )
+    .await;
+    let (windows, decided_at) = decision_facts(&other);
+    assert_eq!(windows, [None, None]);
+    assert!(decided_at.is_some());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_usage_report_is_applied_once_per_id() {
+    let server = Server::start(&config(100, MEMORY)).await;
+    let mut limits = rate_limit_client(server.grpc).await;
+    let mut control = control_client(server.grpc).await;
+    let decision = ask(&mut limits, filter_request("team-a", 600)).await;
+    assert_eq!(summary(&decision), (OK, vec![(OK, 99), (OK, 400)]));
+    let (windows, _) = decision_facts(&decision);
+
+    // Used 200 of 600; a second request was admitted and refused by the gateway.
+    let mut used = record("team-a", 600, 150, 50);
+    used.adjustments[0].window = windows[1].clone().unwrap();
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 400)).await),
+        (OK, vec![(OK, 98), (OK, 0)])
+    );
+    let mut refused = record("team-a", 400, 0, 0);
+    refused.refused_by_gateway = true;
+    refused.adjustments[0].window = windows[1].clone().unwrap();
+    refused
+        .adjustments
+        .push(gateway_common::proto::CounterAdjustment {
+            entries: vec![gateway_common::proto::DescriptorEntry {
+                key: "tenant".into(),
+                value: "team-a".into(),
+            }],
+            delta: -1,
+            window: windows[0].clone().unwrap(),
+        });
+    let batch = ReportUsageRequest {
+        node_id: "test-envoy".into(),
+        report_id: "worker-1:0001".into(),
+        records: vec![used, refused],
+    };
+    // Delivered twice (the first answer was lost, say): applied once.
+    control.report_usage(batch.clone()).await.unwrap();
+    control.report_usage(batch.clone()).await.unwrap();
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 0)).await),
+        (OK, vec![(OK, 98), (OK, 800)])
+    );
+    let rows = control
+        .get_usage(GetUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (
+            rows[0].requests,
+            rows[0].input_tokens,
+            rows[0].refusals,
+            rows[0].gateway_refusals
+        ),
+        (1, 150, 0, 1)
+    );
+
+    let too_long = control
+        .report_usage(ReportUsageRequest {
+            report_id: "x".repeat(129),
+            ..batch
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_long.code(), GrpcCode::InvalidArgument);
+    assert_eq!(
+        too_long.message(),
+        "report_id: expected at most 128 bytes, found 129"
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    for line in [
+        "xds_server_quota_duplicate_reports_total 1\n",
+        "xds_server_quota_usage_records_total 2\n",
+        "xds_server_quota_gateway_refusals_reported_total 1\n",
+        "xds_server_quota_adjustments_total 2\n",
+        "xds_server_quota_ledger_rows_collapsed_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
     server.stop().await.unwrap();
 }

@@ -151,3 +151,63 @@ async fn redis_down_answers_unavailable_until_it_is_back() {
     assert_eq!(server.status().await["quotas"]["healthy"], true);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_report_resent_after_a_redis_outage_is_applied_once() {
+    let mut redis = RedisServer::start().await;
+    let server = Server::start(&config(5, &redis_store(&redis))).await;
+    let mut control = control_client(server.grpc).await;
+    let batch = ReportUsageRequest {
+        node_id: "test-envoy".into(),
+        report_id: "worker-2:0042".into(),
+        records: vec![record("team-a", 0, 30, 20)],
+    };
+    redis.stop();
+    let error = control.report_usage(batch.clone()).await.unwrap_err();
+    assert_eq!(error.code(), GrpcCode::Unavailable);
+    assert!(
+        error
+            .message()
+            .starts_with("quota store unavailable: redis: report: "),
+        "{}",
+        error.message()
+    );
+
+    redis.restart().await;
+    // The filter resends the batch, unchanged, until one delivery is confirmed; a confirmation
+    // it never saw makes it send once more.
+    eventually("the batch to be accepted", || async {
+        control.clone().report_usage(batch.clone()).await.is_ok()
+    })
+    .await;
+    control.report_usage(batch.clone()).await.unwrap();
+    let rows = control
+        .get_usage(GetUsageRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.tenant.as_str(), r.requests, r.input_tokens))
+            .collect::<Vec<_>>(),
+        [("team-a", 1, 30)]
+    );
+    // The 50 tokens it used are charged once.
+    assert_eq!(
+        summary(
+            &ask(
+                &mut rate_limit_client(server.grpc).await,
+                filter_request("team-a", 0)
+            )
+            .await
+        ),
+        (OK, vec![(OK, 4), (OK, 950)])
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("xds_server_quota_duplicate_reports_total 1\n"),
+        "{metrics}"
+    );
+    server.stop().await.unwrap();
+}

@@ -14,8 +14,8 @@ use xds_server::{
     quota::{
         RedisSettings,
         store::{
-            Adjustment, Charge, CounterStore, LedgerEntry, UsageKey, UsageLedger, UsageTotals,
-            memory::MemoryStore, redis::RedisStore,
+            Adjustment, Charge, CounterStore, LedgerEntry, Report, ReportOutcome, UsageKey,
+            UsageLedger, UsageTotals, memory::MemoryStore, redis::RedisStore,
         },
     },
 };
@@ -45,6 +45,34 @@ fn adjustment(key: &str, delta: i64) -> Adjustment {
         delta,
         expire_at: now() + 600,
     }
+}
+
+/// Ledger additions alone, without an id, on days of up to 100 rows.
+fn ledger_only(entries: Vec<LedgerEntry>) -> Report {
+    Report {
+        id: None,
+        adjustments: Vec::new(),
+        ledger: entries,
+        max_rows_per_day: 100,
+    }
+}
+
+fn key(day: &str, tenant: &str, model: &str) -> UsageKey {
+    UsageKey {
+        day: day.into(),
+        tenant: tenant.into(),
+        model: model.into(),
+    }
+}
+
+fn days(list: &[&str]) -> Vec<String> {
+    list.iter().map(|d| d.to_string()).collect()
+}
+
+async fn rows(store: &dyn Store, day: &str) -> Vec<(UsageKey, UsageTotals)> {
+    let mut rows = store.query(&days(&[day]), None).await.unwrap();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
 }
 
 async fn admit(store: &dyn Store, charges: &[Charge]) -> (bool, Vec<u64>) {
@@ -211,16 +239,12 @@ async fn concurrent_admissions_never_overshoot(store: Arc<dyn Store>) {
 }
 
 async fn ledger(store: &dyn Store) {
-    let key = |day: &str, tenant: &str, model: &str| UsageKey {
-        day: day.into(),
-        tenant: tenant.into(),
-        model: model.into(),
-    };
     let totals = |requests: u64| UsageTotals {
         requests,
         input_tokens: 10 * requests,
         output_tokens: 20 * requests,
         refusals: 1,
+        gateway_refusals: 2,
     };
     let keep = now() + 3600;
     let entry = |key: UsageKey, totals: UsageTotals, expire_at: i64| LedgerEntry {
@@ -229,19 +253,22 @@ async fn ledger(store: &dyn Store) {
         expire_at,
     };
     store
-        .record(&[
+        .settle(&ledger_only(vec![
             entry(key("2026-01-01", "team|a", "m=1"), totals(1), keep),
             entry(key("2026-01-01", "b", ""), totals(2), keep),
             entry(key("2026-01-02", "team|a", "m=1"), totals(3), keep),
             entry(key("2026-01-03", "team|a", "old"), totals(1), now() - 1),
-        ])
+        ]))
         .await
         .unwrap();
     store
-        .record(&[entry(key("2026-01-01", "team|a", "m=1"), totals(1), keep)])
+        .settle(&ledger_only(vec![entry(
+            key("2026-01-01", "team|a", "m=1"),
+            totals(1),
+            keep,
+        )]))
         .await
         .unwrap();
-    let days = |list: &[&str]| list.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let mut rows = store
         .query(&days(&["2026-01-01", "2026-01-02", "2026-01-03"]), None)
         .await
@@ -255,6 +282,7 @@ async fn ledger(store: &dyn Store) {
                 key("2026-01-01", "team|a", "m=1"),
                 UsageTotals {
                     refusals: 2,
+                    gateway_refusals: 4,
                     ..totals(2)
                 }
             ),
@@ -276,6 +304,152 @@ async fn ledger(store: &dyn Store) {
     assert!(store.query(&[], None).await.unwrap().is_empty());
 }
 
+/// A report's corrections follow `adjust`'s rules; with an id, the whole report (ledger and
+/// corrections) is applied once.
+async fn reports_are_applied_once(store: &dyn Store) {
+    let counter = "rep|k";
+    assert_eq!(
+        admit(store, &[charge(counter, 10, Some(100))]).await,
+        (true, vec![10])
+    );
+    let day = "2026-02-01";
+    let report = Report {
+        id: Some("worker-1|7".into()),
+        adjustments: vec![
+            adjustment(counter, -4),
+            // A refund to a missing counter is dropped; a charge creates it while its window
+            // lasts, never in one that has ended; never below zero.
+            adjustment("rep|missing", -1),
+            adjustment("rep|new", 3),
+            Adjustment {
+                expire_at: now() - 1,
+                ..adjustment("rep|ended", 3)
+            },
+        ],
+        ledger: vec![LedgerEntry {
+            key: key(day, "t", "m"),
+            totals: UsageTotals {
+                requests: 1,
+                input_tokens: 7,
+                output_tokens: 3,
+                refusals: 0,
+                gateway_refusals: 1,
+            },
+            expire_at: now() + 3600,
+        }],
+        max_rows_per_day: 100,
+    };
+    assert_eq!(
+        store.settle(&report).await.unwrap(),
+        ReportOutcome {
+            duplicate: false,
+            counts: vec![Some(6), None, Some(3), None],
+            collapsed: 0,
+            ids_forgotten: 0,
+        }
+    );
+    let applied = rows(store, day).await;
+    assert_eq!(applied.len(), 1);
+    assert_eq!(
+        (applied[0].1.requests, applied[0].1.gateway_refusals),
+        (1, 1)
+    );
+    // The same batch again: nothing changes.
+    let again = store.settle(&report).await.unwrap();
+    assert!(again.duplicate, "{again:?}");
+    assert_eq!(rows(store, day).await, applied);
+    assert_eq!(
+        admit(
+            store,
+            &[charge(counter, 0, None), charge("rep|new", 0, None)]
+        )
+        .await,
+        (true, vec![6, 3])
+    );
+    // Another id is another batch; no id is never a duplicate.
+    let other = Report {
+        id: Some("worker-1|8".into()),
+        adjustments: vec![adjustment(counter, -100)],
+        ..report.clone()
+    };
+    assert_eq!(store.settle(&other).await.unwrap().counts, [Some(0)]);
+    let anonymous = Report {
+        id: None,
+        adjustments: vec![],
+        ..report
+    };
+    assert!(!store.settle(&anonymous).await.unwrap().duplicate);
+    assert!(!store.settle(&anonymous).await.unwrap().duplicate);
+    assert_eq!(rows(store, day).await[0].1.requests, 4);
+}
+
+/// A day holds at most `max_rows_per_day` rows; more records go to their tenant's `(other)`.
+async fn ledger_days_are_bounded(store: &dyn Store) {
+    let day = "2026-03-01";
+    let one = |tenant: &str, model: &str| LedgerEntry {
+        key: key(day, tenant, model),
+        totals: UsageTotals {
+            requests: 2,
+            input_tokens: 1,
+            refusals: 1,
+            ..Default::default()
+        },
+        expire_at: now() + 3600,
+    };
+    let bounded = |entries: Vec<LedgerEntry>| Report {
+        max_rows_per_day: 2,
+        ..ledger_only(entries)
+    };
+    let first = store
+        .settle(&bounded(vec![
+            one("a", "m1"),
+            one("a", "m2"),
+            one("a", "m3"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(first.collapsed, 3);
+    // Known rows still count; new ones of any tenant go to that tenant's (other) row.
+    let second = store
+        .settle(&bounded(vec![
+            one("a", "m1"),
+            one("b", "m1"),
+            one("a", "m4"),
+            one("b", "m2"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(second.collapsed, 9);
+    let summary: Vec<(String, u64, u64)> = rows(store, day)
+        .await
+        .into_iter()
+        .map(|(key, totals)| {
+            (
+                format!("{}/{}", key.tenant, key.model),
+                totals.requests,
+                totals.refusals,
+            )
+        })
+        .collect();
+    let row = |name: &str, requests, refusals| (name.to_string(), requests, refusals);
+    assert_eq!(
+        summary,
+        [
+            row("a/(other)", 4, 2),
+            row("a/m1", 4, 2),
+            row("a/m2", 2, 1),
+            row("b/(other)", 4, 2),
+        ]
+    );
+    // A higher bound makes room again.
+    let wider = Report {
+        max_rows_per_day: 5,
+        ..bounded(vec![one("c", "m1")])
+    };
+    assert_eq!(store.settle(&wider).await.unwrap().collapsed, 0);
+    assert_eq!(rows(store, day).await.len(), 5);
+}
+
 async fn conformance(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     all_or_nothing(&*store).await;
@@ -284,6 +458,8 @@ async fn conformance(store: Arc<dyn Store>) {
     corrections(&*store).await;
     windows_expire(&*store).await;
     ledger(&*store).await;
+    reports_are_applied_once(&*store).await;
+    ledger_days_are_bounded(&*store).await;
     concurrent_admissions_never_overshoot(store).await;
 }
 
@@ -347,4 +523,115 @@ async fn redis_store_fails_cleanly_while_redis_is_down_and_recovers() {
             .counts,
         [1]
     );
+}
+
+#[tokio::test]
+async fn redis_store_keys_all_expire() {
+    let redis = RedisServer::start().await;
+    let store = redis_store(&redis, "ttl:");
+    let report = Report {
+        id: Some("w|1".into()),
+        adjustments: vec![adjustment("ttl:counter", 2)],
+        ledger: vec![LedgerEntry {
+            key: key("2026-01-01", "t", "m"),
+            totals: UsageTotals {
+                requests: 1,
+                ..Default::default()
+            },
+            expire_at: now() + 400 * 86_400,
+        }],
+        max_rows_per_day: 1,
+    };
+    store.settle(&report).await.unwrap();
+    let other = Report {
+        id: None,
+        adjustments: vec![],
+        ledger: vec![LedgerEntry {
+            key: key("2026-01-01", "t", "m2"),
+            ..report.ledger[0].clone()
+        }],
+        ..report.clone()
+    };
+    assert_eq!(store.settle(&other).await.unwrap().collapsed, 1);
+    let ttl = async |key: &str| -> i64 {
+        let reply = redis.command(&format!("TTL {key}")).await;
+        reply.trim_start_matches(':').trim_end().parse().unwrap()
+    };
+    assert!((3590..=3600).contains(&ttl("ttl:report|w%7C1").await));
+    assert!((590..=600).contains(&ttl("ttl:counter").await));
+    for ledger_key in [
+        "ttl:usage|2026-01-01",
+        "ttl:usage|2026-01-01|t|m",
+        "ttl:usage|2026-01-01|t|(other)",
+    ] {
+        let left = ttl(ledger_key).await;
+        assert!(left > 399 * 86_400, "{ledger_key}: {left}");
+    }
+}
+
+#[tokio::test]
+async fn a_redis_report_that_cannot_be_applied_changes_nothing() {
+    let redis = RedisServer::start().await;
+    let store = redis_store(&redis, "atomic:");
+    let day = "2026-04-01";
+    let report = Report {
+        id: Some("w|9".into()),
+        adjustments: vec![adjustment("atomic:good", 5), adjustment("atomic:bad", 5)],
+        ledger: vec![LedgerEntry {
+            key: key(day, "t", "m"),
+            totals: UsageTotals {
+                requests: 1,
+                ..Default::default()
+            },
+            expire_at: now() + 3600,
+        }],
+        max_rows_per_day: 10,
+    };
+    // Something else wrote a key where a counter should be: the script fails before its first
+    // write, so neither the ledger, the other counter nor the id are touched.
+    redis.command("SET atomic:bad not-a-number").await;
+    let error = store.settle(&report).await.unwrap_err();
+    assert!(error.to_string().starts_with("redis: report: "), "{error}");
+    assert!(
+        error.to_string().contains("does not hold a count"),
+        "{error}"
+    );
+    assert!(rows(&store, day).await.is_empty());
+    assert_eq!(redis.command("EXISTS atomic:good").await, ":0\r\n");
+    assert_eq!(redis.command("EXISTS atomic:report|w%7C9").await, ":0\r\n");
+    // Once the key is gone, the batch resent is applied, once.
+    redis.command("DEL atomic:bad").await;
+    let applied = store.settle(&report).await.unwrap();
+    assert_eq!(applied.counts, [Some(5), Some(5)]);
+    assert!(store.settle(&report).await.unwrap().duplicate);
+    assert_eq!(rows(&store, day).await[0].1.requests, 1);
+}
+
+#[tokio::test]
+async fn a_report_resent_after_redis_failed_is_applied_once() {
+    let mut redis = RedisServer::start().await;
+    let store = redis_store(&redis, "resend:");
+    let day = "2026-05-01";
+    let report = Report {
+        id: Some("w|3".into()),
+        ..ledger_only(vec![LedgerEntry {
+            key: key(day, "t", "m"),
+            totals: UsageTotals {
+                requests: 1,
+                ..Default::default()
+            },
+            expire_at: now() + 3600,
+        }])
+    };
+    redis.stop();
+    let error = store.settle(&report).await.unwrap_err();
+    assert!(error.to_string().starts_with("redis: report: "), "{error}");
+    redis.restart().await;
+    support::eventually("the store to answer again", || async {
+        store.ping().await.is_ok()
+    })
+    .await;
+    assert!(!store.settle(&report).await.unwrap().duplicate);
+    assert!(store.settle(&report).await.unwrap().duplicate);
+    assert_eq!(rows(&store, day).await[0].1.requests, 1);
 }

@@ -5,7 +5,7 @@
 
 use chrono_tz::Tz;
 use gateway_common::{
-    names,
+    model, names,
     quota_config::{ContextKey, FailureMode, QuotaConfig, QuotaTransport, TOKENS_KEY, TokenKind},
 };
 use redis::IntoConnectionInfo as _;
@@ -87,6 +87,10 @@ pub(super) fn check_quotas(
         ("quotas.chars_per_token", raw.chars_per_token),
         ("quotas.media_bytes_per_token", raw.media_bytes_per_token),
         ("quotas.report_buffer", raw.report_buffer as u64),
+        (
+            "quotas.ledger_max_rows_per_day",
+            raw.ledger_max_rows_per_day,
+        ),
     ] {
         if value == 0 {
             return Err(check.invalid(key, "a whole number from 1 up", Some("0".into())));
@@ -114,6 +118,7 @@ pub(super) fn check_quotas(
             time_zone,
             store,
             descriptors,
+            ledger_max_rows_per_day: raw.ledger_max_rows_per_day,
         },
         filter: QuotaConfig {
             cluster: names::QUOTA_CLUSTER.to_string(),
@@ -315,21 +320,25 @@ fn check_level(
             limit,
             descriptors: children,
         };
-        if level
-            .insert(&node.key, node.value.as_deref(), compiled)
-            .is_err()
-        {
+        let value = node_value(node);
+        if level.insert(&node.key, value.as_deref(), compiled).is_err() {
             let first = raw[..i]
                 .iter()
-                .position(|other| other.key == node.key && other.value == node.value)
+                .position(|other| other.key == node.key && node_value(other) == value)
                 .unwrap_or(0);
-            let found = match &node.value {
-                Some(value) => format!(
-                    "key {} with value {} again",
+            let found = match (&node.value, &value) {
+                (Some(written), Some(value)) if written != value => format!(
+                    "key {} with value {} (model key {}) again",
                     quoted(&node.key),
+                    quoted(written),
                     quoted(value)
                 ),
-                None => format!("key {} without value again", quoted(&node.key)),
+                (Some(written), _) => format!(
+                    "key {} with value {} again",
+                    quoted(&node.key),
+                    quoted(written)
+                ),
+                (None, _) => format!("key {} without value again", quoted(&node.key)),
             };
             return Err(check.invalid(
                 &at,
@@ -341,6 +350,17 @@ fn check_level(
         }
     }
     Ok(level)
+}
+
+/// The value a node matches: as written, except under `key: model`, where it is the model's
+/// key (the form the filter sends), so every spelling of one model is one node.
+fn node_value(node: &DescriptorSection) -> Option<String> {
+    let value = node.value.as_deref()?;
+    Some(if node.key == ContextKey::Model.name() {
+        model::key(value)
+    } else {
+        value.to_string()
+    })
 }
 
 fn check_rate_limit(

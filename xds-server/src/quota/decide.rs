@@ -2,8 +2,17 @@
 //! refunds (which descriptor matches which limit, its window and key, its hits); the store
 //! runs them; [`decide`] turns the store's answer into Envoy's response, one status per
 //! descriptor in order. Semantics follow envoyproxy/ratelimit, with all-or-nothing admission.
+//!
+//! Every response also carries, in `dynamic_metadata`, the window each descriptor's counter
+//! was charged (or refunded) in ([`WINDOWS_KEY`]: `UNIT/START`, null where no counted limit
+//! matched) and the server's time of the decision ([`DECIDED_AT_KEY`]), whatever the verdict:
+//! the filter sends the window back with its corrections, so they reach the counter admission
+//! charged whatever its own clock says.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    borrow::Cow,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use envoy_types::pb::{
     envoy::{
@@ -13,7 +22,14 @@ use envoy_types::pb::{
             rate_limit_response::{Code, DescriptorStatus, RateLimit as LimitProto},
         },
     },
-    google::protobuf::Duration as DurationProto,
+    google::protobuf::{
+        Duration as DurationProto, ListValue, NullValue, Struct, Value, value::Kind,
+    },
+};
+use gateway_common::{
+    model,
+    quota_config::ContextKey,
+    ratelimit::{DECIDED_AT_KEY, WINDOWS_KEY},
 };
 
 use super::{
@@ -21,8 +37,9 @@ use super::{
     keys::counter_key,
     store::{Adjustment, Admission, Charge, MAX_COUNT, admission_over},
     tree::{Limit, RateLimit},
-    window::window,
+    window::{Window, window, window_label},
 };
+use crate::util::unix_seconds;
 
 /// The store operations one request needs, and how to read their results.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,14 +61,26 @@ enum Item {
     Charged {
         charge: usize,
         limit: RateLimit,
-        reset_at: i64,
+        window: Window,
     },
     Refunded {
         /// Index in `refunds`; `None` for a refund of 0.
         refund: Option<usize>,
         limit: RateLimit,
-        reset_at: i64,
+        window: Window,
     },
+}
+
+impl Item {
+    /// The window this descriptor's counter is in, as the response names it.
+    fn window_label(&self) -> Option<String> {
+        match self {
+            Item::NoLimit | Item::Unlimited => None,
+            Item::Charged { limit, window, .. } | Item::Refunded { limit, window, .. } => {
+                Some(window_label(limit.unit, window.start))
+            }
+        }
+    }
 }
 
 /// The hits a descriptor adds: its own `hits_addend` when set (0 is a pre-check that counts
@@ -66,6 +95,29 @@ pub fn descriptor_hits(descriptor: &RateLimitDescriptor, request_hits: u32) -> u
     hits.min(MAX_COUNT)
 }
 
+/// A descriptor's entries as the tree and the counter keys see them: a `model` value as its
+/// model key ([`gateway_common::model::key`], as the limit tree's `key: model` values are), so
+/// that every spelling of one model meets one node and one counter.
+pub fn canonical_entries<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Vec<(&'a str, Cow<'a, str>)> {
+    let model_key = ContextKey::Model.name();
+    entries
+        .into_iter()
+        .map(|(key, value)| {
+            if key != model_key {
+                return (key, Cow::Borrowed(value));
+            }
+            let canonical = model::key(value);
+            if canonical == value {
+                (key, Cow::Borrowed(value))
+            } else {
+                (key, Cow::Owned(canonical))
+            }
+        })
+        .collect()
+}
+
 /// Plans `request` at `now` (Unix seconds); `None` when its domain is not this service's
 /// (answered OK with no statuses, as envoyproxy/ratelimit does).
 pub fn plan(settings: &QuotaSettings, request: &RateLimitRequest, now: i64) -> Option<Plan> {
@@ -78,11 +130,12 @@ pub fn plan(settings: &QuotaSettings, request: &RateLimitRequest, now: i64) -> O
         items: Vec::with_capacity(request.descriptors.len()),
     };
     for descriptor in &request.descriptors {
-        let entries: Vec<(&str, &str)> = descriptor
-            .entries
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
+        let entries = canonical_entries(
+            descriptor
+                .entries
+                .iter()
+                .map(|e| (e.key.as_str(), e.value.as_str())),
+        );
         let item = match settings.descriptors.find(&entries) {
             None => Item::NoLimit,
             Some(Limit::Unlimited) => Item::Unlimited,
@@ -108,7 +161,7 @@ pub fn plan(settings: &QuotaSettings, request: &RateLimitRequest, now: i64) -> O
                     Item::Refunded {
                         refund,
                         limit: limit.clone(),
-                        reset_at: window.end,
+                        window,
                     }
                 } else {
                     plan.charges.push(Charge {
@@ -120,7 +173,7 @@ pub fn plan(settings: &QuotaSettings, request: &RateLimitRequest, now: i64) -> O
                     Item::Charged {
                         charge: plan.charges.len() - 1,
                         limit: limit.clone(),
-                        reset_at: window.end,
+                        window,
                     }
                 }
             }
@@ -162,7 +215,7 @@ pub fn decide(
             Item::Charged {
                 charge,
                 limit,
-                reset_at,
+                window,
             } => {
                 let count = admission.counts.get(*charge).copied().unwrap_or(0);
                 let is_over = over.get(*charge).copied().unwrap_or(false);
@@ -175,13 +228,13 @@ pub fn decide(
                     code,
                     Some(limit),
                     saturate(remaining),
-                    Some(until(*reset_at, now)),
+                    Some(until(window.end, now)),
                 )
             }
             Item::Refunded {
                 refund,
                 limit,
-                reset_at,
+                window,
             } => {
                 let count = refund
                     .and_then(|i| refunded.get(i).copied().flatten())
@@ -191,11 +244,12 @@ pub fn decide(
                     Code::Ok,
                     Some(limit),
                     saturate(remaining),
-                    Some(until(*reset_at, now)),
+                    Some(until(window.end, now)),
                 )
             }
         })
         .collect();
+    let windows = plan.items.iter().map(Item::window_label).collect();
     let over_limit = !admission.admitted;
     Decision {
         response: RateLimitResponse {
@@ -205,6 +259,7 @@ pub fn decide(
                 Code::Ok
             } as i32,
             statuses,
+            dynamic_metadata: Some(metadata(windows, now)),
             ..Default::default()
         },
         over_limit,
@@ -212,11 +267,42 @@ pub fn decide(
     }
 }
 
-/// The answer for a domain this service does not know.
-pub fn unknown_domain() -> RateLimitResponse {
+/// The answer for a domain this service does not know (or while there are no quotas): OK,
+/// no statuses, and nothing counted for any of the request's descriptors.
+pub fn unknown_domain(request: &RateLimitRequest, now: SystemTime) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: Code::Ok as i32,
+        dynamic_metadata: Some(metadata(vec![None; request.descriptors.len()], now)),
         ..Default::default()
+    }
+}
+
+/// `dynamic_metadata`: [`WINDOWS_KEY`], per descriptor the window its counter is in (null
+/// where nothing was counted), and [`DECIDED_AT_KEY`], `now` in Unix seconds.
+pub fn metadata(windows: Vec<Option<String>>, now: SystemTime) -> Struct {
+    let value = |kind: Kind| Value { kind: Some(kind) };
+    let windows = windows
+        .into_iter()
+        .map(|window| {
+            value(match window {
+                Some(window) => Kind::StringValue(window),
+                None => Kind::NullValue(NullValue::NullValue as i32),
+            })
+        })
+        .collect();
+    Struct {
+        fields: [
+            (
+                WINDOWS_KEY.to_string(),
+                value(Kind::ListValue(ListValue { values: windows })),
+            ),
+            (
+                DECIDED_AT_KEY.to_string(),
+                value(Kind::NumberValue(unix_seconds(now) as f64)),
+            ),
+        ]
+        .into_iter()
+        .collect(),
     }
 }
 

@@ -23,7 +23,8 @@ use tracing::{debug, info, warn};
 use super::{
     QuotaError, QuotaSettings, StoreSettings, decide,
     store::{
-        Admission, CounterStore, StoreError, UsageLedger, memory::MemoryStore, redis::RedisStore,
+        Admission, CounterStore, MAX_REPORT_ID_BYTES, Report, StoreError, UsageLedger,
+        memory::MemoryStore, redis::RedisStore,
     },
     usage::{self, UsageQuery, UsageRow},
     window::local_date,
@@ -59,8 +60,12 @@ struct Counters {
     store_errors: AtomicU64,
     usage_records: AtomicU64,
     refusals_reported: AtomicU64,
+    gateway_refusals_reported: AtomicU64,
     adjustments: AtomicU64,
     adjustments_dropped: AtomicU64,
+    duplicate_reports: AtomicU64,
+    report_ids_forgotten: AtomicU64,
+    ledger_rows_collapsed: AtomicU64,
     streams_opened: AtomicU64,
     stream_requests: AtomicU64,
 }
@@ -170,7 +175,7 @@ impl QuotaEngine {
         let (Some(active), Some(plan)) = (active, plan) else {
             debug!(domain = %request.domain, "rate limit request for an unknown domain: allowed");
             self.counters.unknown_domain.fetch_add(1, Ordering::Relaxed);
-            return Ok(decide::unknown_domain());
+            return Ok(decide::unknown_domain(request, now));
         };
         let refunded = if plan.refunds.is_empty() {
             Vec::new()
@@ -200,16 +205,52 @@ impl QuotaEngine {
         Ok(decision.response)
     }
 
-    /// Applies `ReportUsage`: ledger rows and the corrections of token reservations.
-    pub async fn report_usage(&self, records: &[UsageRecord]) -> Result<(), QuotaError> {
+    /// Applies `ReportUsage`: ledger rows and the corrections of what admission charged, once
+    /// per `report_id` (empty: no de-duplication). A batch already applied answers OK and
+    /// changes nothing.
+    pub async fn report_usage(
+        &self,
+        report_id: &str,
+        records: &[UsageRecord],
+    ) -> Result<(), QuotaError> {
+        if report_id.len() > MAX_REPORT_ID_BYTES {
+            return Err(QuotaError::InvalidArgument(format!(
+                "report_id: expected at most {MAX_REPORT_ID_BYTES} bytes, found {}",
+                report_id.len()
+            )));
+        }
         let active = self.active()?;
+        if records.is_empty() {
+            return Ok(());
+        }
         let now = unix_seconds(self.clock.now());
         let settlement = usage::settle(&active.settings, records, now);
-        let applied = self.checked(active.store.counters.adjust(&settlement.adjustments).await)?;
-        self.checked(active.store.ledger.record(&settlement.ledger).await)?;
-        let gone = applied.iter().filter(|count| count.is_none()).count() as u64;
-        let refusals = records.iter().filter(|r| r.refused).count() as u64;
+        let report = Report {
+            id: (!report_id.is_empty()).then(|| report_id.to_string()),
+            adjustments: settlement.adjustments,
+            ledger: settlement.ledger,
+            max_rows_per_day: active.settings.ledger_max_rows_per_day,
+        };
+        let outcome = self.checked(active.store.ledger.settle(&report).await)?;
         let counters = &self.counters;
+        counters
+            .report_ids_forgotten
+            .fetch_add(outcome.ids_forgotten, Ordering::Relaxed);
+        if outcome.duplicate {
+            debug!(report_id, "usage report applied before: ignored");
+            counters.duplicate_reports.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let gone = outcome
+            .counts
+            .iter()
+            .filter(|count| count.is_none())
+            .count() as u64;
+        let refusals = records.iter().filter(|r| r.refused).count() as u64;
+        let gateway_refusals = records
+            .iter()
+            .filter(|r| r.refused_by_gateway && !r.refused)
+            .count() as u64;
         counters
             .usage_records
             .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -217,11 +258,24 @@ impl QuotaEngine {
             .refusals_reported
             .fetch_add(refusals, Ordering::Relaxed);
         counters
+            .gateway_refusals_reported
+            .fetch_add(gateway_refusals, Ordering::Relaxed);
+        counters
             .adjustments
-            .fetch_add(applied.len() as u64 - gone, Ordering::Relaxed);
+            .fetch_add(outcome.counts.len() as u64 - gone, Ordering::Relaxed);
         counters
             .adjustments_dropped
             .fetch_add(settlement.dropped + gone, Ordering::Relaxed);
+        counters
+            .ledger_rows_collapsed
+            .fetch_add(outcome.collapsed, Ordering::Relaxed);
+        if outcome.collapsed > 0 {
+            debug!(
+                records = outcome.collapsed,
+                max_rows_per_day = report.max_rows_per_day,
+                "usage ledger day full: records counted under model (other)"
+            );
+        }
         Ok(())
     }
 
@@ -344,7 +398,7 @@ impl QuotaEngine {
             ),
             (
                 "quota_usage_records_total",
-                "Usage records received through ReportUsage.",
+                "Usage records applied from ReportUsage batches (duplicates excluded).",
                 read(&c.usage_records),
             ),
             (
@@ -353,13 +407,33 @@ impl QuotaEngine {
                 read(&c.refusals_reported),
             ),
             (
+                "quota_gateway_refusals_reported_total",
+                "Usage records of requests admitted, then refused by the gateway itself (their charges are given back).",
+                read(&c.gateway_refusals_reported),
+            ),
+            (
+                "quota_duplicate_reports_total",
+                "ReportUsage batches whose report_id was applied before: answered OK, not applied again.",
+                read(&c.duplicate_reports),
+            ),
+            (
+                "quota_report_ids_forgotten_total",
+                "Report ids the memory store forgot before their hour was up, to keep at most 100000.",
+                read(&c.report_ids_forgotten),
+            ),
+            (
+                "quota_ledger_rows_collapsed_total",
+                "Usage records counted under model (other) because their day had quotas.ledger_max_rows_per_day rows.",
+                read(&c.ledger_rows_collapsed),
+            ),
+            (
                 "quota_adjustments_total",
-                "Token reservations corrected after the response.",
+                "Counter corrections applied from usage reports (token reservations settled, charges given back).",
                 read(&c.adjustments),
             ),
             (
                 "quota_adjustments_dropped_total",
-                "Corrections dropped: their window had ended, a refund found no counter, or no counted limit matched.",
+                "Corrections dropped: their window had ended or was not one, a refund found no counter, or no counted limit matched.",
                 read(&c.adjustments_dropped),
             ),
             (

@@ -73,10 +73,15 @@ pub async fn report_usage(
     request: ReportUsageRequest,
 ) -> Result<ReportUsageResponse, Status> {
     engine
-        .report_usage(&request.records)
+        .report_usage(&request.report_id, &request.records)
         .await
         .map_err(|e| to_status(&e))?;
-    debug!(node = %request.node_id, records = request.records.len(), "usage reported");
+    debug!(
+        node = %request.node_id,
+        report_id = %request.report_id,
+        records = request.records.len(),
+        "usage reported"
+    );
     Ok(ReportUsageResponse {})
 }
 

@@ -1,8 +1,9 @@
 //! Names of what the stores keep: counter keys
 //! `{prefix}{domain}|k1=v1|k2=v2|...|{unit}|{window_start}` (as envoyproxy/ratelimit's
-//! `domain_k1_v1_..._window`), and the usage ledger's hashes and day indexes. Keys and values
-//! are escaped (`%` `|` `=` as `%25` `%7C` `%3D`): a model id is chosen by the caller, and
-//! must not be able to name another descriptor's counter.
+//! `domain_k1_v1_..._window`), the usage ledger's hashes and day indexes, and the ids of
+//! applied usage reports. Keys and values are escaped (`%` `|` `=` as `%25` `%7C` `%3D`): a
+//! model id is chosen by the caller, and must not be able to name another descriptor's
+//! counter.
 
 use super::window::Unit;
 
@@ -91,6 +92,12 @@ pub fn usage_hash_key(prefix: &str, day: &str, tenant: &str, model: &str) -> Str
     format!("{prefix}usage|{day}|{}", usage_member(tenant, model))
 }
 
+/// The key that records a usage report's id (Redis), so a batch resent under it is not
+/// applied again.
+pub fn report_key(prefix: &str, id: &str) -> String {
+    format!("{prefix}report|{}", escape(id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +156,6 @@ mod tests {
             "p:usage|2026-01-02|t|"
         );
         assert_eq!(usage_index_key("p:", "2026-01-02"), "p:usage|2026-01-02");
+        assert_eq!(report_key("p:", "w1|7"), "p:report|w1%7C7");
     }
 }

@@ -34,6 +34,8 @@ pub struct QuotaSettings {
     pub time_zone: Tz,
     pub store: StoreSettings,
     pub descriptors: tree::Descriptors,
+    /// Rows (tenant and model) the usage ledger keeps a day; more go to `(other)` rows.
+    pub ledger_max_rows_per_day: u64,
 }
 
 /// Where counters and the ledger are kept.

@@ -2,23 +2,33 @@
 //! additions and counter corrections; [`UsageQuery`] checks what `GetUsage` and `GET /usage`
 //! ask for; [`rows`] sorts the answer.
 //!
-//! A correction goes to the window that contained the request's `admitted_at`, under the limit
-//! its entries match now; corrections to windows that have ended, to descriptors that match no
-//! counted limit, and of records without `admitted_at` are dropped (and counted). Refused
-//! records were never charged, so their corrections (there should be none) are ignored.
+//! A correction goes to the window its decision named (`UNIT/START`, see
+//! [`window_label`](super::window::window_label)), whatever unit the limit its entries match
+//! has now; one that names none goes to the window of the limit's unit that contained the
+//! request's `admitted_at`. Corrections that name a window that is not one (an unknown unit, a
+//! start that is not its window's), a window that has ended, descriptors that match no counted
+//! limit now, and of records without `admitted_at` and window are dropped (and counted).
+//! Records refused by a quota were never charged, so their corrections (there should be none)
+//! are ignored; records refused by the gateway after admission give their charges back
+//! through theirs. Model values (of records and of `model` entries) are model keys
+//! ([`gateway_common::model::key`]), as the filter sends them.
 
 use std::collections::BTreeMap;
 
 use chrono::{NaiveDate, TimeDelta};
-use gateway_common::proto::{self, UsageRecord};
+use gateway_common::{
+    model,
+    proto::{self, CounterAdjustment, UsageRecord},
+};
 use serde::Serialize;
 
 use super::{
     QuotaSettings,
+    decide::canonical_entries,
     keys::counter_key,
-    store::{Adjustment, LedgerEntry, UsageKey, UsageTotals},
+    store::{Adjustment, LedgerEntry, MAX_COUNT, UsageKey, UsageTotals},
     tree::Limit,
-    window::{format_day, local_date, local_midnight, parse_day, window},
+    window::{format_day, local_date, local_midnight, parse_day, parse_window_label, window},
 };
 
 /// Days a ledger row is kept after its day ends.
@@ -49,61 +59,24 @@ pub fn settle(settings: &QuotaSettings, records: &[UsageRecord], now: i64) -> Se
         let key = UsageKey {
             day: format_day(local_date(admitted_at.unwrap_or(now), tz)),
             tenant: record.tenant.clone(),
-            model: record.model.clone(),
+            model: model::key(&record.model),
         };
-        let totals = if record.refused {
-            UsageTotals {
-                refusals: 1,
-                ..Default::default()
-            }
-        } else {
-            UsageTotals {
-                requests: 1,
-                input_tokens: record.input_tokens,
-                output_tokens: record.output_tokens,
-                refusals: 0,
-            }
-        };
-        ledger.entry(key).or_default().add(&totals);
+        ledger.entry(key).or_default().add(&totals(record));
         if record.refused {
             continue;
         }
         for adjustment in record.adjustments.iter().filter(|a| a.delta != 0) {
-            let entries: Vec<(&str, &str)> = adjustment
-                .entries
-                .iter()
-                .map(|e| (e.key.as_str(), e.value.as_str()))
-                .collect();
-            let limit = match (admitted_at, settings.descriptors.find(&entries)) {
-                (Some(at), Some(Limit::Rate(limit))) => Some((at, limit)),
-                _ => None,
-            };
-            let Some((at, limit)) = limit else {
+            let Some(correction) = correction(settings, adjustment, admitted_at, now) else {
                 dropped += 1;
                 continue;
             };
-            let window = window(limit.unit, at, tz);
-            if window.end <= now {
-                dropped += 1;
-                continue;
-            }
-            let key = counter_key(
-                settings.store.key_prefix(),
-                &settings.domain,
-                &entries,
-                limit.unit,
-                window.start,
-            );
             adjustments
-                .entry(key.clone())
-                .and_modify(|a| a.delta = a.delta.saturating_add(adjustment.delta))
-                .or_insert(Adjustment {
-                    key,
-                    delta: adjustment.delta,
-                    expire_at: window.end,
-                });
+                .entry(correction.key.clone())
+                .and_modify(|a| a.delta = a.delta.saturating_add(correction.delta))
+                .or_insert(correction);
         }
     }
+    let max = i64::try_from(MAX_COUNT).unwrap_or(i64::MAX);
     Settlement {
         ledger: ledger
             .into_iter()
@@ -116,9 +89,80 @@ pub fn settle(settings: &QuotaSettings, records: &[UsageRecord], now: i64) -> Se
                 }
             })
             .collect(),
-        adjustments: adjustments.into_values().filter(|a| a.delta != 0).collect(),
+        adjustments: adjustments
+            .into_values()
+            .filter(|a| a.delta != 0)
+            .map(|a| Adjustment {
+                // No count holds more: a larger correction means the same.
+                delta: a.delta.clamp(-max, max),
+                ..a
+            })
+            .collect(),
         dropped,
     }
+}
+
+/// What one record adds to its ledger row: a request with its tokens, a refusal by a quota or
+/// a refusal by the gateway (which used no tokens).
+fn totals(record: &UsageRecord) -> UsageTotals {
+    if record.refused {
+        UsageTotals {
+            refusals: 1,
+            ..Default::default()
+        }
+    } else if record.refused_by_gateway {
+        UsageTotals {
+            gateway_refusals: 1,
+            ..Default::default()
+        }
+    } else {
+        UsageTotals {
+            requests: 1,
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+            ..Default::default()
+        }
+    }
+}
+
+/// The counter correction `adjustment` makes at `now`, if any: to the window it names, else to
+/// the window of its limit's unit that contained `admitted_at`.
+fn correction(
+    settings: &QuotaSettings,
+    adjustment: &CounterAdjustment,
+    admitted_at: Option<i64>,
+    now: i64,
+) -> Option<Adjustment> {
+    let tz = settings.time_zone;
+    let entries = canonical_entries(
+        adjustment
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str())),
+    );
+    let Some(Limit::Rate(limit)) = settings.descriptors.find(&entries) else {
+        return None;
+    };
+    let (unit, window) = if adjustment.window.is_empty() {
+        (limit.unit, window(limit.unit, admitted_at?, tz))
+    } else {
+        // The window admission charged, in its own unit even if the limit has another now.
+        parse_window_label(&adjustment.window, tz)?
+    };
+    if window.end <= now {
+        return None;
+    }
+    Some(Adjustment {
+        key: counter_key(
+            settings.store.key_prefix(),
+            &settings.domain,
+            &entries,
+            unit,
+            window.start,
+        ),
+        delta: adjustment.delta,
+        expire_at: window.end,
+    })
 }
 
 /// A ledger row is kept until [`RETENTION_DAYS`] after its day ends.
@@ -205,6 +249,7 @@ pub struct UsageRow {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub refusals: u64,
+    pub gateway_refusals: u64,
 }
 
 /// Rows sorted by day, tenant and model.
@@ -223,6 +268,7 @@ pub fn rows(found: Vec<(UsageKey, UsageTotals)>) -> Vec<UsageRow> {
             input_tokens: totals.input_tokens,
             output_tokens: totals.output_tokens,
             refusals: totals.refusals,
+            gateway_refusals: totals.gateway_refusals,
         })
         .collect()
 }
@@ -237,7 +283,7 @@ impl From<UsageRow> for proto::UsageRow {
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
             refusals: row.refusals,
-            gateway_refusals: 0,
+            gateway_refusals: row.gateway_refusals,
         }
     }
 }

@@ -114,6 +114,26 @@ pub fn window(unit: Unit, at: i64, tz: Tz) -> Window {
     Window { start, end }
 }
 
+/// How a decision names the window it charged: `UNIT/START` (`minute/1800000000`), the unit
+/// as [`Unit::name`] and the window's first second (Unix seconds).
+pub fn window_label(unit: Unit, start: i64) -> String {
+    format!("{}/{start}", unit.name())
+}
+
+/// The window a [`window_label`] names, checked: a known unit, a start written as
+/// [`window_label`] writes it, and the start of that unit's window that contains it (in `tz`).
+/// `None` for anything else.
+pub fn parse_window_label(label: &str, tz: Tz) -> Option<(Unit, Window)> {
+    let (unit, start) = label.split_once('/')?;
+    let unit = Unit::from_name(unit)?;
+    let start: i64 = start.parse().ok()?;
+    if window_label(unit, start) != label {
+        return None;
+    }
+    let window = window(unit, start, tz);
+    (window.start == start).then_some((unit, window))
+}
+
 /// The calendar date of `at` (Unix seconds) in `tz`.
 pub fn local_date(at: i64, tz: Tz) -> NaiveDate {
     let at = at.clamp(0, MAX_UNIX_SECONDS);

@@ -140,6 +140,38 @@ pub fn record(tenant: &str, reserved: u64, used_in: u64, used_out: u64) -> Usage
     }
 }
 
+/// What the filter reads of a decision's `dynamic_metadata`: the window each descriptor was
+/// counted in, and when the server decided.
+pub fn decision_facts(response: &RateLimitResponse) -> (Vec<Option<String>>, Option<i64>) {
+    use prost::Message as _;
+    let read =
+        gateway_common::ratelimit::RateLimitResponse::decode(response.encode_to_vec().as_slice())
+            .unwrap();
+    (read.windows(), read.decided_at())
+}
+
+/// What `decision_facts` says of a decision of `filter_request` at `decided_at` with `config`:
+/// the day and the month (UTC) that contain it.
+pub fn filter_request_windows(decided_at: i64) -> Vec<Option<String>> {
+    use xds_server::quota::window::{Unit, window, window_label};
+    [Unit::Day, Unit::Month]
+        .into_iter()
+        .map(|unit| {
+            Some(window_label(
+                unit,
+                window(unit, decided_at, chrono_tz::UTC).start,
+            ))
+        })
+        .collect()
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 /// A Redis store section for `config`.
 pub fn redis_store(redis: &RedisServer) -> String {
     format!(

@@ -56,6 +56,11 @@ pub struct QuotaSection {
     /// beyond that the oldest are dropped (and counted). At least 1. Default `10000`.
     #[serde(default = "default_report_buffer")]
     pub report_buffer: usize,
+    /// Rows (distinct tenant and model) the usage ledger keeps per day; a record that would
+    /// add one more is counted under model `(other)` of its tenant instead (counted in
+    /// `xds_server_quota_ledger_rows_collapsed_total`). At least 1. Default `10000`.
+    #[serde(default = "default_ledger_max_rows_per_day")]
+    pub ledger_max_rows_per_day: u64,
     /// The limits, as a tree in the manner of envoyproxy/ratelimit. Required, at least one
     /// node, and at least one `rate_limit` somewhere.
     pub descriptors: Vec<DescriptorSection>,
@@ -98,8 +103,12 @@ pub struct DescriptorSection {
     /// a path.
     pub key: String,
     /// Matches only this value (`team-a`; for `tokens`: `total`, `input` or `output`, which is
-    /// then required). Default: any value (a node with the same key and a value takes
-    /// precedence). Siblings must differ in key or value.
+    /// then required). Under `key: model`, the value is read as its model key (lower case, the
+    /// id inside a foundation-model or inference-profile ARN, no cross-region prefix such as
+    /// `us.`), as the filter sends models: `us.anthropic.claude-3-haiku-20240307-v1:0` matches
+    /// `anthropic.claude-3-haiku-20240307-v1:0`. Default: any value (a node with the same key
+    /// and a value takes precedence). Siblings must differ in key or value (model values in
+    /// their model key).
     #[serde(default)]
     pub value: Option<String>,
     /// The limit of descriptors that end at this node. Default: none (only the children
@@ -169,5 +178,9 @@ fn default_chars_per_token() -> u64 {
 }
 
 fn default_report_buffer() -> usize {
+    10_000
+}
+
+fn default_ledger_max_rows_per_day() -> u64 {
     10_000
 }

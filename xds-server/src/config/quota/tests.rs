@@ -54,6 +54,7 @@ fn defaults_and_derived_shapes() {
     assert_eq!(settings.domain, "bedrock-gateway");
     assert_eq!(settings.time_zone, chrono_tz::UTC);
     assert_eq!(settings.store, StoreSettings::Memory);
+    assert_eq!(settings.ledger_max_rows_per_day, 10_000);
     let filter = config.filter.quota.clone().unwrap();
     assert_eq!(
         filter,
@@ -110,7 +111,9 @@ quotas:
   store: {type: redis, url: 'rediss://cache.internal:6380/2', password_env: REDIS_PASSWORD, key_prefix: 'eu:'}
   default_max_output_tokens: 1024
   chars_per_token: 3
+  media_bytes_per_token: 64
   report_buffer: 500
+  ledger_max_rows_per_day: 250
   descriptors:
     - key: tier
       value: 2
@@ -124,6 +127,7 @@ quotas:
     let settings = config.quotas.unwrap();
     assert_eq!(settings.domain, "gateway-eu");
     assert_eq!(settings.time_zone, Europe::Berlin);
+    assert_eq!(settings.ledger_max_rows_per_day, 250);
     let StoreSettings::Redis(redis) = &settings.store else {
         panic!("redis store");
     };
@@ -158,9 +162,10 @@ quotas:
         (
             filter.default_max_output_tokens,
             filter.chars_per_token,
+            filter.media_bytes_per_token,
             filter.report_buffer
         ),
-        (1024, 3, 500)
+        (1024, 3, 64, 500)
     );
     assert_eq!(filter.request_descriptors, vec![vec![ContextKey::Tier]]);
     assert_eq!(
@@ -195,5 +200,66 @@ quotas:
     assert_eq!(
         error,
         "gateway.yaml: quotas.store.url: expected a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0, found \"http://user@127.0.0.1:6379/\""
+    );
+}
+
+#[test]
+fn model_values_are_read_as_model_keys() {
+    let section = "
+quotas:
+  failure_mode: open
+  descriptors:
+    - key: model
+      value: us.anthropic.claude-3-haiku-20240307-v1:0
+      rate_limit: {unit: minute, requests_per_unit: 10}
+    - key: model
+      value: arn:aws:bedrock:eu-west-1::foundation-model/Amazon.Titan-Text-Express-v1
+      rate_limit: {unit: minute, requests_per_unit: 20}
+    - key: model
+      rate_limit: {unit: minute, requests_per_unit: 30}
+    - key: tenant
+      value: US.Team
+      rate_limit: {unit: minute, requests_per_unit: 40}
+";
+    let settings = load(section, &[]).unwrap().quotas.unwrap();
+    let per_minute = |entries: &[(&str, &str)]| match settings.descriptors.find(entries) {
+        Some(Limit::Rate(limit)) => limit.requests_per_unit,
+        other => panic!("{entries:?}: {other:?}"),
+    };
+    assert_eq!(
+        per_minute(&[("model", "anthropic.claude-3-haiku-20240307-v1:0")]),
+        10
+    );
+    assert_eq!(per_minute(&[("model", "amazon.titan-text-express-v1")]), 20);
+    // The tree holds keys: a spelling that is not one (the filter never sends it) is another
+    // value.
+    assert_eq!(
+        per_minute(&[("model", "us.anthropic.claude-3-haiku-20240307-v1:0")]),
+        30
+    );
+    // Only model values are read so.
+    assert_eq!(per_minute(&[("tenant", "US.Team")]), 40);
+    assert_eq!(settings.descriptors.find(&[("tenant", "us.team")]), None);
+}
+
+#[test]
+fn two_spellings_of_one_model_are_one_sibling() {
+    let section = "
+quotas:
+  failure_mode: open
+  descriptors:
+    - key: model
+      value: Anthropic.Claude-3-Haiku-20240307-v1:0
+      rate_limit: {unit: minute, requests_per_unit: 10}
+    - key: model
+      value: arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0
+      rate_limit: {unit: minute, requests_per_unit: 20}
+";
+    assert_eq!(
+        load(section, &[]).unwrap_err().to_string(),
+        "gateway.yaml: quotas.descriptors[1]: expected a key and value that no sibling has \
+         (quotas.descriptors[0] has them), found key \"model\" with value \
+         \"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0\" \
+         (model key \"anthropic.claude-3-haiku-20240307-v1:0\") again"
     );
 }

@@ -69,6 +69,15 @@ fn request(descriptors: Vec<RateLimitDescriptor>, hits_addend: u32) -> RateLimit
     }
 }
 
+/// The windows and decision time `response` carries, as the filter reads them.
+fn metadata_of(response: &RateLimitResponse) -> (Vec<Option<String>>, Option<i64>) {
+    use prost::Message as _;
+    let read =
+        gateway_common::ratelimit::RateLimitResponse::decode(response.encode_to_vec().as_slice())
+            .unwrap();
+    (read.windows(), read.decided_at())
+}
+
 #[test]
 fn hits_addend_rules() {
     let cases = [
@@ -95,8 +104,11 @@ fn other_domains_are_not_planned() {
     let mut other = request(vec![descriptor(&[("tenant", "a")], None, false)], 0);
     other.domain = "someone-else".into();
     assert_eq!(plan(&settings(), &other, now_seconds()), None);
-    assert_eq!(unknown_domain().overall_code, Code::Ok as i32);
-    assert!(unknown_domain().statuses.is_empty());
+    let answer = unknown_domain(&other, now());
+    assert_eq!(answer.overall_code, Code::Ok as i32);
+    assert!(answer.statuses.is_empty());
+    // Nothing was counted for its descriptor.
+    assert_eq!(metadata_of(&answer), (vec![None], Some(now_seconds())));
 }
 
 #[test]
@@ -234,6 +246,19 @@ fn an_admitted_request_reports_every_limit() {
         "limits beyond u32 saturate"
     );
     assert_eq!(huge.limit_remaining, u32::MAX);
+    // The windows counted in, by descriptor; nothing for the unlimited and the unmatched one.
+    assert_eq!(
+        metadata_of(&response),
+        (
+            vec![
+                Some(format!("minute/{}", now_seconds() - 30)),
+                None,
+                None,
+                Some(format!("second/{}", now_seconds())),
+            ],
+            Some(now_seconds())
+        )
+    );
 }
 
 #[test]
@@ -279,6 +304,14 @@ fn a_refused_request_names_the_descriptors_over_their_limit() {
     assert_eq!(
         tokens.duration_until_reset.map(|d| d.seconds),
         Some(1_772_323_200 - now_seconds() - 1)
+    );
+    // Refused, the windows are named all the same.
+    assert_eq!(
+        metadata_of(&response).0,
+        [
+            Some(format!("minute/{}", now_seconds() - 30)),
+            Some("month/1769904000".to_string())
+        ]
     );
 }
 
@@ -335,11 +368,88 @@ fn refunds_answer_ok_with_what_is_left() {
         .map(|s| s.limit_remaining)
         .collect();
     assert_eq!(remaining, [400, 1000, 1000]);
+    assert_eq!(
+        metadata_of(&decision.response).0,
+        vec![Some("month/1769904000".to_string()); 3]
+    );
     assert!(
         decision
             .response
             .statuses
             .iter()
             .all(|s| s.code == Code::Ok as i32)
+    );
+}
+
+#[test]
+fn model_values_are_counted_under_their_model_key() {
+    let planned = plan(
+        &settings(),
+        &request(
+            vec![
+                descriptor(
+                    &[("model", "US.Anthropic.Claude-3-Haiku-20240307-v1:0")],
+                    None,
+                    false,
+                ),
+                descriptor(
+                    &[(
+                        "model",
+                        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+                    )],
+                    None,
+                    false,
+                ),
+            ],
+            0,
+        ),
+        now_seconds(),
+    )
+    .unwrap();
+    let key = format!(
+        "bedrock-gateway:bedrock-gateway|model=anthropic.claude-3-haiku-20240307-v1:0|second|{}",
+        now_seconds()
+    );
+    assert_eq!(
+        planned
+            .charges
+            .iter()
+            .map(|c| c.key.as_str())
+            .collect::<Vec<_>>(),
+        [key.as_str(), key.as_str()]
+    );
+}
+
+#[test]
+fn metadata_has_a_null_for_each_descriptor_nothing_was_counted_for() {
+    let at = UNIX_EPOCH + Duration::from_millis(1_800_000_000_900);
+    let metadata = metadata(vec![Some("hour/1799996400".into()), None], at);
+    let response = RateLimitResponse {
+        dynamic_metadata: Some(metadata.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        metadata_of(&response),
+        (
+            vec![Some("hour/1799996400".into()), None],
+            Some(1_800_000_000)
+        )
+    );
+    assert_eq!(
+        metadata.fields[WINDOWS_KEY].kind,
+        Some(Kind::ListValue(ListValue {
+            values: vec![
+                Value {
+                    kind: Some(Kind::StringValue("hour/1799996400".into()))
+                },
+                Value {
+                    kind: Some(Kind::NullValue(0))
+                },
+            ]
+        }))
+    );
+    assert_eq!(
+        metadata.fields[DECIDED_AT_KEY].kind,
+        Some(Kind::NumberValue(1_800_000_000.0))
     );
 }

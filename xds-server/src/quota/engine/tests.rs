@@ -194,7 +194,7 @@ async fn reloads_keep_counters_unless_the_store_changes() {
     let response = engine.should_rate_limit(&filter_request(1)).await.unwrap();
     assert_eq!((response.overall_code, response.statuses.len()), (OK, 0));
     assert_eq!(
-        engine.report_usage(&[]).await,
+        engine.report_usage("", &[]).await,
         Err(QuotaError::NotConfigured)
     );
     assert_eq!(engine.report(), None);
@@ -283,7 +283,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
     };
     clock.set(T0 + 5);
     engine
-        .report_usage(&[record.clone(), refused])
+        .report_usage("", &[record.clone(), refused])
         .await
         .unwrap();
     assert_eq!(
@@ -302,6 +302,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
             input_tokens: 120,
             output_tokens: 30,
             refusals: 1,
+            gateway_refusals: 0,
         }]
     );
     // A refund to last month's window, which has ended, is dropped.
@@ -309,7 +310,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         admitted_at_unix_seconds: T0 - 40 * 86_400,
         ..record
     };
-    engine.report_usage(&[old]).await.unwrap();
+    engine.report_usage("", &[old]).await.unwrap();
     let metrics: std::collections::HashMap<&str, u64> = engine
         .metrics()
         .into_iter()
@@ -319,4 +320,202 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
     assert_eq!(metrics["quota_refusals_reported_total"], 1);
     assert_eq!(metrics["quota_adjustments_total"], 1);
     assert_eq!(metrics["quota_adjustments_dropped_total"], 1);
+}
+
+/// The windows a decision named, as the filter reads them.
+fn windows_of(response: &RateLimitResponse) -> Vec<Option<String>> {
+    use prost::Message as _;
+    gateway_common::ratelimit::RateLimitResponse::decode(response.encode_to_vec().as_slice())
+        .unwrap()
+        .windows()
+}
+
+fn metrics(engine: &QuotaEngine) -> std::collections::HashMap<&'static str, u64> {
+    engine
+        .metrics()
+        .into_iter()
+        .map(|(name, _, value)| (name, value))
+        .collect()
+}
+
+fn give_back(pairs: &[(&str, &str)], delta: i64, window: Option<String>) -> CounterAdjustment {
+    CounterAdjustment {
+        entries: pairs
+            .iter()
+            .map(|(key, value)| DescriptorEntry {
+                key: key.to_string(),
+                value: value.to_string(),
+            })
+            .collect(),
+        delta,
+        window: window.unwrap_or_default(),
+    }
+}
+
+fn used(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment>) -> UsageRecord {
+    UsageRecord {
+        tenant: tenant.into(),
+        model: model.into(),
+        operation: "Converse".into(),
+        service: "bedrock-runtime".into(),
+        admitted_at_unix_seconds: at,
+        input_tokens: 10,
+        output_tokens: 5,
+        refused: false,
+        refused_by_gateway: false,
+        adjustments,
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_refusal_gives_its_charges_back_to_the_windows_the_decision_named() {
+    let (clock, engine) = engine(2);
+    clock.set(T0 + 50);
+    let decision = engine
+        .should_rate_limit(&filter_request(300))
+        .await
+        .unwrap();
+    let windows = windows_of(&decision);
+    assert_eq!(
+        windows,
+        [
+            Some(format!("minute/{T0}")),
+            Some("month/1769904000".to_string())
+        ]
+    );
+    // The filter's clock is 15 s ahead: by it, the request was admitted in the next minute.
+    let refused = UsageRecord {
+        refused_by_gateway: true,
+        input_tokens: 0,
+        output_tokens: 0,
+        ..used(
+            "a",
+            "m",
+            T0 + 65,
+            vec![
+                give_back(&[("tenant", "a")], -1, windows[0].clone()),
+                give_back(
+                    &[("tenant", "a"), ("tokens", "total")],
+                    -300,
+                    windows[1].clone(),
+                ),
+            ],
+        )
+    };
+    clock.set(T0 + 55);
+    engine.report_usage("w1-1", &[refused]).await.unwrap();
+    assert_eq!(
+        ask(&engine, &filter_request(0)).await,
+        (OK, vec![(OK, 1), (OK, 1000)])
+    );
+    let query = UsageQuery::new("", "", "", engine.today()).unwrap();
+    let rows = engine.usage(&query).await.unwrap();
+    assert_eq!(
+        (
+            rows[0].requests,
+            rows[0].gateway_refusals,
+            rows[0].input_tokens
+        ),
+        (0, 1, 0)
+    );
+    let metrics = metrics(&engine);
+    assert_eq!(metrics["quota_gateway_refusals_reported_total"], 1);
+    assert_eq!(metrics["quota_adjustments_total"], 2);
+}
+
+#[tokio::test]
+async fn a_report_is_applied_once_per_id() {
+    let (clock, engine) = engine(10);
+    assert_eq!(ask(&engine, &filter_request(500)).await.0, OK);
+    let batch = [used(
+        "a",
+        "m",
+        T0,
+        vec![give_back(
+            &[("tenant", "a"), ("tokens", "total")],
+            -485,
+            None,
+        )],
+    )];
+    clock.set(T0 + 1);
+    engine.report_usage("w1-7", &batch).await.unwrap();
+    engine.report_usage("w1-7", &batch).await.unwrap();
+    assert_eq!(
+        ask(&engine, &filter_request(0)).await,
+        (OK, vec![(OK, 8), (OK, 985)])
+    );
+    let query = UsageQuery::new("", "", "", engine.today()).unwrap();
+    assert_eq!(engine.usage(&query).await.unwrap()[0].requests, 1);
+    let counted = metrics(&engine);
+    assert_eq!(counted["quota_duplicate_reports_total"], 1);
+    assert_eq!(counted["quota_usage_records_total"], 1);
+    assert_eq!(counted["quota_adjustments_total"], 1);
+
+    // Without an id, each delivery counts.
+    engine.report_usage("", &batch[..]).await.unwrap();
+    engine.report_usage("", &batch[..]).await.unwrap();
+    assert_eq!(engine.usage(&query).await.unwrap()[0].requests, 3);
+
+    // An hour later the id is forgotten.
+    clock.set(T0 + 1 + 3_600);
+    engine.report_usage("w1-7", &[]).await.unwrap();
+    let late = [used("a", "m", T0, vec![])];
+    engine.report_usage("w1-7", &late).await.unwrap();
+    assert_eq!(engine.usage(&query).await.unwrap()[0].requests, 4);
+
+    let long = "x".repeat(129);
+    assert_eq!(
+        engine.report_usage(&long, &late).await,
+        Err(QuotaError::InvalidArgument(
+            "report_id: expected at most 128 bytes, found 129".into()
+        ))
+    );
+    engine.report_usage(&"x".repeat(128), &late).await.unwrap();
+    assert_eq!(metrics(&engine)["quota_duplicate_reports_total"], 1);
+}
+
+#[tokio::test]
+async fn a_full_ledger_day_counts_new_models_under_other() {
+    let clock = ManualClock::at(T0);
+    let engine = QuotaEngine::new(clock.clone());
+    let section = section(10).replace(
+        "failure_mode: open",
+        "failure_mode: open\n  ledger_max_rows_per_day: 2",
+    );
+    engine.apply(Some(&quotas(&section).0)).unwrap();
+    let batch: Vec<UsageRecord> = [
+        ("a", "m1"),
+        ("a", "m2"),
+        ("a", "m3"),
+        ("b", "m1"),
+        ("a", "m1"),
+    ]
+    .iter()
+    .map(|(tenant, model)| used(tenant, model, T0, vec![]))
+    .collect();
+    engine.report_usage("", &batch).await.unwrap();
+    engine
+        .report_usage("", &[used("b", "m9", T0, vec![])])
+        .await
+        .unwrap();
+    let query = UsageQuery::new("", "", "", engine.today()).unwrap();
+    let rows: Vec<(String, String, u64)> = engine
+        .usage(&query)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.tenant, r.model, r.requests))
+        .collect();
+    let row =
+        |tenant: &str, model: &str, requests| (tenant.to_string(), model.to_string(), requests);
+    assert_eq!(
+        rows,
+        [
+            row("a", "(other)", 1),
+            row("a", "m1", 2),
+            row("a", "m2", 1),
+            row("b", "(other)", 2),
+        ]
+    );
+    assert_eq!(metrics(&engine)["quota_ledger_rows_collapsed_total"], 3);
 }

@@ -1,6 +1,13 @@
 //! Where counters and the usage ledger live: [`memory`] (one process) or [`redis`] (shared by
 //! every xds-server on it, and kept across restarts). The admission rule itself is here, pure:
 //! [`admission_over`]; both stores apply it (the Redis one in a Lua script that mirrors it).
+//!
+//! A usage report is applied by [`UsageLedger::settle`] as one atomic step: its ledger
+//! additions, its counter corrections and the record of its id (so that a batch resent under
+//! the same id is applied once). Both stores are bounded: the ledger keeps at most
+//! [`Report::max_rows_per_day`] rows a day (more records go to their tenant's
+//! [`OTHER_MODEL`] row); the memory store at most [`memory::MAX_COUNTERS`] counters and
+//! [`memory::MAX_REPORT_IDS`] report ids, and every Redis key has a time to live.
 
 pub mod memory;
 pub mod redis;
@@ -11,6 +18,17 @@ use tonic::async_trait;
 
 /// Largest count or limit: what a Lua number (a double, in Redis scripts) holds exactly.
 pub const MAX_COUNT: u64 = (1 << 53) - 1;
+
+/// The model of the ledger row that counts a tenant's records of a day that has no room for
+/// another row (see [`Report::max_rows_per_day`]).
+pub const OTHER_MODEL: &str = "(other)";
+
+/// How long a report id is remembered (seconds): a batch resent within this time after it was
+/// applied is not applied again.
+pub const REPORT_ID_TTL_SECONDS: i64 = 3600;
+
+/// Longest report id (bytes).
+pub const MAX_REPORT_ID_BYTES: usize = 128;
 
 /// One descriptor's hits for [`CounterStore::admit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +87,7 @@ pub fn admission_over(charges: &[Charge], counts_before: &[u64]) -> Vec<bool> {
         .collect()
 }
 
-/// A store failed (Redis unreachable, timed out, answered an error).
+/// A store failed (Redis unreachable, timed out, answered an error; the memory store is full).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct StoreError(pub String);
@@ -102,12 +120,14 @@ pub struct UsageKey {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageTotals {
-    /// Requests that were not refused by a quota.
+    /// Requests that were neither refused by a quota nor by the gateway.
     pub requests: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Requests refused by a quota.
     pub refusals: u64,
+    /// Requests admitted, then refused by the gateway itself (no credentials, ...).
+    pub gateway_refusals: u64,
 }
 
 impl UsageTotals {
@@ -116,6 +136,15 @@ impl UsageTotals {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.refusals = self.refusals.saturating_add(other.refusals);
+        self.gateway_refusals = self.gateway_refusals.saturating_add(other.gateway_refusals);
+    }
+
+    /// The usage records these totals count: each is a request, a refusal or a gateway
+    /// refusal.
+    pub fn records(&self) -> u64 {
+        self.requests
+            .saturating_add(self.refusals)
+            .saturating_add(self.gateway_refusals)
     }
 }
 
@@ -127,10 +156,42 @@ pub struct LedgerEntry {
     pub expire_at: i64,
 }
 
+/// One `ReportUsage` batch as a store applies it: all of it, once, or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The caller's id of the batch: applied only if no batch with this id was applied in the
+    /// last [`REPORT_ID_TTL_SECONDS`]. `None`: applied whatever came before.
+    pub id: Option<String>,
+    /// Counter corrections, applied as [`CounterStore::adjust`] applies them.
+    pub adjustments: Vec<Adjustment>,
+    /// Additions to the ledger.
+    pub ledger: Vec<LedgerEntry>,
+    /// Rows (tenant and model) a day may have: an entry that would add a row to a day that has
+    /// this many goes to the row of its tenant and [`OTHER_MODEL`] instead (those rows may go
+    /// beyond the bound: at most one per tenant). At least 1.
+    pub max_rows_per_day: u64,
+}
+
+/// What became of a [`Report`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportOutcome {
+    /// A batch with the same id was applied before: nothing changed.
+    pub duplicate: bool,
+    /// Per adjustment, the count after, as [`CounterStore::adjust`] returns them (empty for a
+    /// duplicate).
+    pub counts: Vec<Option<u64>>,
+    /// Records ([`UsageTotals::records`]) counted under [`OTHER_MODEL`] instead of their model.
+    pub collapsed: u64,
+    /// Report ids forgotten before their time to make room for this one (memory store).
+    pub ids_forgotten: u64,
+}
+
 /// The usage ledger.
 #[async_trait]
 pub trait UsageLedger: Send + Sync + 'static {
-    async fn record(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
+    /// Applies `report` atomically: its id is recorded, its ledger additions and counter
+    /// corrections are made, or, when the id was seen or the store fails, none of this.
+    async fn settle(&self, report: &Report) -> Result<ReportOutcome, StoreError>;
     /// Every row of these days (`YYYY-MM-DD`), of one tenant or all; in no particular order.
     async fn query(
         &self,

@@ -1,11 +1,15 @@
 //! Counters and ledger in Redis, shared by every xds-server that uses the same Redis and key
 //! prefix, and kept across restarts. Admission is one Lua script (check every counter, then
-//! `INCRBY` + `EXPIREAT` all of them, or none), corrections another; counter keys expire with
-//! their window. The ledger is a hash per day, tenant and model (`HINCRBY`) and a set per day
-//! naming them, both kept about 400 days. One multiplexed connection (`ConnectionManager`),
-//! opened on first use and reopened after failures; every operation is bounded by
-//! [`OPERATION_TIMEOUT`]. Standalone Redis (or a primary): the script touches several keys,
-//! which Redis Cluster only allows within one hash slot.
+//! `INCRBY` + `EXPIREAT` all of them, or none), refunds another; counter keys expire with
+//! their window. The ledger is a hash per day, tenant and model and a set per day naming them,
+//! both kept about 400 days. A usage report is one more script: it records the report's id
+//! (kept an hour), corrects the counters and adds to the ledger, or, when the id is known,
+//! does nothing; it checks every key it touches before its first write, as Redis does not undo
+//! a script that fails half-way. Every key has a time to live, so Redis' own `maxmemory` bounds
+//! the store. One multiplexed connection (`ConnectionManager`), opened on first use and
+//! reopened after failures; every operation is bounded by [`OPERATION_TIMEOUT`]. Standalone
+//! Redis (or a primary): the scripts touch several keys, which Redis Cluster only allows within
+//! one hash slot.
 
 use std::{collections::HashMap, future::Future, time::Duration};
 
@@ -16,12 +20,12 @@ use ::redis::{
 use tonic::async_trait;
 
 use super::{
-    Adjustment, Admission, Charge, CounterStore, LedgerEntry, StoreError, UsageKey, UsageLedger,
-    UsageTotals,
+    Adjustment, Admission, Charge, CounterStore, MAX_COUNT, OTHER_MODEL, REPORT_ID_TTL_SECONDS,
+    Report, ReportOutcome, StoreError, UsageKey, UsageLedger, UsageTotals,
 };
 use crate::quota::{
     RedisSettings,
-    keys::{parse_usage_member, usage_hash_key, usage_index_key, usage_member},
+    keys::{parse_usage_member, report_key, usage_hash_key, usage_index_key, usage_member},
 };
 
 /// Longest wait for one store operation; the caller then gets an error (and the filter applies
@@ -84,12 +88,139 @@ end
 return out
 ";
 
-const FIELDS: [&str; 4] = ["requests", "input_tokens", "output_tokens", "refusals"];
+const REPORT_SCRIPT: &str = r"
+-- One usage report, applied once. KEYS: the report id's key when ARGV[1] is 1; then one
+-- counter per correction; then per ledger entry its day's index set, its hash and the hash
+-- of its tenant's (other) row. ARGV: has id (0/1), the id's time to live (seconds), number of
+-- corrections, number of ledger entries, rows a day may have; per correction: delta, when its
+-- window ends; per ledger entry: index member, (other) member, expiry, then requests,
+-- input_tokens, output_tokens, refusals, gateway_refusals.
+-- Returns {applied (0: a duplicate), records collapsed into (other) rows, count...}, -1 for a
+-- correction that changed nothing (a refund to a missing counter, a window that has ended).
+local MAX = 9007199254740991
+local FIELDS = {'requests', 'input_tokens', 'output_tokens', 'refusals', 'gateway_refusals'}
+local has_id = ARGV[1] == '1'
+local adjustments = tonumber(ARGV[3])
+local entries = tonumber(ARGV[4])
+local max_rows = tonumber(ARGV[5])
+local first = 0
+if has_id then first = 1 end
+if adjustments == nil or entries == nil or max_rows == nil
+    or #KEYS ~= first + adjustments + 3 * entries
+    or #ARGV ~= 5 + 2 * adjustments + 8 * entries then
+  return redis.error_reply('report: malformed call')
+end
+if has_id and redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, 0}
+end
+local ledger_args = 5 + 2 * adjustments
+local function kind(key)
+  return redis.call('TYPE', key)['ok']
+end
+-- Everything is checked before the first write: Redis does not undo a script that fails.
+for i = 1, adjustments do
+  local key = KEYS[first + i]
+  if tonumber(ARGV[4 + 2 * i]) == nil or tonumber(ARGV[5 + 2 * i]) == nil then
+    return redis.error_reply('report: malformed call')
+  end
+  local t = kind(key)
+  if t == 'string' then
+    if tonumber(redis.call('GET', key)) == nil then
+      return redis.error_reply('report: ' .. key .. ' does not hold a count')
+    end
+  elseif t ~= 'none' then
+    return redis.error_reply('report: ' .. key .. ' holds a ' .. t .. ', not a count')
+  end
+end
+for j = 1, entries do
+  local base = first + adjustments + 3 * (j - 1)
+  local a = ledger_args + 8 * (j - 1)
+  for f = 3, 8 do
+    if tonumber(ARGV[a + f]) == nil then
+      return redis.error_reply('report: malformed call')
+    end
+  end
+  local t = kind(KEYS[base + 1])
+  if t ~= 'none' and t ~= 'set' then
+    return redis.error_reply('report: ' .. KEYS[base + 1] .. ' holds a ' .. t .. ', not a set')
+  end
+  for h = 2, 3 do
+    local hash = KEYS[base + h]
+    t = kind(hash)
+    if t == 'hash' then
+      local values = redis.call('HMGET', hash, unpack(FIELDS))
+      for f = 1, #FIELDS do
+        if values[f] and tonumber(values[f]) == nil then
+          return redis.error_reply('report: ' .. hash .. ' holds a ' .. FIELDS[f] .. ' that is no count')
+        end
+      end
+    elseif t ~= 'none' then
+      return redis.error_reply('report: ' .. hash .. ' holds a ' .. t .. ', not a hash')
+    end
+  end
+end
+if has_id then
+  redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2])
+end
+local out = {1, 0}
+for i = 1, adjustments do
+  local key = KEYS[first + i]
+  local delta = tonumber(ARGV[4 + 2 * i])
+  if redis.call('EXISTS', key) == 1 or delta > 0 then
+    local count = tonumber(redis.call('GET', key) or '0') + delta
+    if count < 0 then count = 0 end
+    if count > MAX then count = MAX end
+    redis.call('SET', key, string.format('%d', count))
+    redis.call('EXPIREAT', key, ARGV[5 + 2 * i])
+    if redis.call('EXISTS', key) == 1 then
+      out[2 + i] = count
+    else
+      out[2 + i] = -1
+    end
+  else
+    out[2 + i] = -1
+  end
+end
+for j = 1, entries do
+  local base = first + adjustments + 3 * (j - 1)
+  local a = ledger_args + 8 * (j - 1)
+  local index, hash, member = KEYS[base + 1], KEYS[base + 2], ARGV[a + 1]
+  if redis.call('SISMEMBER', index, member) == 0
+      and redis.call('SCARD', index) >= max_rows then
+    if member ~= ARGV[a + 2] then
+      out[2] = out[2] + tonumber(ARGV[a + 4]) + tonumber(ARGV[a + 7]) + tonumber(ARGV[a + 8])
+    end
+    hash, member = KEYS[base + 3], ARGV[a + 2]
+  end
+  local current = redis.call('HMGET', hash, unpack(FIELDS))
+  local values = {}
+  for f = 1, #FIELDS do
+    local value = (tonumber(current[f]) or 0) + tonumber(ARGV[a + 3 + f])
+    if value > MAX then value = MAX end
+    values[2 * f - 1] = FIELDS[f]
+    values[2 * f] = string.format('%d', value)
+  end
+  redis.call('HSET', hash, unpack(values))
+  redis.call('EXPIREAT', hash, ARGV[a + 3])
+  redis.call('SADD', index, member)
+  redis.call('EXPIREAT', index, ARGV[a + 3])
+end
+return out
+";
+
+const FIELDS: [&str; 5] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "refusals",
+    "gateway_refusals",
+];
 
 pub struct RedisStore {
     connection: ConnectionManager,
     admit: Script,
     adjust: Script,
+    report: Script,
     prefix: String,
 }
 
@@ -124,6 +255,7 @@ impl RedisStore {
             connection,
             admit: Script::new(ADMIT_SCRIPT),
             adjust: Script::new(ADJUST_SCRIPT),
+            report: Script::new(REPORT_SCRIPT),
             prefix: settings.key_prefix.clone(),
         })
     }
@@ -217,35 +349,80 @@ impl CounterStore for RedisStore {
 
 #[async_trait]
 impl UsageLedger for RedisStore {
-    async fn record(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
+    async fn settle(&self, report: &Report) -> Result<ReportOutcome, StoreError> {
+        if report.id.is_none() && report.adjustments.is_empty() && report.ledger.is_empty() {
+            return Ok(ReportOutcome::default());
         }
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        for entry in entries {
+        let max = i64::try_from(MAX_COUNT).unwrap_or(i64::MAX);
+        let count = |value: u64| i64::try_from(value.min(MAX_COUNT)).unwrap_or(max);
+        let mut invocation = self.report.prepare_invoke();
+        if let Some(id) = &report.id {
+            invocation.key(report_key(&self.prefix, id));
+        }
+        for adjustment in &report.adjustments {
+            invocation.key(&adjustment.key);
+        }
+        for entry in &report.ledger {
             let key = &entry.key;
-            let hash = usage_hash_key(&self.prefix, &key.day, &key.tenant, &key.model);
-            let index = usage_index_key(&self.prefix, &key.day);
-            let totals = &entry.totals;
-            let values = [
-                totals.requests,
-                totals.input_tokens,
-                totals.output_tokens,
-                totals.refusals,
-            ];
-            for (field, value) in FIELDS.into_iter().zip(values) {
-                pipe.hincr(&hash, field, i64::try_from(value).unwrap_or(i64::MAX))
-                    .ignore();
-            }
-            pipe.expire_at(&hash, entry.expire_at).ignore();
-            pipe.sadd(&index, usage_member(&key.tenant, &key.model))
-                .ignore();
-            pipe.expire_at(&index, entry.expire_at).ignore();
+            invocation
+                .key(usage_index_key(&self.prefix, &key.day))
+                .key(usage_hash_key(
+                    &self.prefix,
+                    &key.day,
+                    &key.tenant,
+                    &key.model,
+                ))
+                .key(usage_hash_key(
+                    &self.prefix,
+                    &key.day,
+                    &key.tenant,
+                    OTHER_MODEL,
+                ));
+        }
+        invocation
+            .arg(u8::from(report.id.is_some()))
+            .arg(REPORT_ID_TTL_SECONDS)
+            .arg(report.adjustments.len())
+            .arg(report.ledger.len())
+            .arg(report.max_rows_per_day.max(1));
+        for adjustment in &report.adjustments {
+            invocation
+                .arg(adjustment.delta.clamp(-max, max))
+                .arg(adjustment.expire_at);
+        }
+        for entry in &report.ledger {
+            let (key, totals) = (&entry.key, &entry.totals);
+            invocation
+                .arg(usage_member(&key.tenant, &key.model))
+                .arg(usage_member(&key.tenant, OTHER_MODEL))
+                .arg(entry.expire_at)
+                .arg(count(totals.requests))
+                .arg(count(totals.input_tokens))
+                .arg(count(totals.output_tokens))
+                .arg(count(totals.refusals))
+                .arg(count(totals.gateway_refusals));
         }
         let mut connection = self.connection.clone();
-        self.run("record usage", pipe.query_async::<()>(&mut connection))
-            .await
+        let reply: Vec<i64> = self
+            .run("report", invocation.invoke_async(&mut connection))
+            .await?;
+        match reply.as_slice() {
+            [0, ..] => Ok(ReportOutcome {
+                duplicate: true,
+                ..Default::default()
+            }),
+            [1, collapsed, counts @ ..] if counts.len() == report.adjustments.len() => {
+                Ok(ReportOutcome {
+                    duplicate: false,
+                    counts: counts.iter().map(|&c| u64::try_from(c).ok()).collect(),
+                    collapsed: u64::try_from(*collapsed).unwrap_or(0),
+                    ids_forgotten: 0,
+                })
+            }
+            _ => Err(StoreError(format!(
+                "redis: report: unexpected answer {reply:?}"
+            ))),
+        }
     }
 
     async fn query(
@@ -309,6 +486,7 @@ impl UsageLedger for RedisStore {
                     input_tokens: field(FIELDS[1]),
                     output_tokens: field(FIELDS[2]),
                     refusals: field(FIELDS[3]),
+                    gateway_refusals: field(FIELDS[4]),
                 };
                 (key, totals)
             })

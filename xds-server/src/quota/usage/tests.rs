@@ -99,6 +99,7 @@ fn records_become_ledger_rows_per_local_day_tenant_and_model() {
         input_tokens: 100 * requests,
         output_tokens: 50 * requests,
         refusals: 0,
+        gateway_refusals: 0,
     };
     assert_eq!(
         rows,
@@ -245,6 +246,7 @@ fn rows_are_merged_and_sorted() {
         input_tokens: 2,
         output_tokens: 3,
         refusals: 4,
+        gateway_refusals: 5,
     };
     let sorted = rows(vec![
         (key("2026-01-02", "a", "m"), one),
@@ -277,6 +279,235 @@ fn rows_are_merged_and_sorted() {
     assert_eq!(
         json,
         serde_json::json!({"day": "2026-01-01", "tenant": "a", "model": "m", "requests": 2,
-            "input_tokens": 4, "output_tokens": 6, "refusals": 8})
+            "input_tokens": 4, "output_tokens": 6, "refusals": 8, "gateway_refusals": 10})
     );
+}
+
+fn named(mut adjustment: CounterAdjustment, window: &str) -> CounterAdjustment {
+    adjustment.window = window.to_string();
+    adjustment
+}
+
+#[test]
+fn corrections_go_to_the_window_the_decision_named() {
+    let (settings, _) = quotas(QUOTAS);
+    let prefix = "bedrock-gateway:bedrock-gateway|tenant=a";
+    // Decided at 10:00:50 UTC; the filter's clock, 12 s ahead, says the request was admitted
+    // at 10:01:02; the report arrives at 10:00:55 by the server's clock.
+    let decided = utc(2026, 6, 15, 10, 0) + 50;
+    let minute = decided - 50;
+    let admitted = decided + 12;
+    let now = decided + 5;
+    // June 2026 in Berlin starts 2026-05-31T22:00Z.
+    let month = utc(2026, 5, 31, 22, 0);
+    let hour = utc(2026, 6, 15, 10, 0);
+    let records = [
+        record(
+            "a",
+            "m",
+            admitted,
+            vec![
+                named(adjustment("a", "output", -20), &format!("minute/{minute}")),
+                named(adjustment("a", "total", -300), &format!("month/{month}")),
+                // The limit is per minute now; the decision charged an hour: that hour.
+                named(adjustment("a", "output", 7), &format!("hour/{hour}")),
+            ],
+        ),
+        // Without `admitted_at`, a named window is enough.
+        record(
+            "a",
+            "m",
+            0,
+            vec![named(
+                adjustment("a", "output", -1),
+                &format!("minute/{minute}"),
+            )],
+        ),
+        record(
+            "a",
+            "m",
+            admitted,
+            vec![
+                // Not a unit, not a window's start (UTC's month is not Berlin's), or over.
+                named(adjustment("a", "total", -1), &format!("fortnight/{month}")),
+                named(adjustment("a", "total", -1), "month"),
+                named(
+                    adjustment("a", "total", -1),
+                    &format!("month/{}", month + 7_200),
+                ),
+                named(
+                    adjustment("a", "output", -1),
+                    &format!("minute/{}", minute - 60),
+                ),
+                // No counted limit matches these entries now.
+                named(adjustment("vip", "total", -1), &format!("month/{month}")),
+                named(adjustment("a", "nonsense", -1), &format!("month/{month}")),
+            ],
+        ),
+    ];
+    let settlement = settle(&settings, &records, now);
+    assert_eq!(
+        settlement.adjustments,
+        vec![
+            Adjustment {
+                key: format!("{prefix}|tokens=output|hour|{hour}"),
+                delta: 7,
+                expire_at: hour + 3_600,
+            },
+            Adjustment {
+                key: format!("{prefix}|tokens=output|minute|{minute}"),
+                delta: -21,
+                expire_at: minute + 60,
+            },
+            Adjustment {
+                key: format!("{prefix}|tokens=total|month|{month}"),
+                delta: -300,
+                expire_at: utc(2026, 6, 30, 22, 0),
+            },
+        ]
+    );
+    assert_eq!(settlement.dropped, 6);
+}
+
+const WITH_REQUESTS: &str = "
+quotas:
+  failure_mode: closed
+  descriptors:
+    - key: tenant
+      rate_limit: {unit: day, requests_per_unit: 100}
+      descriptors:
+        - key: model
+          rate_limit: {unit: minute, requests_per_unit: 10}
+        - key: tokens
+          value: total
+          rate_limit: {unit: day, requests_per_unit: 100000}
+";
+
+fn entries(pairs: &[(&str, &str)]) -> Vec<DescriptorEntry> {
+    pairs
+        .iter()
+        .map(|(key, value)| DescriptorEntry {
+            key: key.to_string(),
+            value: value.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn gateway_refusals_are_their_own_column_and_give_their_charges_back() {
+    let (settings, _) = quotas(WITH_REQUESTS);
+    let at = utc(2026, 6, 15, 10, 0);
+    let day = utc(2026, 6, 15, 0, 0);
+    let give_back = |pairs: &[(&str, &str)], delta: i64| CounterAdjustment {
+        entries: entries(pairs),
+        delta,
+        window: format!("day/{day}"),
+    };
+    let refused_by_gateway = UsageRecord {
+        refused_by_gateway: true,
+        // Whatever it says, a request that never reached Bedrock used no tokens.
+        input_tokens: 5,
+        output_tokens: 5,
+        ..record(
+            "a",
+            "m",
+            at,
+            vec![
+                // The request's hit and its token reservation, given back.
+                give_back(&[("tenant", "a")], -1),
+                give_back(&[("tenant", "a"), ("tokens", "total")], -4_000),
+            ],
+        )
+    };
+    // A quota refusal also flagged as a gateway refusal is a quota refusal: never charged.
+    let both = UsageRecord {
+        refused: true,
+        ..refused_by_gateway.clone()
+    };
+    let settlement = settle(&settings, &[refused_by_gateway, both], at + 5);
+    assert_eq!(
+        settlement.ledger[0].totals,
+        UsageTotals {
+            refusals: 1,
+            gateway_refusals: 1,
+            ..Default::default()
+        }
+    );
+    let prefix = "bedrock-gateway:bedrock-gateway|tenant=a";
+    assert_eq!(
+        settlement.adjustments,
+        vec![
+            Adjustment {
+                key: format!("{prefix}|day|{day}"),
+                delta: -1,
+                expire_at: day + 86_400,
+            },
+            Adjustment {
+                key: format!("{prefix}|tokens=total|day|{day}"),
+                delta: -4_000,
+                expire_at: day + 86_400,
+            },
+        ]
+    );
+    assert_eq!(settlement.dropped, 0);
+}
+
+#[test]
+fn models_are_ledger_rows_and_counters_by_their_model_key() {
+    let (settings, _) = quotas(WITH_REQUESTS);
+    let at = utc(2026, 6, 15, 10, 0);
+    let minute = at;
+    let records = [
+        record(
+            "a",
+            "US.Anthropic.Claude-3-Haiku-20240307-v1:0",
+            at,
+            vec![CounterAdjustment {
+                entries: entries(&[
+                    ("tenant", "a"),
+                    ("model", "us.anthropic.claude-3-haiku-20240307-v1:0"),
+                ]),
+                delta: -1,
+                window: format!("minute/{minute}"),
+            }],
+        ),
+        record("a", "anthropic.claude-3-haiku-20240307-v1:0", at, vec![]),
+    ];
+    let settlement = settle(&settings, &records, at + 5);
+    assert_eq!(settlement.ledger.len(), 1);
+    assert_eq!(
+        (
+            settlement.ledger[0].key.model.as_str(),
+            settlement.ledger[0].totals.requests
+        ),
+        ("anthropic.claude-3-haiku-20240307-v1:0", 2)
+    );
+    assert_eq!(
+        settlement.adjustments[0].key,
+        format!(
+            "bedrock-gateway:bedrock-gateway|tenant=a|model=anthropic.claude-3-haiku-20240307-v1:0|minute|{minute}"
+        )
+    );
+}
+
+#[test]
+fn corrections_are_bounded_by_what_a_count_holds() {
+    let (settings, _) = quotas(WITH_REQUESTS);
+    let at = utc(2026, 6, 15, 10, 0);
+    let huge = |delta: i64| CounterAdjustment {
+        entries: entries(&[("tenant", "a"), ("tokens", "total")]),
+        delta,
+        window: String::new(),
+    };
+    let settlement = settle(
+        &settings,
+        &[
+            record("a", "m", at, vec![huge(i64::MAX), huge(i64::MAX)]),
+            record("b", "m", at, vec![]),
+        ],
+        at,
+    );
+    assert_eq!(settlement.adjustments[0].delta, MAX_COUNT as i64);
+    let settlement = settle(&settings, &[record("a", "m", at, vec![huge(i64::MIN)])], at);
+    assert_eq!(settlement.adjustments[0].delta, -(MAX_COUNT as i64));
 }

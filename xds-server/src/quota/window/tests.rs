@@ -252,3 +252,46 @@ fn units_round_trip_and_map_to_envoys_numbers() {
     let numbers: Vec<i32> = Unit::ALL.iter().map(|u| u.proto()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 7, 5, 6]);
 }
+
+#[test]
+fn window_labels_round_trip_and_only_name_window_starts() {
+    let minute = window(Unit::Minute, 1_800_000_030, UTC);
+    assert_eq!(
+        window_label(Unit::Minute, minute.start),
+        "minute/1800000000"
+    );
+    assert_eq!(
+        parse_window_label("minute/1800000000", UTC),
+        Some((Unit::Minute, minute))
+    );
+    // A Berlin month starts at local midnight, not at UTC midnight.
+    let march = utc(2026, 2, 28, 23, 0, 0);
+    assert_eq!(
+        parse_window_label(&format!("month/{march}"), Europe::Berlin),
+        Some((
+            Unit::Month,
+            Window {
+                start: march,
+                end: utc(2026, 3, 31, 22, 0, 0)
+            }
+        ))
+    );
+    assert_eq!(parse_window_label(&format!("month/{march}"), UTC), None);
+    for bad in [
+        "",
+        "minute",
+        "minute/",
+        "fortnight/1800000000",
+        "Minute/1800000000",
+        // Not the start of its minute.
+        "minute/1800000030",
+        "minute/+1800000000",
+        "minute/01800000000",
+        "minute/1800000000/1",
+        "minute/-60",
+        "minute/99999999999999999999",
+        "day/1800000000",
+    ] {
+        assert_eq!(parse_window_label(bad, UTC), None, "{bad}");
+    }
+}
