@@ -44,6 +44,10 @@ pub struct Options {
     /// Distinct tokens sent round-robin in the cold-cache configuration.
     #[arg(long, default_value_t = 256)]
     cold_tokens: usize,
+    /// Another build of the filter (an earlier commit's `.wasm`), run side by side as
+    /// `baseline gateway(...)` with the same xds-server: a change's cost, in one run.
+    #[arg(long)]
+    baseline_wasm: Option<PathBuf>,
 }
 
 const ISSUER: &str = "https://idp.bench.example";
@@ -137,12 +141,27 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
 
     let mut stacks = Vec::new();
-    for (name, auth, script) in [
-        ("gateway(auth none)", None, &plain),
-        ("gateway(jwt cold)", Some(1), &cold),
-        ("gateway(jwt cached)", Some(10_000), &warm),
-    ] {
-        let stack = gateway(upstream_port, &jwks_file, auth)?;
+    let mut gateways: Vec<(&'static str, Option<u32>, &PathBuf, Option<&Path>)> = vec![
+        ("gateway(auth none)", None, &plain, None),
+        ("gateway(jwt cold)", Some(1), &cold, None),
+        ("gateway(jwt cached)", Some(10_000), &warm, None),
+    ];
+    if let Some(wasm) = options.baseline_wasm.as_deref() {
+        anyhow::ensure!(
+            wasm.exists(),
+            "--baseline-wasm {}: no such file",
+            wasm.display()
+        );
+        gateways.push(("baseline gateway(auth none)", None, &plain, Some(wasm)));
+        gateways.push((
+            "baseline gateway(jwt cached)",
+            Some(10_000),
+            &warm,
+            Some(wasm),
+        ));
+    }
+    for (name, auth, script, wasm) in gateways {
+        let stack = gateway(upstream_port, &jwks_file, auth, wasm)?;
         targets.push(Target {
             name,
             url: format!("{}{MODEL_PATH}", stack.gateway_url()),
@@ -218,13 +237,23 @@ const SIGV4: &str = r#"                  - name: envoy.filters.http.aws_request_
 "#;
 
 /// A gateway stack (xds-server + Envoy with the filter, one worker) in front of the upstream;
-/// `cache` is the verified-token cache size in jwt mode, `None` for auth none.
-fn gateway(upstream_port: u16, jwks_file: &Path, cache: Option<u32>) -> anyhow::Result<Stack> {
+/// `cache` is the verified-token cache size in jwt mode, `None` for auth none; `wasm` another
+/// build of the filter.
+fn gateway(
+    upstream_port: u16,
+    jwks_file: &Path,
+    cache: Option<u32>,
+    wasm: Option<&Path>,
+) -> anyhow::Result<Stack> {
     let jwks_file = jwks_file.to_path_buf();
+    let wasm = wasm.map(Path::to_path_buf);
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
             c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
+            if let Some(wasm) = &wasm {
+                c["filter"]["wasm_path"] = wasm.display().to_string().into();
+            }
             c["auth"]["audit_log"] = "/dev/null".into();
             if let Some(cache) = cache {
                 let jwt: Yaml = serde_yaml::from_str(&format!(
@@ -334,5 +363,17 @@ fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement
         cpu("jwt_authn+cache+sigv4") - baseline,
         whole / (cpu("jwt_authn+cache+sigv4") - baseline),
     );
+    if index("baseline gateway(jwt cached)").is_some() {
+        let before = cpu("baseline gateway(jwt cached)") - baseline;
+        let before_base = cpu("baseline gateway(auth none)") - baseline;
+        let base = gateway_none - baseline;
+        let _ = writeln!(
+            out,
+            "\nThis build against the baseline build of the filter, added CPU µs per request: whole chain \
+             {whole:.1} vs {before:.1} (**{:.2}x**); base path (auth none) {base:.1} vs {before_base:.1} ({:.2}x).",
+            whole / before,
+            base / before_base,
+        );
+    }
     out
 }

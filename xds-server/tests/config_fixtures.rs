@@ -360,6 +360,7 @@ fn quotas_fixture_sets_every_quota_key() {
     };
     assert_eq!(redis.display_url, "redis://127.0.0.1:6379/0");
     assert_eq!(redis.key_prefix, "bgw:");
+    assert_eq!(settings.ledger_max_rows_per_day, 2500);
     assert_eq!(
         redis.password.as_ref().map(|p| p.expose()),
         Some("fixture-redis-password")
@@ -400,9 +401,10 @@ fn quotas_fixture_sets_every_quota_key() {
             quota.timeout_ms,
             quota.default_max_output_tokens,
             quota.chars_per_token,
+            quota.media_bytes_per_token,
             quota.report_buffer
         ),
-        (250, 2048, 3, 5000)
+        (250, 2048, 3, 64, 5000)
     );
     assert_eq!(
         quota.request_descriptors,

@@ -6,7 +6,8 @@
 //! [`window_label`](super::window::window_label)), whatever unit the limit its entries match
 //! has now; one that names none goes to the window of the limit's unit that contained the
 //! request's `admitted_at`. Corrections that name a window that is not one (an unknown unit, a
-//! start that is not its window's), a window that has ended, descriptors that match no counted
+//! start that is not its window's), a window that has ended or starts more than five minutes
+//! after `now`, descriptors that match no counted
 //! limit now, and of records without `admitted_at` and window are dropped (and counted).
 //! Records refused by a quota were never charged, so their corrections (there should be none)
 //! are ignored; records refused by the gateway after admission give their charges back
@@ -125,6 +126,10 @@ fn totals(record: &UsageRecord) -> UsageTotals {
     }
 }
 
+/// How far in the future a named window may start: the clock difference tolerated between the
+/// server that decided and the one that settles.
+const MAX_CLOCK_AHEAD_SECONDS: i64 = 300;
+
 /// The counter correction `adjustment` makes at `now`, if any: to the window it names, else to
 /// the window of its limit's unit that contained `admitted_at`.
 fn correction(
@@ -149,7 +154,9 @@ fn correction(
         // The window admission charged, in its own unit even if the limit has another now.
         parse_window_label(&adjustment.window, tz)?
     };
-    if window.end <= now {
+    // A window that has ended is gone; one that has not begun was never charged (beyond the
+    // clock difference servers sharing a store may have): neither gets a counter.
+    if window.end <= now || window.start > now.saturating_add(MAX_CLOCK_AHEAD_SECONDS) {
         return None;
     }
     Some(Adjustment {

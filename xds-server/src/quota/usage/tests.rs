@@ -339,6 +339,11 @@ fn corrections_go_to_the_window_the_decision_named() {
                     adjustment("a", "output", -1),
                     &format!("minute/{}", minute - 60),
                 ),
+                // A window that has not begun (more than the clock difference tolerated).
+                named(
+                    adjustment("a", "output", 1),
+                    &format!("minute/{}", minute + 3_600),
+                ),
                 // No counted limit matches these entries now.
                 named(adjustment("vip", "total", -1), &format!("month/{month}")),
                 named(adjustment("a", "nonsense", -1), &format!("month/{month}")),
@@ -366,7 +371,7 @@ fn corrections_go_to_the_window_the_decision_named() {
             },
         ]
     );
-    assert_eq!(settlement.dropped, 6);
+    assert_eq!(settlement.dropped, 7);
 }
 
 const WITH_REQUESTS: &str = "
