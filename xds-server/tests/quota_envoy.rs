@@ -1,7 +1,7 @@
 //! Envoy's own HTTP rate limit filter (`envoy.filters.http.ratelimit`) against this server's
 //! rate limit service: request-level hits, descriptors from route actions, and the
-//! `x-ratelimit-*` headers Envoy builds from the statuses. Runs when Envoy is found
-//! (`ENVOY_BIN`, or the project's `.venv/bin/envoy`); otherwise it says why it did not run.
+//! `x-ratelimit-*` headers Envoy builds from the statuses. Needs Envoy (`ENVOY_BIN`, or the
+//! project's `.venv/bin/envoy`, which scripts/test.sh installs).
 
 mod support;
 
