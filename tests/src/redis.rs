@@ -75,9 +75,10 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
-    /// Makes Redis answer nothing for `seconds` (`DEBUG SLEEP`), from a thread of its own;
-    /// returns once the command is sent.
-    pub fn stall(&self, seconds: f64) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    /// Makes Redis slow: `times` times in a row it answers nothing for `seconds` (`DEBUG
+    /// SLEEP`), from a thread of its own, each command served in between. Returns once the
+    /// first sleep is sent.
+    pub fn stall(&self, seconds: f64, times: u32) -> anyhow::Result<std::thread::JoinHandle<()>> {
         use std::io::{Read, Write};
         let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
         let arg = seconds.to_string();
@@ -88,7 +89,12 @@ impl Redis {
         stream.write_all(command.as_bytes())?;
         Ok(std::thread::spawn(move || {
             let mut reply = [0u8; 16];
-            let _ = stream.read(&mut reply);
+            for i in 1..=times {
+                let _ = stream.read(&mut reply);
+                if i < times && stream.write_all(command.as_bytes()).is_err() {
+                    return;
+                }
+            }
         }))
     }
 }

@@ -110,8 +110,14 @@ impl GatewayControl for ControlService {
         &self,
         request: Request<ReportUsageRequest>,
     ) -> Result<Response<ReportUsageResponse>, Status> {
-        quota_grpc::report_usage(&self.quotas, request.into_inner())
+        // In a task of its own: a caller that gives up (its timeout) does not cut a report
+        // off half-way through the store. It sends the batch again, under the same id, and
+        // the store recognizes it.
+        let quotas = Arc::clone(&self.quotas);
+        let request = request.into_inner();
+        tokio::spawn(async move { quota_grpc::report_usage(&quotas, request).await })
             .await
+            .map_err(|e| Status::internal(format!("usage report task failed: {e}")))?
             .map(Response::new)
     }
 
