@@ -4,6 +4,8 @@
 //! one. Strings are delivered decoded (escapes resolved, UTF-8 checked) in pieces; numbers are
 //! delivered as an exact non-negative integer when they are one.
 
+use super::path::hex;
+
 /// What the tokenizer reports, in document order.
 pub trait Events {
     /// `{` (`object` true) or `[` opens a value.
@@ -561,15 +563,6 @@ fn emit_char(value: u32, events: &mut impl Events) -> Result<(), JsonError> {
     let mut buf = [0; 4];
     events.string_piece(c.encode_utf8(&mut buf).as_bytes());
     Ok(())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

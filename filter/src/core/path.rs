@@ -192,7 +192,8 @@ fn decode_segment(raw: &str) -> Result<(String, bool), PathError> {
         .map_err(|_| PathError::EncodedForbidden)
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of a hexadecimal digit.
+pub(super) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
