@@ -2,7 +2,8 @@
 # Runs every test of the project on this machine, installing what is missing first (the
 # wasm target, a virtualenv with Envoy, boto3 and pytest, redis-server): formatting and lints,
 # unit tests, integration tests (xds-server against real Envoy and Redis), end-to-end tests
-# (real Envoy + xds-server + emulator driven by the AWS SDK for Rust), the boto3 tests, and
+# (real Envoy + xds-server + emulator driven by the AWS SDK for Rust), fuzzing of the filter's
+# core for a bounded time (scripts/fuzz.sh), the boto3 tests, and
 # `envoy --mode validate` on every shipped Envoy config. CI runs exactly this (.ci/run).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,6 +28,9 @@ cargo clippy --quiet -p bedrock-gateway-filter --target wasm32-wasip1 -- -D warn
 
 log "cargo test (unit, integration and end-to-end)"
 cargo test --workspace -- ${CARGO_TEST_ARGS:-}
+
+# Coverage-guided fuzzing of the filter's core, FUZZ_SECONDS_PER_TARGET (15 s) per target.
+"$ROOT/scripts/fuzz.sh"
 
 log "boto3 tests (pytest)"
 "$VENV/bin/pytest" -q tests/python

@@ -122,19 +122,16 @@ pub fn identify<S: AsRef<str>>(service: &str, method: &str, segments: &[S]) -> O
 }
 
 fn matches<S: AsRef<str>>(pattern: &str, segments: &[S]) -> bool {
-    let mut pattern_segments = pattern.trim_start_matches('/').split('/');
-    let mut count = 0;
-    for (expected, actual) in pattern_segments.by_ref().zip(segments) {
-        count += 1;
-        let ok = match expected {
-            "*" => !actual.as_ref().is_empty(),
-            literal => literal == actual.as_ref(),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    count == segments.len() && pattern_segments.next().is_none()
+    let pattern_segments = pattern.trim_start_matches('/').split('/');
+    // Lengths first: `zip` stops at the shorter side (and takes one pattern segment more
+    // than a shorter path has), so a path must not be allowed to match a longer pattern.
+    pattern_segments.clone().count() == segments.len()
+        && pattern_segments
+            .zip(segments)
+            .all(|(expected, actual)| match expected {
+                "*" => !actual.as_ref().is_empty(),
+                literal => literal == actual.as_ref(),
+            })
 }
 
 #[cfg(test)]

@@ -125,6 +125,49 @@ fn control_plane_labels_name_models() {
 }
 
 #[test]
+fn a_path_only_matches_patterns_of_its_length() {
+    // Found by fuzzing: a path one segment shorter than a pattern listed before its own
+    // matched it (POST /evaluation-jobs read as BatchDeleteEvaluationJob, whose body names no
+    // models; POST /flows/F/aliases/A as StartFlowExecution).
+    let op = ident("bedrock", "POST", "/evaluation-jobs");
+    assert_eq!(op.name, "CreateEvaluationJob");
+    assert!(op.models_in_body());
+    assert_eq!(
+        ident("bedrock-agent-runtime", "POST", "/flows/F/aliases/A").name,
+        "InvokeFlow"
+    );
+    assert_eq!(
+        ident("bedrock-agent", "POST", "/flows/validate-definition").name,
+        "ValidateFlowDefinition"
+    );
+    assert_eq!(ident("bedrock-runtime", "POST", "/model/m").name, UNKNOWN);
+    for rule in table::OPERATIONS {
+        let segments: Vec<&str> = rule
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| if s == "*" { "x" } else { s })
+            .collect();
+        assert!(matches(rule.path, &segments), "{}", rule.path);
+        assert!(
+            !matches(rule.path, &segments[..segments.len() - 1]),
+            "{}",
+            rule.path
+        );
+        let longer = [segments.as_slice(), &["x"]].concat();
+        assert!(!matches(rule.path, &longer), "{}", rule.path);
+        assert_eq!(
+            identify(rule.service, rule.method, &segments).name,
+            rule.name,
+            "{} {} {}",
+            rule.service,
+            rule.method,
+            rule.path
+        );
+    }
+}
+
+#[test]
 fn body_model_paths_are_well_formed() {
     let rule = |service: &str, name: &str| {
         table::OPERATIONS
