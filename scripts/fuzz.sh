@@ -67,7 +67,7 @@ for target in "${targets[@]}"; do
   output="$work/$target.log"
   if cargo_fuzz run "$target" "$corpus" -- "${budget[@]}" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 >"$output" 2>&1; then
-    done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$output" | tail -1)"
+    done_line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$output" | tail -1 || true)"
     runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$output")"
     speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$output")"
     printf '    %-6s %9s runs %7s/s  %s\n' "$target" "${runs:-?}" "${speed:-?}" \
@@ -78,14 +78,16 @@ for target in "${targets[@]}"; do
     # From the panic (or libFuzzer's report of a hang, a leak or memory use) on, without
     # source locations; everything's end if there is none (a build error).
     report="$(awk '/panicked at|ERROR: libFuzzer|ALARM:/ { on = 1 } on' "$output" |
-      grep -vE '^[[:space:]]+at |^#[0-9]+' | head -n 30)"
+      grep -vE '^[[:space:]]+at |^#[0-9]+' | head -n 30 || true)"
     printf '%s\n' "${report:-$(tail -n 40 "$output")}" >&2
+    env=""
+    [ "$sanitizer" = none ] || env="RUSTC_BOOTSTRAP=1 "
     while read -r artifact; do
       printf '  input:     %s\n' "$artifact" >&2
-      printf '  reproduce: cargo fuzz run --fuzz-dir %s --sanitizer %s %s %s\n' \
-        "$FUZZ_DIR" "$sanitizer" "$target" "$artifact" >&2
-      printf '  minimize:  cargo fuzz tmin --fuzz-dir %s --sanitizer %s %s %s\n' \
-        "$FUZZ_DIR" "$sanitizer" "$target" "$artifact" >&2
+      printf '  reproduce: %scargo fuzz run --fuzz-dir %s --sanitizer %s %s %s\n' \
+        "$env" "$FUZZ_DIR" "$sanitizer" "$target" "$artifact" >&2
+      printf '  minimize:  %scargo fuzz tmin --fuzz-dir %s --sanitizer %s %s %s\n' \
+        "$env" "$FUZZ_DIR" "$sanitizer" "$target" "$artifact" >&2
     done < <(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$output")
   fi
 done

@@ -219,9 +219,6 @@ pub static BODY_OPERATIONS: LazyLock<Vec<Operation>> = LazyLock::new(|| {
     ]
 });
 
-/// How the body and usage inputs start: a selector byte, then two piece sizes.
-pub const HEADER_BYTES: usize = 3;
-
 /// Cuts `body` into pieces of alternately `sizes[0]` and `sizes[1]` bytes (0: all that is
 /// left), the way Envoy hands a body over in pieces of its own choosing.
 pub fn pieces(body: &[u8], sizes: [u8; 2]) -> Vec<&[u8]> {
