@@ -18,6 +18,8 @@ apt_ensure redis-server redis-server
 
 log "cargo fmt --check"
 cargo fmt --all --check
+# The fuzz crate is a workspace of its own (filter/fuzz).
+cargo fmt --all --check --manifest-path filter/fuzz/Cargo.toml
 
 build_filter
 build_servers debug
