@@ -312,31 +312,35 @@ impl State {
         let Some(payload_hash) = self.body_hash.clone() else {
             return Action::Pause;
         };
-        let Some(operation) = self.plan.as_ref().map(|p| p.route.operation.clone()) else {
+        // Taken out while `self` decides (and put back): no copy of the route per request.
+        let Some(plan) = self.plan.take() else {
             return Action::Continue;
         };
-        let facts = match self.reader.take() {
+        let operation = plan.route.operation.name;
+        let mut facts = match self.reader.take() {
             None => BodyFacts::default(),
-            Some(reader) => match reader.finish(operation.models_in_body()) {
+            Some(reader) => match reader.finish(plan.route.operation.models_in_body()) {
                 Ok(facts) => facts,
                 Err(error) => return self.refuse(ErrorReply::bad_body(error)),
             },
         };
         if !self.authorized {
-            let models = Models::of(&operation, facts.models.clone(), facts.beyond_table);
-            let Some(route) = self.plan.as_ref().map(|p| p.route.clone()) else {
-                return Action::Continue;
-            };
-            if let Err(reply) = self.authorize(shared, &route, models) {
+            let models = Models::of(
+                &plan.route.operation,
+                std::mem::take(&mut facts.models),
+                facts.beyond_table,
+            );
+            if let Err(reply) = self.authorize(shared, &plan.route, models) {
                 return self.refuse(reply);
             }
         }
+        self.plan = Some(plan);
         if let Some(quota) = self.quota.as_mut().filter(|q| !q.admitted) {
             let Some(config) = &shared.gateway.config.quota else {
                 return Action::Continue;
             };
             let estimate = if config.counts_tokens() {
-                estimate::estimate(operation.name, &facts, config)
+                estimate::estimate(operation, &facts, config)
             } else {
                 Estimate::default()
             };
