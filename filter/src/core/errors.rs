@@ -178,6 +178,26 @@ impl ErrorReply {
         )
     }
 
+    /// 500 when the filter has no valid configuration.
+    pub fn not_configured() -> Self {
+        Self::new(
+            500,
+            "InternalServerException",
+            "not_configured",
+            "The gateway filter has no valid configuration.",
+        )
+    }
+
+    /// 500 when the filter could not do what Envoy's host interface should always do.
+    pub fn internal() -> Self {
+        Self::new(
+            500,
+            "InternalServerException",
+            "host_error",
+            "The gateway failed to process the request.",
+        )
+    }
+
     pub fn no_credentials() -> Self {
         Self::new(
             503,

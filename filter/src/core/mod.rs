@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod credentials;
 pub mod errors;
+pub mod flow;
 pub mod headers;
 pub mod json;
 pub mod operations;

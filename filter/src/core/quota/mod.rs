@@ -3,6 +3,7 @@
 //! and the settlement once the real token counts are known.
 
 pub mod estimate;
+pub mod reports;
 pub mod usage;
 
 use gateway_common::proto::{CounterAdjustment, DescriptorEntry, UsageRecord};
