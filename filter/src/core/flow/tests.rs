@@ -628,3 +628,62 @@ fn a_request_refused_after_admission_gives_its_charges_back() {
     assert_eq!(reply(&step), Some((500, "host_error")));
     assert!(reports(&step)[0].refused_by_gateway);
 }
+
+#[test]
+fn a_body_ending_with_trailers_and_a_response_without_body() {
+    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
+    host.give_keys();
+    let team = token("team-any");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
+    let step = host.step(|env| {
+        flow.on_body(env, BODY.len(), false, |from, len| {
+            Some(BODY[from..from + len].to_vec())
+        })
+    });
+    assert_eq!(step.flow, Flow::Pause);
+    // Trailers end the body.
+    let step = host.step(|env| flow.body_end(env));
+    assert!(matches!(
+        step.intents.last(),
+        Some(Intent::AskDecision { .. })
+    ));
+    host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
+    // Usage in the headers of a response that has no body (InvokeModel's counts).
+    let response_headers = vec![
+        (":status".to_string(), b"200".to_vec()),
+        (
+            "x-amzn-bedrock-input-token-count".to_string(),
+            b"7".to_vec(),
+        ),
+        (
+            "x-amzn-bedrock-output-token-count".to_string(),
+            b"3".to_vec(),
+        ),
+    ];
+    let step = host.step(|env| flow.on_response_headers(env, 200, &response_headers, true));
+    let records = reports(&step);
+    assert_eq!((records[0].input_tokens, records[0].output_tokens), (7, 3));
+    assert!(reports(&host.step(|env| flow.on_log(env))).is_empty());
+}
+
+#[test]
+fn a_response_that_never_ends_leaves_the_reservation_standing() {
+    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
+    host.give_keys();
+    let team = token("team-any");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), false);
+    host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
+    let response_headers = vec![(":status".to_string(), b"200".to_vec())];
+    host.step(|env| flow.on_response_headers(env, 200, &response_headers, false));
+    host.step(|env| flow.on_response_body(env, b"{\"output\":", false));
+    // The client went away: the log ends the request.
+    let step = host.step(|env| flow.on_log(env));
+    let records = reports(&step);
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].adjustments.is_empty(),
+        "no usage known: the reservation stands"
+    );
+}
