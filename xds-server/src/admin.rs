@@ -1,5 +1,5 @@
-//! The HTTP admin port: `GET /healthz`, `GET /status` (JSON), `GET /metrics` (Prometheus
-//! text) and `GET /usage` (the usage ledger, JSON). [`respond`] maps a request to an answer
+//! The HTTP admin port: `GET /healthz`, `GET /status` (JSON), `GET /metrics` (OpenMetrics
+//! text, which Prometheus reads) and `GET /usage` (the usage ledger, JSON). [`respond`] maps a request to an answer
 //! (pure) except for `/usage`, which [`usage`] answers from the quota store; [`serve_admin`]
 //! runs hyper.
 
@@ -14,14 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
-    credentials::Clock,
     quota::{QuotaEngine, QuotaError, usage::UsageQuery},
     status::ServerStatus,
+    util::{Clock, metrics::CONTENT_TYPE as METRICS_TEXT},
 };
 
 /// How long open admin connections get to finish once the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// An answer: status, content type and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +74,7 @@ pub fn respond(
         },
         _ => Answer {
             status: StatusCode::OK,
-            content_type: PROMETHEUS_TEXT,
+            content_type: METRICS_TEXT,
             body: status.prometheus(now),
         },
     })
@@ -214,11 +213,11 @@ mod tests {
         assert_eq!(json["credentials"]["expires_at"], serde_json::Value::Null);
 
         let answer = get("/metrics");
-        assert_eq!(answer.content_type, PROMETHEUS_TEXT);
+        assert_eq!(answer.content_type, METRICS_TEXT);
         assert!(
             answer
                 .body
-                .contains("# TYPE xds_server_xds_nacks_total counter\n")
+                .contains("# TYPE xds_server_xds_nacks counter\n")
         );
 
         assert_eq!(get("/nope").status, StatusCode::NOT_FOUND);

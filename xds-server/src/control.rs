@@ -23,9 +23,10 @@ use crate::{
     active::ActiveConfig,
     config::file::DEFAULT_KEYS_REFRESH_SECONDS,
     control_api::gateway_control_server::GatewayControl,
-    credentials::{Clock, CredentialStore, grpc::signing_credentials},
+    credentials::{CredentialStore, grpc::signing_credentials},
     identity::KeyManager,
     quota::{QuotaEngine, grpc as quota_grpc},
+    util::Clock,
 };
 
 pub struct ControlService {

@@ -19,13 +19,12 @@ use crate::{
     config::{ConfigError, Overrides},
     control::ControlService,
     control_api::gateway_control_server::GatewayControlServer,
-    credentials::{
-        Clock, CredentialSource, CredentialStore, SystemClock, refresher::run_refresher,
-    },
+    credentials::{CredentialSource, CredentialStore, refresher::run_refresher},
     identity::{KeyManager, fetch::HttpClient, manager::follow_config},
     quota::{QuotaEngine, engine::follow_config as follow_quota_config, grpc::RateLimitGrpc},
     snapshot::Snapshot,
     status::ServerStatus,
+    util::{Clock, SystemClock},
     watch::{Reloader, watch_config},
     xds::service::AdsService,
 };
@@ -124,7 +123,7 @@ pub async fn serve(
         reloader,
         options.watch_interval,
         publish,
-        Arc::clone(&status),
+        Arc::clone(&status.reloads),
         Arc::clone(&clock),
         cancel.clone(),
     ));
@@ -146,7 +145,11 @@ pub async fn serve(
         cancel.clone(),
     ));
 
-    let ads = AdsService::new(subscribe.clone(), Arc::clone(&status), cancel.clone());
+    let ads = AdsService::new(
+        subscribe.clone(),
+        Arc::clone(&status.streams),
+        cancel.clone(),
+    );
     let control = ControlService::new(store, keys, Arc::clone(&quotas), clock, subscribe);
     let grpc = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))

@@ -4,12 +4,16 @@
 //! serving. [`Reloader`] decides (no IO); [`watch_config`] reads and sleeps.
 
 use std::{
-    io,
+    fmt, io,
     path::{Path, PathBuf},
-    sync::Arc,
-    time::Duration,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
 };
 
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +22,12 @@ use tracing::{error, info};
 use crate::{
     active::ActiveConfig,
     config::{self, ConfigError, GatewayConfig, Overrides},
-    credentials::Clock,
     snapshot::Snapshot,
-    status::ServerStatus,
+    util::{
+        Clock, lock,
+        metrics::{Collect, MetricWriter},
+        rfc3339, unix_seconds,
+    },
 };
 
 /// What was last read from the file: its digest, or why it could not be read.
@@ -109,7 +116,7 @@ pub async fn watch_config(
     mut reloader: Reloader,
     interval: Duration,
     publish: watch::Sender<Arc<ActiveConfig>>,
-    status: Arc<ServerStatus>,
+    status: Arc<ReloadStatus>,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) {
@@ -140,6 +147,110 @@ pub async fn watch_config(
                 status.reload_rejected(error.to_string(), clock.now());
             }
         }
+    }
+}
+
+/// The configuration in force and the reloads: the configuration part of `/status`.
+pub struct ReloadStatus {
+    config_file: String,
+    loaded: Mutex<LoadedConfig>,
+    last_error: Mutex<Option<LastError>>,
+    reloads: AtomicU64,
+    rejected_reloads: AtomicU64,
+}
+
+#[derive(Debug, Clone)]
+struct LoadedConfig {
+    version: String,
+    loaded_at: SystemTime,
+}
+
+/// A reload that failed, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    pub message: String,
+    /// RFC 3339, UTC.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadReport {
+    pub config_file: String,
+    pub config_version: String,
+    pub loaded_at: String,
+    /// The newest reload's error while the file on disk is not the configuration in force;
+    /// `null` once a reload succeeds.
+    pub last_error: Option<LastError>,
+    pub rejected_reloads: u64,
+}
+
+impl ReloadStatus {
+    /// `config_file` at `version` is in force since `loaded_at`.
+    pub fn new(config_file: String, version: String, loaded_at: SystemTime) -> Self {
+        Self {
+            config_file,
+            loaded: Mutex::new(LoadedConfig { version, loaded_at }),
+            last_error: Mutex::new(None),
+            reloads: AtomicU64::new(0),
+            rejected_reloads: AtomicU64::new(0),
+        }
+    }
+
+    /// A new configuration is in force.
+    pub fn config_loaded(&self, version: String, at: SystemTime) {
+        *lock(&self.loaded) = LoadedConfig {
+            version,
+            loaded_at: at,
+        };
+        *lock(&self.last_error) = None;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A changed file was rejected; the previous configuration stays in force.
+    pub fn reload_rejected(&self, message: String, at: SystemTime) {
+        *lock(&self.last_error) = Some(LastError {
+            message,
+            at: rfc3339(at),
+        });
+        self.rejected_reloads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn report(&self) -> ReloadReport {
+        let loaded = lock(&self.loaded).clone();
+        ReloadReport {
+            config_file: self.config_file.clone(),
+            config_version: loaded.version,
+            loaded_at: rfc3339(loaded.loaded_at),
+            last_error: lock(&self.last_error).clone(),
+            rejected_reloads: self.rejected_reloads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Collect for ReloadStatus {
+    fn collect(&self, metrics: &mut MetricWriter<'_>, _now: SystemTime) -> fmt::Result {
+        let loaded_at = lock(&self.loaded).loaded_at;
+        let failing = lock(&self.last_error).is_some();
+        metrics.counter(
+            "config_reloads",
+            "Changed configuration files loaded after startup.",
+            self.reloads.load(Ordering::Relaxed),
+        )?;
+        metrics.counter(
+            "config_rejected_reloads",
+            "Changed configuration files rejected (the previous configuration kept serving).",
+            self.rejected_reloads.load(Ordering::Relaxed),
+        )?;
+        metrics.gauge(
+            "config_last_reload_failed",
+            "1 while the file on disk is rejected and an older configuration is in force.",
+            i64::from(failing),
+        )?;
+        metrics.gauge(
+            "config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded (Unix seconds).",
+            unix_seconds(loaded_at),
+        )
     }
 }
 

@@ -10,7 +10,6 @@ use std::{
 
 use support::redis::RedisServer;
 use xds_server::{
-    credentials::{Secret, SystemClock},
     quota::{
         RedisSettings,
         store::{
@@ -18,6 +17,7 @@ use xds_server::{
             UsageLedger, UsageTotals, memory::MemoryStore, redis::RedisStore,
         },
     },
+    util::{Secret, SystemClock},
 };
 
 trait Store: CounterStore + UsageLedger {}

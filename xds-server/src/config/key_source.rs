@@ -9,8 +9,8 @@ use super::{
     model::{ConfigError, Env},
 };
 use crate::{
-    credentials::Secret,
     identity::{KeySource, fetch, jwk},
+    util::Secret,
 };
 
 /// Shortest HS256 secret accepted: as long as the SHA-256 output (RFC 7518, 3.2).

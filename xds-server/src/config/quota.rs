@@ -16,7 +16,6 @@ use super::{
     model::{ConfigError, Env},
 };
 use crate::{
-    credentials::Secret,
     quota::{
         QuotaSettings, RedisSettings, StoreSettings,
         keys::DEFAULT_KEY_PREFIX,
@@ -24,6 +23,7 @@ use crate::{
         tree::{Descriptors, Limit, Node, RateLimit},
         window::Unit,
     },
+    util::Secret,
 };
 
 const KEY_NAMES: &str = "one of tenant, subject, tier, issuer, service, operation, model, tokens";

@@ -74,7 +74,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::credentials::Secret;
+    use crate::util::Secret;
 
     #[test]
     fn refresh_after_is_clamped() {

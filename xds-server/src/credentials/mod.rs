@@ -8,28 +8,9 @@ pub mod refresher;
 
 use std::{fmt, future::Future, pin::Pin, time::SystemTime};
 
-pub use refresher::{Clock, CredentialStore, SystemClock};
+pub use refresher::CredentialStore;
 
-/// A secret string whose `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: only for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+use crate::util::Secret;
 
 /// A set of AWS credentials. `Debug` shows the first 4 characters of the access key id only.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! Keeps the current credentials fresh. The schedule is pure ([`refresh_delay`], [`Backoff`]);
+//! Keeps the current credentials fresh. The schedule is pure ([`refresh_delay`], [`Backoff`](crate::util::Backoff));
 //! [`run_refresher`] only fetches, stores and sleeps.
 //!
 //! - Expiring credentials are fetched again when `min(5 minutes, half the remaining lifetime)`
@@ -7,6 +7,7 @@
 //!   credentials keep being handed out until they expire.
 
 use std::{
+    fmt,
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -16,7 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CredentialSource, Credentials, CredentialsError};
-use crate::util::{lock, rfc3339};
+use serde::Serialize;
+
+use crate::util::{
+    Backoff, Clock, lock,
+    metrics::{Collect, MetricWriter},
+    rfc3339,
+    time::serialize_rfc3339,
+    unix_seconds,
+};
 
 /// How often long-term credentials are read again.
 pub const LONG_TERM_REFRESH: Duration = Duration::from_secs(15 * 60);
@@ -24,24 +33,8 @@ pub const LONG_TERM_REFRESH: Duration = Duration::from_secs(15 * 60);
 pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// Shortest wait between two fetches.
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
-/// Longest wait between two failed fetches.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A fetch that takes longer counts as failed.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The wall clock, injectable for tests.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> SystemTime;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
 
 /// How long to wait, after fetching credentials at `now`, before fetching again.
 pub fn refresh_delay(now: SystemTime, expires_at: Option<SystemTime>) -> Duration {
@@ -52,28 +45,6 @@ pub fn refresh_delay(now: SystemTime, expires_at: Option<SystemTime>) -> Duratio
             let margin = EXPIRY_MARGIN.min(remaining / 2);
             (remaining - margin).max(MIN_DELAY)
         }
-    }
-}
-
-/// Capped exponential backoff between failed fetches: 1 s, 2 s, 4 s ... 30 s.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    /// The wait after one more failure.
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = MIN_DELAY
-            .checked_mul(1u32 << self.failures.min(16))
-            .unwrap_or(MAX_BACKOFF)
-            .min(MAX_BACKOFF);
-        self.failures = self.failures.saturating_add(1);
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.failures = 0;
     }
 }
 
@@ -105,6 +76,45 @@ pub struct CredentialStatus {
     pub refresh_failures: u64,
 }
 
+/// What `/status` shows about credentials (no secret).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CredentialsReport {
+    /// Whether unexpired credentials are there to hand out.
+    pub available: bool,
+    /// First 4 characters of the access key id (never more).
+    pub access_key_id_prefix: Option<String>,
+    /// RFC 3339, UTC; `null` for credentials that do not expire.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub expires_at: Option<SystemTime>,
+    pub last_refresh_error: Option<String>,
+}
+
+impl Collect for CredentialStore {
+    fn collect(&self, metrics: &mut MetricWriter<'_>, now: SystemTime) -> fmt::Result {
+        let status = self.status(now);
+        metrics.gauge(
+            "credentials_available",
+            "1 when unexpired signing credentials are available.",
+            i64::from(status.available),
+        )?;
+        metrics.gauge(
+            "credentials_expiry_timestamp_seconds",
+            "When the current signing credentials expire (Unix seconds; 0 when they do not).",
+            status.expires_at.map_or(0, unix_seconds),
+        )?;
+        metrics.counter(
+            "credentials_refreshes",
+            "Successful fetches of signing credentials.",
+            status.refreshes,
+        )?;
+        metrics.counter(
+            "credentials_refresh_failures",
+            "Failed fetches of signing credentials.",
+            status.refresh_failures,
+        )
+    }
+}
+
 impl CredentialStore {
     /// The credentials to hand out at `now`: `None` before the first successful fetch and
     /// once the last ones have expired.
@@ -133,6 +143,17 @@ impl CredentialStore {
             next_refresh_at: state.next_refresh_at,
             refreshes: state.refreshes,
             refresh_failures: state.refresh_failures,
+        }
+    }
+
+    /// The credentials part of `/status` (no secret).
+    pub fn report(&self, now: SystemTime) -> CredentialsReport {
+        let status = self.status(now);
+        CredentialsReport {
+            available: status.available,
+            access_key_id_prefix: status.access_key_id_prefix,
+            expires_at: status.expires_at,
+            last_refresh_error: status.last_error,
         }
     }
 

@@ -17,7 +17,7 @@ use super::{
     key::VerifyingKey,
     schedule::Schedule,
 };
-use crate::{credentials::Clock, util::lock};
+use crate::util::{Clock, lock};
 
 /// How often watched files (JWKS files, the development key) are checked for changes.
 pub const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -2,7 +2,7 @@
 
 use gateway_common::{auth_config::Algorithm, proto};
 
-use crate::credentials::Secret;
+use crate::util::Secret;
 
 /// One key that verifies an issuer's tokens: supported type and curve, sizes checked.
 #[derive(Debug, Clone, PartialEq, Eq)]

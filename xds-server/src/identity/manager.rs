@@ -4,6 +4,8 @@
 //! reloads without dropping the keys of issuers whose source did not change.
 
 use std::{
+    collections::BTreeMap,
+    fmt,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -13,6 +15,7 @@ use std::{
 
 use gateway_common::proto;
 use prost::Message as _;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +26,15 @@ use super::{
     entry::{Context, Entry, Trigger, refresh, run_entry},
     fetch::{FETCH_TIMEOUT, HttpGet},
 };
-use crate::{active::ActiveConfig, credentials::Clock, util::lock};
+use crate::{
+    active::ActiveConfig,
+    util::{
+        Clock, lock,
+        metrics::{Collect, MetricWriter},
+        time::serialize_rfc3339,
+        unix_seconds,
+    },
+};
 
 /// The issuers' keys, shared by the refresh tasks, the control API and the status page.
 pub struct KeyManager {
@@ -35,24 +46,45 @@ pub struct KeyManager {
     unknown_kid_requests: AtomicU64,
 }
 
-/// What the status page shows about one issuer (no secret).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `/status` shows about one issuer (no secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IssuerReport {
+    /// The issuer's configuration name: the key of its report.
+    #[serde(skip)]
     pub name: String,
     pub issuer: String,
-    /// The configuration key of its source (`jwks_uri`, `discovery`, ...).
+    /// The configuration key of its key source: `jwks_uri`, `discovery`, `jwks_file`,
+    /// `jwks`, `dev_signing_key` or `hs256_secret_env`.
     pub source: &'static str,
-    /// URL or file the keys are read from; for discovery the JWKS URL once found.
+    /// The URL or file the keys are read from (for discovery, the JWKS URL once found).
     pub location: Option<String>,
+    /// How many verification keys it has (`kids.len()`).
+    pub keys: usize,
     pub kids: Vec<String>,
+    /// RFC 3339, UTC; `null` before the first read and for keys that are never read.
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub last_fetch_at: Option<SystemTime>,
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub last_success_at: Option<SystemTime>,
     /// `None` for sources that are never re-read.
+    #[serde(serialize_with = "serialize_rfc3339")]
     pub next_fetch_at: Option<SystemTime>,
+    /// Why the last read failed (the last good keys stay in use); `null` after a good one.
     pub last_error: Option<String>,
     pub fetches: u64,
+    #[serde(rename = "fetch_failures")]
     pub failures: u64,
+    /// Reads caused by tokens with an unknown key id.
     pub unknown_kid_refreshes: u64,
+}
+
+/// The identity part of `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityReport {
+    /// Version of the keys `GetIdentityKeys` hands out now (16 hex digits).
+    pub identity_keys_version: String,
+    /// The `jwt` issuers, by name.
+    pub identity: BTreeMap<String, IssuerReport>,
 }
 
 impl KeyManager {
@@ -209,6 +241,7 @@ impl KeyManager {
                     issuer: entry.issuer.clone(),
                     source: entry.source.label(),
                     location: state.jwks_uri.clone().or_else(|| entry.source.location()),
+                    keys: state.keys.len(),
                     kids: state.keys.iter().map(|k| k.kid.clone()).collect(),
                     last_fetch_at: state.schedule.last_attempt(),
                     last_success_at: state.last_success_at,
@@ -220,6 +253,18 @@ impl KeyManager {
                 }
             })
             .collect()
+    }
+
+    /// The identity part of `/status`.
+    pub fn status_report(&self) -> IdentityReport {
+        IdentityReport {
+            identity_keys_version: format!("{:016x}", self.version()),
+            identity: self
+                .report()
+                .into_iter()
+                .map(|issuer| (issuer.name.clone(), issuer))
+                .collect(),
+        }
     }
 
     /// A manager without issuers whose reads would all fail, for tests of its neighbours.
@@ -243,7 +288,7 @@ impl KeyManager {
         }
         Arc::new(Self::new(
             Arc::new(Offline),
-            Arc::new(crate::credentials::SystemClock),
+            Arc::new(crate::util::SystemClock),
             CancellationToken::new(),
         ))
     }
@@ -251,6 +296,62 @@ impl KeyManager {
     /// The version of the current keys (as in [`Self::answer`]).
     pub fn version(&self) -> u64 {
         self.answer(1).version
+    }
+}
+
+impl Collect for KeyManager {
+    fn collect(&self, metrics: &mut MetricWriter<'_>, _now: SystemTime) -> fmt::Result {
+        let (key_requests, unknown_kid_requests) = self.requests();
+        metrics.counter(
+            "identity_key_requests",
+            "GetIdentityKeys calls answered (Envoy workers asking for token keys).",
+            key_requests,
+        )?;
+        metrics.counter(
+            "identity_unknown_kid_requests",
+            "GetIdentityKeys calls naming an unknown key id (at most one per issuer per unknown_kid_refresh_seconds per Envoy worker).",
+            unknown_kid_requests,
+        )?;
+        let issuers = self.report();
+        let by_issuer = |value: fn(&IssuerReport) -> u64| {
+            issuers
+                .iter()
+                .map(move |issuer| (issuer.name.as_str(), value(issuer)))
+        };
+        metrics.gauges(
+            "identity_keys",
+            "Verification keys of the issuer handed to the filter.",
+            "issuer",
+            issuers
+                .iter()
+                .map(|i| (i.name.as_str(), i64::try_from(i.keys).unwrap_or(i64::MAX))),
+        )?;
+        metrics.counters(
+            "identity_key_fetches",
+            "Reads of the issuer's keys (good or bad).",
+            "issuer",
+            by_issuer(|i| i.fetches),
+        )?;
+        metrics.counters(
+            "identity_key_fetch_failures",
+            "Failed reads of the issuer's keys (the last good keys stayed in use).",
+            "issuer",
+            by_issuer(|i| i.failures),
+        )?;
+        metrics.counters(
+            "identity_unknown_kid_refreshes",
+            "Reads of the issuer's keys caused by a token with an unknown key id.",
+            "issuer",
+            by_issuer(|i| i.unknown_kid_refreshes),
+        )?;
+        metrics.gauges(
+            "identity_last_success_timestamp_seconds",
+            "When the issuer's keys were last read successfully (Unix seconds; 0: never).",
+            "issuer",
+            issuers
+                .iter()
+                .map(|i| (i.name.as_str(), i.last_success_at.map_or(0, unix_seconds))),
+        )
     }
 }
 

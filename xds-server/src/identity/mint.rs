@@ -10,7 +10,7 @@ use jwt_simple::prelude::{
 use serde_json::{Map, Value};
 
 use super::dev_key::DevKey;
-use crate::credentials::Secret;
+use crate::util::Secret;
 
 /// Claims the minting sets itself; a claim mapping or `--claim` may not name them.
 const REGISTERED: [&str; 5] = ["iss", "aud", "exp", "nbf", "iat"];

@@ -17,7 +17,7 @@ use std::{path::PathBuf, time::Duration};
 pub use key::{Curve, KeyMaterial, VerifyingKey};
 pub use manager::KeyManager;
 
-use crate::credentials::Secret;
+use crate::util::Secret;
 
 /// One issuer as the key manager sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::credentials::refresher::Backoff;
+use crate::util::Backoff;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {

@@ -4,11 +4,12 @@
 //! counts what happens and keeps the store's health.
 
 use std::{
+    fmt,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwapOption;
@@ -31,8 +32,11 @@ use super::{
 };
 use crate::{
     active::ActiveConfig,
-    credentials::Clock,
-    util::{lock, unix_seconds},
+    util::{
+        Clock, lock,
+        metrics::{Collect, MetricWriter},
+        unix_seconds,
+    },
 };
 
 /// How often the store is pinged while idle, so `/status` tells whether it answers.
@@ -111,7 +115,7 @@ impl QuotaEngine {
     /// An engine without quotas, for tests of its neighbours.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Arc<Self> {
-        Arc::new(Self::new(Arc::new(crate::credentials::SystemClock)))
+        Arc::new(Self::new(Arc::new(crate::util::SystemClock)))
     }
 
     /// Puts `settings` in force. The store is rebuilt only when its own settings changed.
@@ -361,88 +365,88 @@ impl QuotaEngine {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(name, help, value)` of each counter, for `/metrics` (all are counters).
+    /// `(name, help, value)` of each counter (named without `_total`, which `/metrics` adds).
     pub fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         let c = &self.counters;
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         vec![
             (
-                "quota_decisions_total",
+                "quota_decisions",
                 "Rate limit requests answered, by ShouldRateLimit or on a StreamRateLimit stream (unknown domains and store failures excluded).",
                 read(&c.decisions),
             ),
             (
-                "quota_unknown_domain_total",
+                "quota_unknown_domain",
                 "ShouldRateLimit requests for another domain (or without quotas): allowed.",
                 read(&c.unknown_domain),
             ),
             (
-                "quota_over_limit_total",
+                "quota_over_limit",
                 "ShouldRateLimit answers OVER_LIMIT.",
                 read(&c.over_limit),
             ),
             (
-                "quota_shadow_over_limit_total",
+                "quota_shadow_over_limit",
                 "Descriptors over a shadow-mode limit (admitted anyway).",
                 read(&c.shadow_over_limit),
             ),
             (
-                "quota_refunds_total",
+                "quota_refunds",
                 "Descriptors with negative hits given back.",
                 read(&c.refunds),
             ),
             (
-                "quota_store_errors_total",
+                "quota_store_errors",
                 "Failed operations of the quota store, health checks included (requests then get UNAVAILABLE).",
                 read(&c.store_errors),
             ),
             (
-                "quota_usage_records_total",
+                "quota_usage_records",
                 "Usage records applied from ReportUsage batches (duplicates excluded).",
                 read(&c.usage_records),
             ),
             (
-                "quota_refusals_reported_total",
+                "quota_refusals_reported",
                 "Usage records of requests refused by a quota.",
                 read(&c.refusals_reported),
             ),
             (
-                "quota_gateway_refusals_reported_total",
+                "quota_gateway_refusals_reported",
                 "Usage records of requests admitted, then refused by the gateway itself (their charges are given back).",
                 read(&c.gateway_refusals_reported),
             ),
             (
-                "quota_duplicate_reports_total",
+                "quota_duplicate_reports",
                 "ReportUsage batches whose report_id was applied before: answered OK, not applied again.",
                 read(&c.duplicate_reports),
             ),
             (
-                "quota_report_ids_forgotten_total",
+                "quota_report_ids_forgotten",
                 "Report ids the memory store forgot before their hour was up, to keep at most 100000.",
                 read(&c.report_ids_forgotten),
             ),
             (
-                "quota_ledger_rows_collapsed_total",
+                "quota_ledger_rows_collapsed",
                 "Usage records counted under model (other) because their day had quotas.ledger_max_rows_per_day rows.",
                 read(&c.ledger_rows_collapsed),
             ),
             (
-                "quota_adjustments_total",
+                "quota_adjustments",
                 "Counter corrections applied from usage reports (token reservations settled, charges given back).",
                 read(&c.adjustments),
             ),
             (
-                "quota_adjustments_dropped_total",
+                "quota_adjustments_dropped",
                 "Corrections dropped: their window had ended or was not one, a refund found no counter, or no counted limit matched.",
                 read(&c.adjustments_dropped),
             ),
             (
-                "quota_streams_opened_total",
+                "quota_streams_opened",
                 "StreamRateLimit streams opened (the filter keeps one per Envoy worker).",
                 read(&c.streams_opened),
             ),
             (
-                "quota_stream_requests_total",
+                "quota_stream_requests",
                 "Rate limit requests received on StreamRateLimit streams.",
                 read(&c.stream_requests),
             ),
@@ -453,6 +457,22 @@ impl QuotaEngine {
     pub fn store_healthy(&self) -> Option<bool> {
         self.active.load().as_ref()?;
         Some(!lock(&self.health).failing)
+    }
+}
+
+impl Collect for QuotaEngine {
+    fn collect(&self, metrics: &mut MetricWriter<'_>, _now: SystemTime) -> fmt::Result {
+        for (name, help, value) in self.metrics() {
+            metrics.counter(name, help, value)?;
+        }
+        if let Some(healthy) = self.store_healthy() {
+            metrics.gauge(
+                "quota_store_healthy",
+                "1 when the quota store's last operation succeeded (only with quotas).",
+                i64::from(healthy),
+            )?;
+        }
+        Ok(())
     }
 }
 

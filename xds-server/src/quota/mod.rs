@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 pub use engine::QuotaEngine;
 use store::StoreError;
 
-use crate::credentials::Secret;
+use crate::util::Secret;
 
 /// The checked `quotas` section, as the service uses it (the filter's part is
 /// `FilterConfig::quota`).
@@ -113,7 +113,7 @@ pub(crate) mod testing {
     use super::QuotaSettings;
     use crate::{
         config::{self, Overrides},
-        credentials::Clock,
+        util::Clock,
         util::lock,
     };
 

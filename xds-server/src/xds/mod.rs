@@ -6,6 +6,7 @@
 
 pub mod service;
 pub mod stream_state;
+pub mod streams;
 
 /// The resource types this server serves.
 pub mod type_url {

@@ -20,7 +20,7 @@ use super::{
     stream_state::{self, RequestEvent, StreamState},
     type_url,
 };
-use crate::{active::ActiveConfig, status::ServerStatus};
+use crate::{active::ActiveConfig, xds::streams::StreamCounters};
 
 /// Responses waiting to be written to one stream; the stream task waits when it is full.
 const OUTBOUND_BUFFER: usize = 8;
@@ -34,19 +34,19 @@ fn control_plane() -> ControlPlane {
 
 pub struct AdsService {
     config: watch::Receiver<Arc<ActiveConfig>>,
-    status: Arc<ServerStatus>,
+    streams: Arc<StreamCounters>,
     shutdown: CancellationToken,
 }
 
 impl AdsService {
     pub fn new(
         config: watch::Receiver<Arc<ActiveConfig>>,
-        status: Arc<ServerStatus>,
+        streams: Arc<StreamCounters>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             config,
-            status,
+            streams,
             shutdown,
         }
     }
@@ -72,7 +72,7 @@ impl AggregatedDiscoveryService for AdsService {
             inbound: request.into_inner(),
             outbound,
             config: self.config.clone(),
-            status: Arc::clone(&self.status),
+            streams: Arc::clone(&self.streams),
             state: StreamState::new(),
             node: None,
         };
@@ -95,7 +95,7 @@ struct AdsStream {
     inbound: Streaming<DiscoveryRequest>,
     outbound: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     config: watch::Receiver<Arc<ActiveConfig>>,
-    status: Arc<ServerStatus>,
+    streams: Arc<StreamCounters>,
     state: StreamState,
     /// `id/cluster` of the Envoy node, once it said.
     node: Option<String>,
@@ -103,7 +103,7 @@ struct AdsStream {
 
 impl AdsStream {
     async fn run(mut self, shutdown: CancellationToken) {
-        let _open = self.status.stream_opened();
+        let _open = self.streams.stream_opened();
         debug!(peer = %self.peer, "ADS stream opened");
         // Snapshots older than this stream are answered through requests, not pushed.
         self.config.mark_unchanged();
@@ -159,7 +159,7 @@ impl AdsStream {
             }
             RequestEvent::Ack { version } => debug!(node = self.node(), xds, version, "ACK"),
             RequestEvent::Nack { version, message } => {
-                self.status.nack_received();
+                self.streams.nack_received();
                 warn!(node = self.node(), xds, version, error = %message, "Envoy rejected the resources (NACK)");
             }
             RequestEvent::Stale { nonce } => {

@@ -31,7 +31,8 @@ use tonic::Streaming;
 use xds_server::{
     ServeError, ServeOptions,
     config::Overrides,
-    credentials::{Credentials, Secret, StaticCredentialSource},
+    credentials::{Credentials, StaticCredentialSource},
+    util::Secret,
 };
 
 pub const WAIT: Duration = Duration::from_secs(10);

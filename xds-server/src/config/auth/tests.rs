@@ -125,7 +125,7 @@ auth:
     );
     assert_eq!(
         config.identity[1].source,
-        KeySource::SharedSecret(crate::credentials::Secret::new(SECRET))
+        KeySource::SharedSecret(crate::util::Secret::new(SECRET))
     );
     assert!(!format!("{config:?}").contains(SECRET));
 }

@@ -1,7 +1,7 @@
 use std::{collections::VecDeque, time::UNIX_EPOCH};
 
 use super::*;
-use crate::credentials::{FetchFuture, Secret};
+use crate::{credentials::FetchFuture, util::Secret};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -116,19 +116,6 @@ fn delay_before_the_next_refresh() {
     }
     // Already expired: as soon as allowed.
     assert_eq!(refresh_delay(now, Some(now - MINUTE)), MIN_DELAY);
-}
-
-#[test]
-fn backoff_doubles_up_to_its_cap_and_resets() {
-    let mut backoff = Backoff::default();
-    let delays: Vec<u64> = (0..8).map(|_| backoff.next_delay().as_secs()).collect();
-    assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
-    for _ in 0..100 {
-        backoff.next_delay();
-    }
-    assert_eq!(backoff.next_delay(), MAX_BACKOFF);
-    backoff.reset();
-    assert_eq!(backoff.next_delay(), MIN_DELAY);
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::*;
 use gateway_common::auth_config::Algorithm;
 
-use crate::{credentials::Secret, identity::KeyMaterial};
+use crate::{identity::KeyMaterial, util::Secret};
 
 /// Answers from a map and remembers what was asked.
 #[derive(Default)]

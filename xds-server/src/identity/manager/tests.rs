@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    credentials::Secret,
     identity::{KeySource, fetch::FetchError},
+    util::Secret,
 };
 
 const ISS: &str = "https://idp.example.com/";

@@ -112,9 +112,9 @@ async fn admission_is_all_or_nothing() {
         .into_iter()
         .map(|(name, _, value)| (name, value))
         .collect();
-    assert_eq!(metrics["quota_decisions_total"], 5);
-    assert_eq!(metrics["quota_over_limit_total"], 2);
-    assert_eq!(metrics["quota_shadow_over_limit_total"], 0);
+    assert_eq!(metrics["quota_decisions"], 5);
+    assert_eq!(metrics["quota_over_limit"], 2);
+    assert_eq!(metrics["quota_shadow_over_limit"], 0);
 }
 
 #[tokio::test]
@@ -238,7 +238,7 @@ async fn a_failing_store_answers_unavailable_and_shows_unhealthy() {
     let store_errors = engine
         .metrics()
         .into_iter()
-        .find(|m| m.0 == "quota_store_errors_total")
+        .find(|m| m.0 == "quota_store_errors")
         .unwrap()
         .2;
     assert_eq!(store_errors, 1);
@@ -316,10 +316,10 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         .into_iter()
         .map(|(name, _, value)| (name, value))
         .collect();
-    assert_eq!(metrics["quota_usage_records_total"], 3);
-    assert_eq!(metrics["quota_refusals_reported_total"], 1);
-    assert_eq!(metrics["quota_adjustments_total"], 1);
-    assert_eq!(metrics["quota_adjustments_dropped_total"], 1);
+    assert_eq!(metrics["quota_usage_records"], 3);
+    assert_eq!(metrics["quota_refusals_reported"], 1);
+    assert_eq!(metrics["quota_adjustments"], 1);
+    assert_eq!(metrics["quota_adjustments_dropped"], 1);
 }
 
 /// The windows a decision named, as the filter reads them.
@@ -419,8 +419,8 @@ async fn a_gateway_refusal_gives_its_charges_back_to_the_windows_the_decision_na
         (0, 1, 0)
     );
     let metrics = metrics(&engine);
-    assert_eq!(metrics["quota_gateway_refusals_reported_total"], 1);
-    assert_eq!(metrics["quota_adjustments_total"], 2);
+    assert_eq!(metrics["quota_gateway_refusals_reported"], 1);
+    assert_eq!(metrics["quota_adjustments"], 2);
 }
 
 #[tokio::test]
@@ -447,9 +447,9 @@ async fn a_report_is_applied_once_per_id() {
     let query = UsageQuery::new("", "", "", engine.today()).unwrap();
     assert_eq!(engine.usage(&query).await.unwrap()[0].requests, 1);
     let counted = metrics(&engine);
-    assert_eq!(counted["quota_duplicate_reports_total"], 1);
-    assert_eq!(counted["quota_usage_records_total"], 1);
-    assert_eq!(counted["quota_adjustments_total"], 1);
+    assert_eq!(counted["quota_duplicate_reports"], 1);
+    assert_eq!(counted["quota_usage_records"], 1);
+    assert_eq!(counted["quota_adjustments"], 1);
 
     // Without an id, each delivery counts.
     engine.report_usage("", &batch[..]).await.unwrap();
@@ -471,7 +471,7 @@ async fn a_report_is_applied_once_per_id() {
         ))
     );
     engine.report_usage(&"x".repeat(128), &late).await.unwrap();
-    assert_eq!(metrics(&engine)["quota_duplicate_reports_total"], 1);
+    assert_eq!(metrics(&engine)["quota_duplicate_reports"], 1);
 }
 
 #[tokio::test]
@@ -517,5 +517,5 @@ async fn a_full_ledger_day_counts_new_models_under_other() {
             row("b", "(other)", 2),
         ]
     );
-    assert_eq!(metrics(&engine)["quota_ledger_rows_collapsed_total"], 3);
+    assert_eq!(metrics(&engine)["quota_ledger_rows_collapsed"], 3);
 }

@@ -20,7 +20,7 @@ use super::{
     Report, ReportOutcome, StoreError, UsageKey, UsageLedger, UsageTotals, admission_over,
 };
 use crate::{
-    credentials::Clock,
+    util::Clock,
     util::{lock, unix_seconds},
 };
 
