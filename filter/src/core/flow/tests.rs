@@ -687,3 +687,129 @@ fn a_response_that_never_ends_leaves_the_reservation_standing() {
         "no usage known: the reservation stands"
     );
 }
+
+/// An event-stream frame as Bedrock writes one.
+fn frame(event_type: &str, payload: &str) -> Vec<u8> {
+    use aws_smithy_eventstream::frame::write_message_to;
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let message = Message::new(payload.as_bytes().to_vec())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event_type.to_string().into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    let mut out = Vec::new();
+    write_message_to(&message, &mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_streamed_response_is_let_through_and_settled_to_its_metadata() {
+    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
+    host.give_keys();
+    let team = token("team-any");
+    let mut headers = converse(HAIKU, Some(&team));
+    headers[1].1 = format!("/model/{HAIKU}/converse-stream");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&headers), true);
+    host.body(&mut flow, BODY, 64);
+    let step = host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
+    assert!(signed(&step).is_some());
+    let response_headers = vec![
+        (":status".to_string(), b"200".to_vec()),
+        (
+            "content-type".to_string(),
+            b"application/vnd.amazon.eventstream".to_vec(),
+        ),
+    ];
+    host.step(|env| flow.on_response_headers(env, 200, &response_headers, false));
+    let mut stream = frame("messageStart", r#"{"role":"assistant"}"#);
+    stream.extend(frame(
+        "contentBlockDelta",
+        r#"{"contentBlockIndex":0,"delta":{"text":"Hi"}}"#,
+    ));
+    stream.extend(frame(
+        "metadata",
+        r#"{"usage":{"inputTokens":9,"outputTokens":4,"totalTokens":13},"metrics":{"latencyMs":5}}"#,
+    ));
+    // Every piece passes at once (nothing is held back), frames split anywhere.
+    for piece in stream.chunks(7) {
+        let step = host.step(|env| flow.on_response_body(env, piece, false));
+        assert_eq!(step.flow, Flow::Continue);
+        assert!(reports(&step).is_empty(), "reported only at the end");
+    }
+    let step = host.step(|env| flow.on_response_body(env, &[], true));
+    let records = reports(&step);
+    assert_eq!((records[0].input_tokens, records[0].output_tokens), (9, 4));
+    assert_eq!(
+        records[0].operation, "ConverseStream",
+        "the streaming operation is counted as itself"
+    );
+    assert!(reports(&host.step(|env| flow.on_log(env))).is_empty());
+}
+
+#[test]
+fn a_failed_response_gives_its_token_reservation_back() {
+    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
+    host.give_keys();
+    let team = token("team-any");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
+    host.body(&mut flow, BODY, 100);
+    host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
+    let response_headers = vec![
+        (":status".to_string(), b"400".to_vec()),
+        ("content-type".to_string(), b"application/json".to_vec()),
+        (
+            "x-amzn-errortype".to_string(),
+            b"ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/".to_vec(),
+        ),
+    ];
+    host.step(|env| flow.on_response_headers(env, 400, &response_headers, false));
+    let step = host
+        .step(|env| flow.on_response_body(env, br#"{"message":"The model is not ready"}"#, true));
+    let records = reports(&step);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].input_tokens, records[0].output_tokens), (0, 0));
+    assert!(!records[0].refused && !records[0].refused_by_gateway);
+    // Reserved ceil(15 characters of string values ("user", "hello there") / 4) = 4 input
+    // + 100 output tokens; a failed call used none of them: all given back.
+    assert_eq!(
+        records[0]
+            .adjustments
+            .iter()
+            .map(|a| a.delta)
+            .collect::<Vec<_>>(),
+        [-104]
+    );
+}
+
+#[test]
+fn an_operation_the_gateway_does_not_know_is_forwarded_signed() {
+    // Any Bedrock API, present or future: without a model policy to apply, it passes signed.
+    let mut host = Host::new(config(none(), None));
+    let mut flow = RequestFlow::default();
+    let headers = vec![
+        (":method", "POST".to_string()),
+        (":path", format!("/model/{HAIKU}/a-future-operation")),
+        ("content-type", "application/json".to_string()),
+    ];
+    let step = host.headers(&mut flow, &h(&headers), true);
+    assert_eq!(step.flow, Flow::Pause);
+    let record = audit(&step).unwrap();
+    assert_eq!(
+        (&record["decision"], &record["operation"]),
+        (&json!("allow"), &json!("Unknown")),
+        "{record}"
+    );
+    let step = host.body(&mut flow, br#"{"anything":[1,2,3]}"#, 8);
+    let headers = signed(&step).expect("signed");
+    assert_eq!(
+        find(headers, ":authority"),
+        Some(&b"bedrock-runtime.us-east-1.amazonaws.com"[..])
+    );
+    assert_eq!(step.flow, Flow::Continue);
+}
