@@ -25,7 +25,7 @@ use anyhow::Context;
 use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
 use jwt_simple::prelude::*;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::support::{envoy, template, wait_listening};
 use crate::wrk;
@@ -269,7 +269,7 @@ fn gateway(
             }
             c["auth"]["audit_log"] = "/dev/null".into();
             if let Some(cache) = cache {
-                let jwt: Yaml = serde_yaml::from_str(&format!(
+                let jwt: Yaml = serde_norway::from_str(&format!(
                     r#"
 mode: jwt
 audit_log: /dev/null

@@ -28,7 +28,7 @@ use gateway_e2e::process::Child;
 use gateway_e2e::redis::Redis;
 use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::load;
 use crate::support::{envoy, template, wait_listening};
@@ -446,7 +446,7 @@ fn gateway(upstream_port: u16, transport: Option<&'static str>) -> anyhow::Resul
             c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
             c["auth"]["audit_log"] = "/dev/null".into();
             if let Some(transport) = transport {
-                c["quotas"] = serde_yaml::from_str(QUOTAS).unwrap_or_default();
+                c["quotas"] = serde_norway::from_str(QUOTAS).unwrap_or_default();
                 c["quotas"]["transport"] = transport.into();
             }
         }),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter_config::InvalidKey;
+use crate::invalid_key::{InvalidKey, invalid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,18 +228,11 @@ fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
 }
 
-fn invalid(key: String, expected: &str) -> InvalidKey {
-    InvalidKey {
-        key,
-        expected: expected.to_string(),
-    }
-}
-
 impl JwtAuthentication {
     /// Semantic checks; keys are relative to `authentication`.
     pub fn validate(&self, services: &[String]) -> Result<(), InvalidKey> {
         if self.issuers.is_empty() {
-            return Err(invalid("issuers".into(), "at least one issuer"));
+            return Err(invalid("issuers", "at least one issuer"));
         }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let key = |field: &str| format!("issuers[{i}].{field}");
@@ -348,13 +341,10 @@ impl JwtAuthentication {
             }
         }
         if self.cache_max_entries == 0 {
-            return Err(invalid("cache_max_entries".into(), "at least 1"));
+            return Err(invalid("cache_max_entries", "at least 1"));
         }
         if self.keys_refresh_seconds == 0 {
-            return Err(invalid(
-                "keys_refresh_seconds".into(),
-                "an interval above 0",
-            ));
+            return Err(invalid("keys_refresh_seconds", "an interval above 0"));
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth_config::JwtAuthentication;
+use crate::invalid_key::{InvalidKey, invalid};
 use crate::names;
 use crate::quota_config::QuotaConfig;
 
@@ -92,21 +93,6 @@ fn default_max_request_body_bytes() -> u64 {
 
 fn default_signing_name() -> String {
     names::SIGNING_NAME.to_string()
-}
-
-/// A semantic error in the filter configuration: which key, and what was expected there.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: expected {expected}")]
-pub struct InvalidKey {
-    pub key: String,
-    pub expected: String,
-}
-
-fn invalid(key: impl Into<String>, expected: impl Into<String>) -> InvalidKey {
-    InvalidKey {
-        key: key.into(),
-        expected: expected.into(),
-    }
 }
 
 impl FilterConfig {

@@ -4,6 +4,7 @@
 
 pub mod auth_config;
 pub mod filter_config;
+pub mod invalid_key;
 pub mod model;
 pub mod names;
 pub mod quota_config;

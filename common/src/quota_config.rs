@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::filter_config::InvalidKey;
+use crate::invalid_key::{InvalidKey, invalid};
 use crate::names;
 
 /// Descriptor key of token descriptors; its value is the [`TokenKind`].
@@ -176,13 +176,6 @@ fn default_report_buffer() -> usize {
     10_000
 }
 
-fn invalid(key: &str, expected: &str) -> InvalidKey {
-    InvalidKey {
-        key: key.to_string(),
-        expected: expected.to_string(),
-    }
-}
-
 impl QuotaConfig {
     /// Semantic checks; keys are relative to `quota`.
     pub fn validate(&self) -> Result<(), InvalidKey> {
@@ -197,7 +190,7 @@ impl QuotaConfig {
         }
         if let Some(i) = self.request_descriptors.iter().position(Vec::is_empty) {
             return Err(invalid(
-                &format!("request_descriptors[{i}]"),
+                format!("request_descriptors[{i}]"),
                 "at least one context key",
             ));
         }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use http::{Method, Request, StatusCode};
 use serde_json::json;
 
-use crate::server::{ResponseBody, State, full};
+use crate::state::State;
 
 pub const HEALTH: &str = "/health";
 pub const REQUESTS: &str = "/requests";
@@ -73,7 +73,8 @@ pub fn reply(state: &State, method: &Method, path: &str, now: SystemTime) -> Rep
     }
 }
 
-pub(crate) fn handle<B>(state: &State, request: &Request<B>) -> http::Response<ResponseBody> {
+/// Answers a control request; the server turns the body into its response body type.
+pub(crate) fn handle<B>(state: &State, request: &Request<B>) -> http::Response<String> {
     let reply = reply(
         state,
         request.method(),
@@ -81,7 +82,7 @@ pub(crate) fn handle<B>(state: &State, request: &Request<B>) -> http::Response<R
         SystemTime::now(),
     );
     tracing::debug!(method = %request.method(), path = request.uri().path(), status = reply.status.as_u16(), "control request");
-    let mut response = http::Response::new(full(reply.body));
+    let mut response = http::Response::new(reply.body);
     *response.status_mut() = reply.status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

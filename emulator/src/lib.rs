@@ -17,6 +17,7 @@ pub mod operations;
 pub mod records;
 pub mod server;
 pub mod sigv4;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use tokio::task::JoinHandle;
 pub use config::{ConfigError, EmulatorConfig, Secret, StaticCredentials};
 pub use credentials::ContainerCredentials;
 pub use records::RequestRecord;
-pub use server::{ServeError, State, serve};
+pub use server::{ServeError, serve};
+pub use state::State;
 
 /// A running emulator on its own task; dropping it shuts it down.
 #[derive(Debug)]

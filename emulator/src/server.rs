@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -23,10 +23,10 @@ use tokio::task::JoinSet;
 
 use crate::auth::{self, AuthSettings};
 use crate::config::{ConfigError, EmulatorConfig};
-use crate::credentials::{ContainerCredentials, CredentialStore};
 use crate::operations::{self, ApiError, Body, ErrorCode, StreamEvent};
-use crate::records::{RecordLog, RequestRecord};
+use crate::records::RequestRecord;
 use crate::sigv4::{self, RequestParts};
+use crate::state::State;
 
 /// Larger request bodies are refused with 413 (Bedrock's own limit is about 25 MB).
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -47,46 +47,6 @@ pub enum ServeError {
         context: String,
         source: std::io::Error,
     },
-}
-
-/// Everything the two ports share.
-#[derive(Debug)]
-pub struct State {
-    pub config: EmulatorConfig,
-    credentials: Mutex<CredentialStore>,
-    records: Mutex<RecordLog>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The data stays consistent even if a holder panicked: every update is a single call.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl State {
-    pub fn new(config: EmulatorConfig) -> Result<Self, ConfigError> {
-        config.validate()?;
-        Ok(Self {
-            credentials: Mutex::new(CredentialStore::new(config.static_credentials.clone())),
-            records: Mutex::new(RecordLog::default()),
-            config,
-        })
-    }
-
-    pub fn credentials(&self) -> MutexGuard<'_, CredentialStore> {
-        lock(&self.credentials)
-    }
-
-    pub fn records(&self) -> MutexGuard<'_, RecordLog> {
-        lock(&self.records)
-    }
-
-    /// Issues new temporary credentials valid for the configured lifetime from `now`.
-    pub fn issue_credentials(&self, now: SystemTime) -> ContainerCredentials {
-        let mut random = [0u8; 128];
-        getrandom::fill(&mut random).expect("the operating system provides random bytes");
-        self.credentials()
-            .issue(now, self.config.temp_credentials_ttl, &random)
-    }
 }
 
 /// Serves the API port (and the control port when given) until `shutdown` completes, then
@@ -148,7 +108,7 @@ pub(crate) async fn serve_state(
             async move {
                 Ok::<_, Infallible>(match port {
                     Port::Api => handle_api(&state, request).await,
-                    Port::Control => crate::control::handle(&state, &request),
+                    Port::Control => crate::control::handle(&state, &request).map(full),
                 })
             }
         });
@@ -209,7 +169,7 @@ fn stream_body(events: Vec<StreamEvent>) -> ResponseBody {
     ChannelBody(rx).boxed()
 }
 
-pub(crate) fn full(body: impl Into<Bytes>) -> ResponseBody {
+fn full(body: impl Into<Bytes>) -> ResponseBody {
     Full::new(body.into()).boxed()
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::common::{post, start_default};
 
@@ -42,7 +42,7 @@ async fn edits_apply_without_restart_and_bad_edits_are_refused() {
 
     // Disable bedrock-agent-runtime: Retrieve is now refused by the gateway itself.
     let mut config = stack.config().unwrap();
-    config["upstream"]["services"] = serde_yaml::from_str("[bedrock-runtime, bedrock]").unwrap();
+    config["upstream"]["services"] = serde_norway::from_str("[bedrock-runtime, bedrock]").unwrap();
     stack.write_config(&config).unwrap();
     wait_for_status(&stack, 400).await;
     let (_, body) = retrieve_status(&stack).await;
@@ -50,7 +50,7 @@ async fn edits_apply_without_restart_and_bad_edits_are_refused() {
 
     // A bad edit: a typo in a key, then a bad value. Each is refused with file, key and
     // expectation, and the gateway keeps serving the last good config.
-    let good = serde_yaml::to_string(&config).unwrap();
+    let good = serde_norway::to_string(&config).unwrap();
     let rejected_before = stack.xds_status().unwrap()["rejected_reloads"]
         .as_u64()
         .unwrap_or(0);
@@ -98,9 +98,9 @@ async fn edits_apply_without_restart_and_bad_edits_are_refused() {
     }
 
     // Fixing the file applies it.
-    let mut fixed: Yaml = serde_yaml::from_str(&good).unwrap();
+    let mut fixed: Yaml = serde_norway::from_str(&good).unwrap();
     fixed["upstream"]["services"] =
-        serde_yaml::from_str("[bedrock-runtime, bedrock-agent-runtime]").unwrap();
+        serde_norway::from_str("[bedrock-runtime, bedrock-agent-runtime]").unwrap();
     stack.write_config(&fixed).unwrap();
     wait_for_status(&stack, 200).await;
     assert_eq!(stack.envoy_pid(), envoy_pid, "Envoy was not restarted");

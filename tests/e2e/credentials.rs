@@ -86,7 +86,7 @@ async fn signing_continues_while_xds_server_is_away() {
     // Back on the same port: Envoy reconnects and config changes flow again.
     stack.start_xds().unwrap();
     let mut config = stack.config().unwrap();
-    config["upstream"]["services"] = serde_yaml::from_str("[bedrock-runtime]").unwrap();
+    config["upstream"]["services"] = serde_norway::from_str("[bedrock-runtime]").unwrap();
     stack.write_config(&config).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -8,7 +8,7 @@ use std::time::Duration as StdDuration;
 use gateway_e2e::{Stack, StackOptions};
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::common::{RawResponse, fresh_window, raw_http, start, wait_for_audit};
 
@@ -33,7 +33,7 @@ fn token(tenant: &str) -> String {
 /// `team-a` may use Anthropic models (and its application inference profiles) with any
 /// operation of any service; `team-any` any model.
 fn options(quotas: Option<&str>, envoy_concurrency: u32) -> StackOptions {
-    let auth: Yaml = serde_yaml::from_str(&format!(
+    let auth: Yaml = serde_norway::from_str(&format!(
         r#"
 mode: jwt
 issuers:
@@ -52,7 +52,7 @@ access:
 "#
     ))
     .unwrap();
-    let quotas: Option<Yaml> = quotas.map(|q| serde_yaml::from_str(q).unwrap());
+    let quotas: Option<Yaml> = quotas.map(|q| serde_norway::from_str(q).unwrap());
     StackOptions {
         configure: Box::new(move |c| {
             let audit = c["auth"]["audit_log"].clone();

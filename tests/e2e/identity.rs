@@ -8,7 +8,7 @@ use std::time::{Duration as StdDuration, Instant};
 use gateway_e2e::{Stack, StackOptions, TestIdp};
 use jwt_simple::prelude::*;
 use serde_json::{Value, json};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::common::{http, post, start, wait_for_audit};
 
@@ -70,7 +70,7 @@ fn claims(idp: &TestIdp, tenant: &str) -> JWTClaims<Value> {
 }
 
 fn issuer_yaml(idp: &TestIdp, name: &str, extra: &str) -> Yaml {
-    serde_yaml::from_str(&format!(
+    serde_norway::from_str(&format!(
         r#"
 name: {name}
 issuer: {issuer}
@@ -106,12 +106,12 @@ fn setup() -> Setup {
     let issuers = vec![
         issuer_yaml(&corp, "corp", "claims: {tenant: \"custom:tenant\", role: groups}\nrequired_claims: [\"custom:tenant\"]\ntenants: [\"team-*\"]\nroles: [dev, kb-readers]"),
         issuer_yaml(&partner, "partner", "claims: {tenant: org.id, subject: email}\nalgorithms: [ES256]\ntenants: [\"partner-*\"]"),
-        serde_yaml::from_str(&format!(
+        serde_norway::from_str(&format!(
             "name: dev\nissuer: local-dev\naudiences: [{AUDIENCE}]\nalgorithms: [HS256]\nhs256_secret_env: GATEWAY_TEST_HS_SECRET\nclaims: {{tenant: \"custom:tenant\"}}\ntenants: [team-a]"
         ))
         .unwrap(),
     ];
-    let access: Yaml = serde_yaml::from_str(
+    let access: Yaml = serde_norway::from_str(
         r#"
 tenants:
   team-a: [{models: ["anthropic.*"]}]

@@ -9,7 +9,7 @@ use gateway_e2e::redis::Redis;
 use gateway_e2e::{Stack, StackOptions};
 use jwt_simple::prelude::{Claims, Duration as JwtDuration, HS256Key, MACLike};
 use serde_json::{Value, json};
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::common::{fresh_window, post, start};
 
@@ -27,11 +27,11 @@ fn token(tenant: &str) -> String {
 
 /// A gateway with tokens of a development issuer and the given `quotas` section.
 fn stack(quotas: &str) -> Stack {
-    let quotas: Yaml = serde_yaml::from_str(quotas).unwrap();
+    let quotas: Yaml = serde_norway::from_str(quotas).unwrap();
     start(StackOptions {
         configure: Box::new(move |c| {
             let audit = c["auth"]["audit_log"].clone();
-            c["auth"] = serde_yaml::from_str(
+            c["auth"] = serde_norway::from_str(
                 r#"
 mode: jwt
 issuers:
@@ -489,11 +489,11 @@ async fn a_report_resent_while_redis_is_slow_is_counted_once() {
         "failure_mode: open\nstore: {{type: redis, url: \"{}\"}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: hour, requests_per_unit: 1000}}\n",
         redis.url()
     );
-    let quotas: Yaml = serde_yaml::from_str(&quotas).unwrap();
+    let quotas: Yaml = serde_norway::from_str(&quotas).unwrap();
     let stack = start(StackOptions {
         configure: Box::new(move |c| {
             let audit = c["auth"]["audit_log"].clone();
-            c["auth"] = serde_yaml::from_str(
+            c["auth"] = serde_norway::from_str(
                 "mode: jwt\nissuers: [{name: dev, issuer: local-dev, audiences: [bedrock-gateway], algorithms: [HS256], hs256_secret_env: GATEWAY_TEST_HS_SECRET}]\naccess: {default: [{}]}",
             )
             .unwrap();

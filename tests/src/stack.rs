@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
-use serde_yaml::Value as Yaml;
+use serde_norway::Value as Yaml;
 
 use crate::paths::Paths;
 use crate::process::Child;
@@ -141,14 +141,14 @@ impl Stack {
                 dir.path().join("gateway-key.pem"),
                 certified.signing_key.serialize_pem(),
             )?;
-            config["listener"]["tls"] = serde_yaml::from_str(
+            config["listener"]["tls"] = serde_norway::from_str(
                 "{certificate_file: gateway-cert.pem, private_key_file: gateway-key.pem}",
             )?;
         }
         (options.configure)(&mut config);
         let ca_file = options.tls.then(|| dir.path().join("gateway-cert.pem"));
         let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, serde_yaml::to_string(&config)?)?;
+        std::fs::write(&config_path, serde_norway::to_string(&config)?)?;
 
         let mut stack = Self {
             xds_grpc: "127.0.0.1:0".parse()?,
@@ -237,7 +237,7 @@ impl Stack {
     fn start_envoy(&mut self, concurrency: u32) -> anyhow::Result<()> {
         let bootstrap = self.bootstrap()?;
         let bootstrap_path = self.dir.path().join("bootstrap.yaml");
-        std::fs::write(&bootstrap_path, serde_yaml::to_string(&bootstrap)?)?;
+        std::fs::write(&bootstrap_path, serde_norway::to_string(&bootstrap)?)?;
         let admin_path = self.dir.path().join("envoy-admin-address");
         let mut command = Command::new(&self.paths.envoy);
         let log_level = std::env::var("GATEWAY_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
@@ -305,7 +305,7 @@ impl Stack {
     /// The shipped bootstrap with this stack's ports.
     fn bootstrap(&self) -> anyhow::Result<Yaml> {
         let text = std::fs::read_to_string(self.paths.root.join("envoy/bootstrap.yaml"))?;
-        let mut bootstrap: Yaml = serde_yaml::from_str(&text)?;
+        let mut bootstrap: Yaml = serde_norway::from_str(&text)?;
         bootstrap["admin"]["address"]["socket_address"]["port_value"] = 0.into();
         let clusters = bootstrap["static_resources"]["clusters"]
             .as_sequence_mut()
@@ -348,7 +348,7 @@ impl Stack {
 
     /// The gateway YAML as it is on disk now.
     pub fn config(&self) -> anyhow::Result<Yaml> {
-        Ok(serde_yaml::from_str(&std::fs::read_to_string(
+        Ok(serde_norway::from_str(&std::fs::read_to_string(
             &self.config_path,
         )?)?)
     }
@@ -363,7 +363,7 @@ impl Stack {
     }
 
     pub fn write_config(&self, config: &Yaml) -> anyhow::Result<()> {
-        self.write_config_text(&serde_yaml::to_string(config)?)
+        self.write_config_text(&serde_norway::to_string(config)?)
     }
 
     pub fn emulator_requests(&self) -> anyhow::Result<Vec<RecordedRequest>> {
@@ -477,7 +477,7 @@ auth:
         wasm = paths.wasm.display(),
         audit = audit_log.display(),
     );
-    serde_yaml::from_str(&text).unwrap_or(Yaml::Null)
+    serde_norway::from_str(&text).unwrap_or(Yaml::Null)
 }
 
 fn address(report: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> {

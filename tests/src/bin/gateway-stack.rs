@@ -71,8 +71,8 @@ fn main() -> anyhow::Result<()> {
         CredentialKind::WrongSecret => Credentials::WrongSecret,
     };
     let auth = args.auth;
-    let overlay: Option<serde_yaml::Mapping> = match &args.config_overlay {
-        Some(path) => Some(serde_yaml::from_str(&std::fs::read_to_string(path)?)?),
+    let overlay: Option<serde_norway::Mapping> = match &args.config_overlay {
+        Some(path) => Some(serde_norway::from_str(&std::fs::read_to_string(path)?)?),
         None => None,
     };
     let stack = Stack::start(StackOptions {
@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         configure: Box::new(move |config| {
             if auth == AuthKind::Dev {
                 let audit_log = config["auth"]["audit_log"].clone();
-                config["auth"] = serde_yaml::from_str(DEV_AUTH).unwrap_or_default();
+                config["auth"] = serde_norway::from_str(DEV_AUTH).unwrap_or_default();
                 config["auth"]["audit_log"] = audit_log;
             }
             for (key, value) in overlay.iter().flatten() {

@@ -91,7 +91,7 @@ fn parse_yaml(file: &str, text: &str) -> Result<file::ConfigFile, ConfigError> {
             found: Some("an empty file".to_string()),
         });
     }
-    let deserializer = serde_yaml::Deserializer::from_str(text);
+    let deserializer = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         // `?` marks a segment serde could not name (inside a syntax error): cut it off.
         let mut key = error.path().to_string();
@@ -104,7 +104,7 @@ fn parse_yaml(file: &str, text: &str) -> Result<file::ConfigFile, ConfigError> {
         let inner = error.inner();
         let location = inner.location();
         let mut message = inner.to_string();
-        // serde_yaml prefixes its own idea of the path and appends the position: both are
+        // serde_norway prefixes its own idea of the path and appends the position: both are
         // shown in our own format instead.
         if let Some(loc) = &location
             && let Some(stripped) =
@@ -175,7 +175,7 @@ fn reword(key: String, message: String) -> (String, String) {
     (key, message)
 }
 
-/// serde_yaml starts some messages with its own path: the key or, for an unknown key, its
+/// serde_norway starts some messages with its own path: the key or, for an unknown key, its
 /// parent (`upstream: unknown field ...`). Returns the message without it.
 fn strip_key_prefix<'m>(message: &'m str, key: &str) -> Option<&'m str> {
     let boundaries = key

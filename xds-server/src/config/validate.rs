@@ -8,9 +8,8 @@ use std::{
 };
 
 use gateway_common::{
-    filter_config::{
-        Authentication, ControlConfig, FilterConfig, InvalidKey, PathRule, UpstreamService,
-    },
+    filter_config::{Authentication, ControlConfig, FilterConfig, PathRule, UpstreamService},
+    invalid_key::InvalidKey,
     names,
 };
 

@@ -571,3 +571,26 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn negative_timestamps_are_refused_even_when_signed() {
+    // jwt-simple 0.12 read a negative `exp` as a date in 2106 and let such a token through;
+    // from 0.15 on a negative `exp`, `nbf` or `iat` does not parse.
+    let rsa = rsa_pair().with_key_id("rsa");
+    let mut auth = Authenticator::new(config(vec![issuer(&[Algorithm::RS256])]));
+    auth.set_keys(&keys(1, vec![rsa_key("rsa")]));
+    for field in ["exp", "nbf", "iat"] {
+        let mut c = at(claims(json!({"custom:tenant": "t", field: -1})), NOW);
+        match field {
+            "exp" => c.expires_at = None,
+            "nbf" => c.invalid_before = None,
+            _ => c.issued_at = None,
+        }
+        let token = rsa.sign(c).unwrap();
+        assert_eq!(
+            auth.authenticate(&bearer(&token), NOW, false),
+            Outcome::Refused(AuthError::Malformed),
+            "{field}: -1"
+        );
+    }
+}
