@@ -20,8 +20,9 @@ use crate::{
     control::ControlService,
     control_api::gateway_control_server::GatewayControlServer,
     credentials::{CredentialSource, CredentialStore, refresher::run_refresher},
-    identity::{KeyManager, fetch::HttpClient, manager::follow_config},
-    quota::{QuotaEngine, engine::follow_config as follow_quota_config, grpc::RateLimitGrpc},
+    follow::{follow_identity, follow_quotas},
+    identity::{KeyManager, fetch::HttpClient},
+    quota::{QuotaEngine, grpc::RateLimitGrpc},
     snapshot::Snapshot,
     status::ServerStatus,
     util::{Clock, SystemClock},
@@ -127,12 +128,12 @@ pub async fn serve(
         Arc::clone(&clock),
         cancel.clone(),
     ));
-    tasks.spawn(follow_config(
+    tasks.spawn(follow_identity(
         Arc::clone(&keys),
         subscribe.clone(),
         cancel.clone(),
     ));
-    tasks.spawn(follow_quota_config(
+    tasks.spawn(follow_quotas(
         Arc::clone(&quotas),
         subscribe.clone(),
         cancel.clone(),

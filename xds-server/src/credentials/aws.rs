@@ -6,7 +6,8 @@ use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_types::error::display::DisplayErrorContext;
 
-use super::{CredentialSource, Credentials, CredentialsError, FetchFuture, Secret};
+use super::source::{CredentialSource, Credentials, CredentialsError, FetchFuture};
+use crate::util::Secret;
 
 pub struct AwsChainSource {
     provider: SharedCredentialsProvider,

@@ -6,7 +6,7 @@ use gateway_common::proto::{GetSigningCredentialsRequest, SigningCredentials};
 use tonic::Status;
 use tracing::{debug, info};
 
-use super::{CredentialStore, Credentials};
+use super::{refresher::CredentialStore, source::Credentials};
 
 /// Seconds until the filter should ask again: when the server itself fetches next, but at
 /// least 1 and at most the configured `credentials_refresh_seconds`.

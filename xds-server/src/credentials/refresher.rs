@@ -16,7 +16,7 @@ use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CredentialSource, Credentials, CredentialsError};
+use super::source::{CredentialSource, Credentials, CredentialsError};
 use serde::Serialize;
 
 use crate::util::{

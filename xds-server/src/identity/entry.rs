@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    IssuerKeySource, KeySource,
     fetch::{self, FETCH_TIMEOUT, FetchError, HttpGet},
     jwk::SkippedKey,
     key::VerifyingKey,
     schedule::Schedule,
+    source::{IssuerKeySource, KeySource},
 };
 use crate::util::{Clock, lock};
 

@@ -7,10 +7,10 @@ use std::{fmt::Write as _, sync::Arc, time::Duration};
 use serde_json::Value;
 
 use super::{
-    KeySource,
     dev_key::{self, DevKeyError},
     jwk::{self, JwksError, SkippedKey},
     key::VerifyingKey,
+    source::KeySource,
 };
 
 /// Longest a single HTTP request (connect, headers and body) may take.

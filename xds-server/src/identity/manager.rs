@@ -17,23 +17,19 @@ use gateway_common::proto;
 use prost::Message as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    IssuerKeySource,
     entry::{Context, Entry, Trigger, refresh, run_entry},
     fetch::{FETCH_TIMEOUT, HttpGet},
+    source::IssuerKeySource,
 };
-use crate::{
-    active::ActiveConfig,
-    util::{
-        Clock, lock,
-        metrics::{Collect, MetricWriter},
-        time::serialize_rfc3339,
-        unix_seconds,
-    },
+use crate::util::{
+    Clock, lock,
+    metrics::{Collect, MetricWriter},
+    time::serialize_rfc3339,
+    unix_seconds,
 };
 
 /// The issuers' keys, shared by the refresh tasks, the control API and the status page.
@@ -352,26 +348,6 @@ impl Collect for KeyManager {
                 .iter()
                 .map(|i| (i.name.as_str(), i.last_success_at.map_or(0, unix_seconds))),
         )
-    }
-}
-
-/// Applies each new configuration's issuers until `shutdown`.
-pub async fn follow_config(
-    manager: Arc<KeyManager>,
-    mut config: watch::Receiver<Arc<ActiveConfig>>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = config.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let sources = config.borrow_and_update().config.identity.clone();
-                manager.apply(&sources);
-            }
-        }
     }
 }
 

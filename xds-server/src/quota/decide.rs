@@ -33,8 +33,8 @@ use gateway_common::{
 };
 
 use super::{
-    QuotaSettings,
     keys::counter_key,
+    settings::QuotaSettings,
     store::{Adjustment, Admission, Charge, MAX_COUNT, admission_over},
     tree::{Limit, RateLimit},
     window::{Window, window, window_label},

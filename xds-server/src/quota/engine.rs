@@ -17,12 +17,11 @@ use chrono::NaiveDate;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use gateway_common::proto::UsageRecord;
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    QuotaError, QuotaSettings, StoreSettings, decide,
+    decide,
+    settings::{QuotaError, QuotaSettings, StoreSettings},
     store::{
         Admission, CounterStore, MAX_REPORT_ID_BYTES, Report, StoreError, UsageLedger,
         memory::MemoryStore, redis::RedisStore,
@@ -30,17 +29,14 @@ use super::{
     usage::{self, UsageQuery, UsageRow},
     window::local_date,
 };
-use crate::{
-    active::ActiveConfig,
-    util::{
-        Clock, lock,
-        metrics::{Collect, MetricWriter},
-        unix_seconds,
-    },
+use crate::util::{
+    Clock, lock,
+    metrics::{Collect, MetricWriter},
+    unix_seconds,
 };
 
 /// How often the store is pinged while idle, so `/status` tells whether it answers.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One store, seen as counters and as ledger.
 #[derive(Clone)]
@@ -473,31 +469,6 @@ impl Collect for QuotaEngine {
             )?;
         }
         Ok(())
-    }
-}
-
-/// Applies each new configuration's quotas and checks the store's health until `shutdown`.
-pub async fn follow_config(
-    engine: Arc<QuotaEngine>,
-    mut config: watch::Receiver<Arc<ActiveConfig>>,
-    shutdown: CancellationToken,
-) {
-    let mut health = tokio::time::interval(HEALTH_INTERVAL);
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = health.tick() => engine.check_health().await,
-            changed = config.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let settings = config.borrow_and_update().config.quotas.clone();
-                if let Err(error) = engine.apply(settings.as_ref()) {
-                    warn!(%error, "cannot set up the new quota store; the previous quotas stay in force");
-                }
-            }
-        }
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::{QuotaEngine, QuotaError, usage::UsageQuery};
+use super::{engine::QuotaEngine, settings::QuotaError, usage::UsageQuery};
 
 /// The gRPC status for a quota error. A store failure is `UNAVAILABLE`, so the filter applies
 /// its failure mode.

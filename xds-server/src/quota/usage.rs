@@ -24,9 +24,9 @@ use gateway_common::{
 use serde::Serialize;
 
 use super::{
-    QuotaSettings,
     decide::canonical_entries,
     keys::counter_key,
+    settings::QuotaSettings,
     store::{Adjustment, LedgerEntry, MAX_COUNT, UsageKey, UsageTotals},
     tree::Limit,
     window::{format_day, local_date, local_midnight, parse_day, parse_window_label, window},

@@ -24,8 +24,8 @@ use super::{
     Report, ReportOutcome, StoreError, UsageKey, UsageLedger, UsageTotals,
 };
 use crate::quota::{
-    RedisSettings,
     keys::{parse_usage_member, report_key, usage_hash_key, usage_index_key, usage_member},
+    settings::RedisSettings,
 };
 
 /// Longest wait for one store operation; the caller then gets an error (and the filter applies
