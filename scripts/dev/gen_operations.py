@@ -427,7 +427,7 @@ def render(rows) -> str:
         "//! body that name a model (shallowest first), and the key paths below which the body may",
         "//! name models the table does not list (recursive structures, unrolled only so far).",
         "",
-        "use super::OperationRule;",
+        "use super::rule::OperationRule;",
         "",
         "pub(super) const OPERATIONS: &[OperationRule] = &[",
     ]

@@ -113,6 +113,18 @@ def test_committed_table_is_the_generators_output(derivation, table_text):
     assert committed == expected, "table.rs rows are in another order: regenerate it"
 
 
+def test_committed_table_has_the_generators_preamble(table_text):
+    """The lines before the rows (module doc, the import of the row type, the table's
+    declaration) are the generator's too, so regenerating leaves them as they are. The first
+    line, with the botocore version, is checked above."""
+    expected = gen.render([]).splitlines()[1:-1]
+    committed = table_text.splitlines()[1 : 1 + len(expected)]
+    assert committed == expected, (
+        "table.rs does not start as the generator's output does: run .venv/bin/python "
+        "scripts/dev/gen_operations.py > filter/src/core/operations/table.rs && cargo fmt --all"
+    )
+
+
 def test_every_model_like_member_is_in_the_table_or_excluded(table):
     session = botocore.session.get_session()
     unaccounted = []

@@ -3,10 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::common::{Body, MODEL_STREAM_ERROR, Response, parse_json, planned_latency_ms, schedule};
+use super::error::ApiError;
 use super::reply::{self, Knobs, Reply};
-use super::{
-    ApiError, Body, MODEL_STREAM_ERROR, Response, parse_json, planned_latency_ms, schedule,
-};
 use crate::eventstream;
 
 const KNOBS_AT: &str = "additionalModelRequestFields.emulator";

@@ -5,8 +5,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::common::{Response, parse_json};
 use super::converse::{self, Conversation};
-use super::{ApiError, Response, invoke, parse_json};
+use super::error::ApiError;
+use super::invoke;
 
 #[derive(Debug, Deserialize)]
 struct InvokeModelInput {

@@ -4,8 +4,9 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::common::{Response, parse_json};
+use super::error::ApiError;
 use super::reply::{self, Knobs, Reply};
-use super::{ApiError, Response, parse_json};
 use crate::sigv4::sha256_hex;
 
 pub const INPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-input-token-count";

@@ -6,9 +6,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::common::{Body, JSON, MODEL_STREAM_ERROR, Response, planned_latency_ms, schedule};
+use super::error::ApiError;
 use super::invoke::{self, Family, Prepared};
 use super::reply;
-use super::{ApiError, Body, MODEL_STREAM_ERROR, Response, planned_latency_ms, schedule};
 use crate::eventstream;
 
 /// Header naming the content type of the model's chunks.
@@ -127,7 +128,7 @@ pub(super) fn invoke_stream(model_id: &str, body: &[u8]) -> Result<Response, Api
     };
     Ok(Response {
         content_type: eventstream::CONTENT_TYPE,
-        headers: vec![(BEDROCK_CONTENT_TYPE, super::JSON.to_string())],
+        headers: vec![(BEDROCK_CONTENT_TYPE, JSON.to_string())],
         body: Body::Stream(schedule(frames, prepared.knobs.chunk_delay())),
     })
 }

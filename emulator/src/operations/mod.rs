@@ -1,7 +1,12 @@
 //! Bedrock's operations as pure functions: a routed request and its body in, the response's
 //! headers and body (or the list of stream events, with the pause before each) out. The HTTP
 //! layer only moves these bytes and applies the pauses.
+//!
+//! Routing and dispatch are here; each operation is a module of its own, built on `common`
+//! (the response and the helpers the operations share), `reply` (the emulated model) and
+//! `error` (Bedrock's errors).
 
+mod common;
 mod converse;
 mod count_tokens;
 mod error;
@@ -10,18 +15,11 @@ mod invoke_stream;
 pub mod reply;
 mod retrieve;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-
+pub use common::{Body, JSON, MODEL_STREAM_ERROR, Response, StreamEvent};
 pub use error::{ApiError, ErrorCode};
 
 pub const RUNTIME: &str = "bedrock-runtime";
 pub const AGENT_RUNTIME: &str = "bedrock-agent-runtime";
-
-pub const JSON: &str = "application/json";
-/// Exception type of a stream that fails after it started (Converse and InvokeModel alike).
-pub const MODEL_STREAM_ERROR: &str = "modelStreamErrorException";
 
 /// A Bedrock operation the emulator implements, with its path parameters decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,37 +41,6 @@ impl Operation {
             Self::InvokeModelWithResponseStream { .. } => "InvokeModelWithResponseStream",
             Self::CountTokens { .. } => "CountTokens",
             Self::Retrieve { .. } => "Retrieve",
-        }
-    }
-}
-
-/// One event-stream frame and how long to wait before sending it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamEvent {
-    pub delay: Duration,
-    pub frame: Bytes,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
-    Full(Bytes),
-    Stream(Vec<StreamEvent>),
-}
-
-/// A successful (200) response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Body,
-}
-
-impl Response {
-    fn json(value: &serde_json::Value) -> Self {
-        Self {
-            content_type: JSON,
-            headers: Vec::new(),
-            body: Body::Full(Bytes::from(value.to_string())),
         }
     }
 }
@@ -160,11 +127,6 @@ fn check_model(model_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses a JSON request body, or answers ValidationException.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(ApiError::malformed_input)
-}
-
 /// Runs `operation` on `body`.
 pub fn handle(operation: &Operation, body: &[u8]) -> Result<Response, ApiError> {
     match operation {
@@ -190,24 +152,6 @@ pub fn handle(operation: &Operation, body: &[u8]) -> Result<Response, ApiError> 
         }
         Operation::Retrieve { knowledge_base_id } => retrieve::retrieve(knowledge_base_id, body),
     }
-}
-
-/// Pauses `delay` before every frame but the first.
-fn schedule(frames: Vec<Bytes>, delay: Duration) -> Vec<StreamEvent> {
-    frames
-        .into_iter()
-        .enumerate()
-        .map(|(i, frame)| StreamEvent {
-            delay: if i == 0 { Duration::ZERO } else { delay },
-            frame,
-        })
-        .collect()
-}
-
-/// The latency the emulator reports for a stream of `events` events: the pauses it applies.
-fn planned_latency_ms(delay: Duration, events: usize) -> u64 {
-    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    millis.saturating_mul(events.saturating_sub(1) as u64)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// The words `output_tokens` replies cycle through.
 pub const WORDS: [&str; 26] = [

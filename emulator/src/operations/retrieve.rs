@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, Response, parse_json};
+use super::common::{Response, parse_json};
+use super::error::ApiError;
 
 pub const DEFAULT_RESULTS: i64 = 3;
 pub const MAX_RESULTS: i64 = 100;

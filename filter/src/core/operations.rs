@@ -1,26 +1,12 @@
 //! The operation a request calls and where it names models, for authorization, quotas and the
-//! audit log. The table is generated from botocore's service models (`operations/table.rs`); a
-//! path the table does not know is still forwarded, as operation `Unknown`.
+//! audit log. The table is generated from botocore's service models (`operations/table.rs`, its
+//! rows of type [`OperationRule`] from `operations/rule.rs`); a path the table does not know is
+//! still forwarded, as operation `Unknown`.
 
+mod rule;
 mod table;
 
-/// One row of the generated table.
-#[derive(Debug, Clone, Copy)]
-pub struct OperationRule {
-    pub service: &'static str,
-    pub method: &'static str,
-    /// `*` matches one non-empty segment; anything else literally.
-    pub path: &'static str,
-    pub name: &'static str,
-    /// The path segment that names a model, if any.
-    pub model_segment: Option<usize>,
-    /// Key paths in the JSON body whose values name models (arrays along the way are
-    /// transparent), the primary model's first.
-    pub body_models: &'static [&'static [&'static str]],
-    /// Key paths below which the body may name models the table does not list (a recursive
-    /// structure unrolled only so far): a value there makes the call's models undetermined.
-    pub undetermined: &'static [&'static [&'static str]],
-}
+pub use rule::OperationRule;
 
 /// Name of operations the table does not know (a new API, or a path that belongs to none).
 pub const UNKNOWN: &str = "Unknown";

@@ -9,12 +9,12 @@ use gateway_common::proto::{
 use log::{debug, info, warn};
 use prost::Message;
 
-use super::Shared;
 use super::grpc::{self, unix_now};
 use super::lookups::Want;
 use super::request::Handle;
+use super::shared::Shared;
 
-impl Shared {
+impl Shared<Handle> {
     pub(super) fn ask_for_credentials(&self, now: u64) -> Result<u32, String> {
         let current = self
             .credentials

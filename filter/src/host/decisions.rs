@@ -7,16 +7,17 @@
 //! with that request), so it is opened at configuration and re-opened on the root's tick.
 //! While none is open, requests make the unary call; a decision that does not come within
 //! the quota timeout fails like a call that timed out.
+//!
+//! `W` is a handle on a waiting request (`request::Handle`).
 
 use std::collections::HashMap;
 
 use gateway_common::names::{CONTROL_SERVICE, STREAM_RATE_LIMIT};
 use gateway_common::proto::RateLimitStreamRequest;
+use gateway_common::ratelimit::RateLimitResponse;
 use log::{debug, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
-
-use super::request::{Handle, StreamAnswer};
 
 /// gRPC `UNIMPLEMENTED`: the service has no decision stream.
 const UNIMPLEMENTED: u32 = 12;
@@ -26,28 +27,49 @@ const MIN_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5_000;
 
 /// A request waiting for its decision.
-pub(super) struct Waiter {
-    pub handle: Handle,
+pub(super) struct Waiter<W> {
+    pub handle: W,
     stream: u32,
     deadline_ms: u64,
 }
 
-#[derive(Default)]
-pub(super) struct Decisions {
+/// What became of a quota decision asked for on the stream.
+#[derive(Clone)]
+pub(super) enum StreamAnswer {
+    Decided(Result<RateLimitResponse, String>),
+    /// The service has no stream: ask again with the unary call.
+    AskAgain,
+}
+
+pub(super) struct Decisions<W> {
     /// The open stream's token.
     stream: Option<u32>,
     /// Whether the open stream has answered yet (a stream that fails before its first
     /// answer is re-opened with a growing delay).
     answered: bool,
     next_id: u64,
-    waiting: HashMap<u64, Waiter>,
+    waiting: HashMap<u64, Waiter<W>>,
     /// The service answered UNIMPLEMENTED: unary calls from now on.
     unsupported: bool,
     reopen_at_ms: u64,
     backoff_ms: u64,
 }
 
-impl Decisions {
+impl<W> Default for Decisions<W> {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            answered: false,
+            next_id: 0,
+            waiting: HashMap::new(),
+            unsupported: false,
+            reopen_at_ms: 0,
+            backoff_ms: 0,
+        }
+    }
+}
+
+impl<W: Clone> Decisions<W> {
     /// Opens the stream if none is open and it is time to. Only from a root context
     /// callback, so that the stream belongs to the root context. True when a stream opened.
     pub fn open_if_due(&mut self, cluster: &str, now_ms: u64) -> bool {
@@ -71,7 +93,7 @@ impl Decisions {
 
     /// Sends an admission request on the open stream; false when there is none (or it
     /// failed), and the caller makes the unary call instead.
-    pub fn send(&mut self, request: &[u8], handle: &Handle, timeout_ms: u64, now_ms: u64) -> bool {
+    pub fn send(&mut self, request: &[u8], handle: &W, timeout_ms: u64, now_ms: u64) -> bool {
         let Some(stream) = self.stream else {
             return false;
         };
@@ -106,7 +128,7 @@ impl Decisions {
     }
 
     /// The request an answer is for, if it still waits.
-    pub fn answered(&mut self, id: u64) -> Option<Waiter> {
+    pub fn answered(&mut self, id: u64) -> Option<Waiter<W>> {
         self.answered = true;
         self.backoff_ms = 0;
         self.waiting.remove(&id)
@@ -126,7 +148,7 @@ impl Decisions {
         status: u32,
         detail: String,
         now_ms: u64,
-    ) -> (Vec<Waiter>, StreamAnswer) {
+    ) -> (Vec<Waiter<W>>, StreamAnswer) {
         if self.stream == Some(token) {
             self.stream = None;
             if !self.answered {
@@ -139,7 +161,7 @@ impl Decisions {
             .filter(|(_, w)| w.stream == token)
             .map(|(id, _)| *id)
             .collect();
-        let left: Vec<Waiter> = ids
+        let left: Vec<Waiter<W>> = ids
             .iter()
             .filter_map(|id| self.waiting.remove(id))
             .collect();
@@ -160,7 +182,7 @@ impl Decisions {
     }
 
     /// Requests whose decision is overdue.
-    pub fn expired(&mut self, now_ms: u64) -> Vec<Waiter> {
+    pub fn expired(&mut self, now_ms: u64) -> Vec<Waiter<W>> {
         let ids: Vec<u64> = self
             .waiting
             .iter()

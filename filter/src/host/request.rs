@@ -17,8 +17,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::decisions::StreamAnswer;
 use super::grpc::{self, now_ms, unix_now};
-use super::{Metrics, Shared};
+use super::shared::{Metrics, Shared};
 use crate::core::errors::ErrorReply;
 use crate::core::flow::{Flow, Intent, RequestFlow, Step};
 use crate::core::headers::find_str;
@@ -47,7 +48,7 @@ pub(super) struct Handle {
 }
 
 pub(super) struct State {
-    shared: Option<Rc<Shared>>,
+    shared: Option<Rc<Shared<Handle>>>,
     handle: Handle,
     flow: RequestFlow,
     /// The calls this request made that are not answered yet.
@@ -55,7 +56,7 @@ pub(super) struct State {
 }
 
 impl Request {
-    pub(super) fn new(shared: Option<Rc<Shared>>, context_id: u32) -> Self {
+    pub(super) fn new(shared: Option<Rc<Shared<Handle>>>, context_id: u32) -> Self {
         Self(Rc::new_cyclic(|me| {
             RefCell::new(State {
                 shared,
@@ -87,7 +88,7 @@ impl Handle {
     /// it), then lets the request go on if `f` says so, and makes the root context the
     /// effective one again. Nothing happens when the request is gone. Only from a root
     /// context callback.
-    pub(super) fn deliver(&self, shared: &Shared, f: impl FnOnce(&mut State) -> Action) {
+    pub(super) fn deliver(&self, shared: &Shared<Handle>, f: impl FnOnce(&mut State) -> Action) {
         let Some(state) = self.state.upgrade() else {
             return;
         };
@@ -109,18 +110,10 @@ impl Handle {
     }
 }
 
-/// What became of a quota decision asked for on the stream.
-#[derive(Clone)]
-pub(super) enum StreamAnswer {
-    Decided(Result<RateLimitResponse, String>),
-    /// The service has no stream: ask again with the unary call.
-    AskAgain,
-}
-
 impl State {
     /// Performs a step: its intents in order, then Envoy is told to go on or hold. An
     /// intent that fails is the last of its step; the flow answers its failure with the next.
-    fn perform(&mut self, shared: &Shared, step: Step) -> Action {
+    fn perform(&mut self, shared: &Shared<Handle>, step: Step) -> Action {
         let mut step = step;
         loop {
             let mut next = None;
@@ -143,7 +136,7 @@ impl State {
     }
 
     /// Does what one intent asks; when it cannot, the flow's next step.
-    fn perform_one(&mut self, shared: &Shared, intent: Intent) -> Option<Step> {
+    fn perform_one(&mut self, shared: &Shared<Handle>, intent: Intent) -> Option<Step> {
         match intent {
             Intent::Audit { fragment, tenant } => {
                 publish_audit(&fragment, tenant.as_deref());
@@ -233,7 +226,7 @@ impl State {
     /// Notes a call this request made (`None`: it waits for another's), and, when it was
     /// made on the root context's behalf, that its answer (which then reaches the root
     /// context) is this request's.
-    fn made(&mut self, shared: &Shared, token: Option<u32>, call: Call) {
+    fn made(&mut self, shared: &Shared<Handle>, token: Option<u32>, call: Call) {
         let Some(token) = token else {
             return;
         };
@@ -247,7 +240,11 @@ impl State {
     }
 
     /// A decision from the worker's decision stream (or its failure).
-    pub(super) fn stream_answer(&mut self, shared: &Shared, answer: StreamAnswer) -> Action {
+    pub(super) fn stream_answer(
+        &mut self,
+        shared: &Shared<Handle>,
+        answer: StreamAnswer,
+    ) -> Action {
         let step = match answer {
             StreamAnswer::Decided(answer) => shared.step(|env| self.flow.decision(env, answer)),
             // Nothing was decided (or counted): the same request, as a call.
@@ -258,7 +255,7 @@ impl State {
 
     /// The lookup this request waited for is over (the root context saw it answered, or
     /// give up).
-    pub(super) fn lookup_over(&mut self, shared: &Shared) -> Action {
+    pub(super) fn lookup_over(&mut self, shared: &Shared<Handle>) -> Action {
         let step = shared.step(|env| self.flow.lookup_over(env));
         self.perform(shared, step)
     }
@@ -266,7 +263,7 @@ impl State {
     /// The answer to a call this request made.
     pub(super) fn call_answer(
         &mut self,
-        shared: &Shared,
+        shared: &Shared<Handle>,
         token: u32,
         status_code: u32,
         size: usize,

@@ -19,11 +19,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::decisions::{Decisions, Waiter};
+use super::decisions::{Decisions, StreamAnswer, Waiter};
 use super::grpc::{now_ms, unix_now};
 use super::lookups::{Lookups, Want};
-use super::request::{Request, StreamAnswer};
-use super::{Metrics, Shared};
+use super::request::{Handle, Request};
+use super::shared::{Metrics, Shared};
 use crate::core::Gateway;
 use crate::core::auth::Authenticator;
 use crate::core::credentials::CredentialCache;
@@ -43,7 +43,7 @@ enum Call {
 /// The root context of one Envoy worker.
 pub(super) struct Root {
     context_id: u32,
-    shared: Option<Rc<Shared>>,
+    shared: Option<Rc<Shared<Handle>>>,
     calls: HashMap<u32, Call>,
     /// When [`Root::on_schedule`] last ran (ms since the Unix epoch).
     scheduled_at_ms: u64,
@@ -127,7 +127,7 @@ impl Root {
 
     /// Sends queued usage, one batch at a time. A batch whose delivery is not confirmed is
     /// sent again, unchanged and under its id, before anything newer.
-    fn send_reports(&mut self, shared: &Shared) {
+    fn send_reports(&mut self, shared: &Shared<Handle>) {
         let mut reports = shared.reports.borrow_mut();
         let Some(batch) = reports.next(&shared.node_id) else {
             return;
@@ -241,7 +241,7 @@ impl Context for Root {
 }
 
 /// Hands every waiting request the same answer.
-fn deliver_all(shared: &Shared, waiters: Vec<Waiter>, answer: &StreamAnswer) {
+fn deliver_all(shared: &Shared<Handle>, waiters: Vec<Waiter<Handle>>, answer: &StreamAnswer) {
     for waiter in waiters {
         waiter
             .handle

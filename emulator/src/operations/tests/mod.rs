@@ -1,6 +1,7 @@
 use super::*;
 use aws_smithy_eventstream::frame::read_message_from;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 mod converse_tests;
 mod invoke_tests;

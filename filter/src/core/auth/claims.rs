@@ -3,7 +3,7 @@
 use gateway_common::auth_config::{Issuer, glob_matches};
 use serde_json::Value;
 
-use super::AuthError;
+use super::error::AuthError;
 use super::keys::Claims;
 
 /// Who is calling, as the token says.

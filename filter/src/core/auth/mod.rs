@@ -1,8 +1,10 @@
 //! Caller authentication with JWTs: which issuer, which key, signature and registered claims
-//! (jwt-simple), the tenant context, and a cache of verified tokens. Time is passed in.
+//! (jwt-simple), the tenant context, a cache of verified tokens, and why a token is refused
+//! (`error`). Time is passed in.
 
 pub mod cache;
 pub mod claims;
+pub mod error;
 pub mod keys;
 pub mod policy;
 pub mod token;
@@ -17,54 +19,8 @@ use jwt_simple::prelude::{Duration, UnixTimeStamp, VerificationOptions};
 
 use cache::{TokenCache, token_key};
 pub use claims::Identity;
+pub use error::AuthError;
 use keys::{KeyStore, Lookup};
-
-/// Why a token was refused. The caller only ever learns "invalid token"; the reason goes to
-/// the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthError {
-    MissingToken,
-    TooLarge,
-    Malformed,
-    AlgorithmNotAllowed,
-    UnknownIssuer,
-    UnknownKey,
-    BadSignature,
-    Expired,
-    NotYetValid,
-    WrongAudience,
-    NoExpiry,
-    MissingClaim,
-    /// No keys have arrived from the control service yet.
-    NoKeys,
-    /// This worker's verifications for the current second are used up.
-    Busy,
-    /// The token's issuer may not assert its tenant (`tenants` of the issuer).
-    TenantNotAllowed,
-}
-
-impl AuthError {
-    /// Stable label for the audit log and metrics.
-    pub fn reason(self) -> &'static str {
-        match self {
-            AuthError::MissingToken => "missing_token",
-            AuthError::TooLarge => "token_too_large",
-            AuthError::Malformed => "malformed_token",
-            AuthError::AlgorithmNotAllowed => "algorithm_not_allowed",
-            AuthError::UnknownIssuer => "unknown_issuer",
-            AuthError::UnknownKey => "unknown_key",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::NoExpiry => "no_expiry",
-            AuthError::MissingClaim => "missing_claim",
-            AuthError::NoKeys => "no_keys",
-            AuthError::Busy => "verification_budget",
-            AuthError::TenantNotAllowed => "tenant_not_allowed",
-        }
-    }
-}
 
 /// The result of authenticating a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gateway_common::auth_config::{Algorithm, JwtAuthentication};
 use serde::Deserialize;
 
-use super::AuthError;
+use super::error::AuthError;
 use crate::core::headers::find_str;
 
 /// The token of a request: from `Authorization: Bearer`, else from an issuer's own header.

@@ -4,7 +4,7 @@
 //! body that name a model (shallowest first), and the key paths below which the body may
 //! name models the table does not list (recursive structures, unrolled only so far).
 
-use super::OperationRule;
+use super::rule::OperationRule;
 
 pub(super) const OPERATIONS: &[OperationRule] = &[
     OperationRule {

@@ -1,0 +1,114 @@
+//! What the contexts of one plugin configuration share on an Envoy worker ([`Shared`]): the
+//! gateway, authenticator and caches, the usage reports, the decision stream, the lookups in
+//! flight and the requests waiting on them; and the counters they keep in Envoy's stats
+//! ([`Metrics`]). The methods that ask the control service and store its answers are in
+//! `control`.
+//!
+//! A request is held here by a handle of type `W` (`request::Handle`): a parameter, so that
+//! this module, which `request` uses, does not use `request` in turn.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use gateway_common::quota_config::{QuotaConfig, QuotaTransport};
+use log::debug;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+use super::decisions::Decisions;
+use super::grpc;
+use super::lookups::Lookups;
+use crate::core::Gateway;
+use crate::core::auth::Authenticator;
+use crate::core::credentials::CredentialCache;
+use crate::core::flow::{Env, Step};
+use crate::core::quota::reports::Reports;
+use crate::core::schedule::Schedule;
+
+/// Counters in Envoy's stats (`wasmcustom.bedrock_gateway.*`).
+#[derive(Default, Clone, Copy)]
+pub(super) struct Metrics {
+    pub(super) quota_failures_open: Option<u32>,
+    pub(super) quota_failures_closed: Option<u32>,
+    pub(super) reports_dropped: Option<u32>,
+    pub(super) reports_failed: Option<u32>,
+    pub(super) quota_streams_opened: Option<u32>,
+}
+
+impl Metrics {
+    pub(super) fn define() -> Self {
+        let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        Self {
+            quota_failures_open: counter("bedrock_gateway.quota_failures_open"),
+            quota_failures_closed: counter("bedrock_gateway.quota_failures_closed"),
+            reports_dropped: counter("bedrock_gateway.usage_reports_dropped"),
+            reports_failed: counter("bedrock_gateway.usage_report_calls_failed"),
+            quota_streams_opened: counter("bedrock_gateway.quota_streams_opened"),
+        }
+    }
+
+    pub(super) fn add(id: Option<u32>, n: usize) {
+        if let Some(id) = id
+            && let Err(e) = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX))
+        {
+            debug!("cannot count: {e:?}");
+        }
+    }
+}
+
+/// What one plugin configuration's contexts share (per Envoy worker). `W`: a handle on a
+/// request (`request::Handle`).
+pub(super) struct Shared<W> {
+    pub(super) gateway: Gateway,
+    /// Present in `jwt` mode.
+    pub(super) auth: Option<RefCell<Authenticator>>,
+    pub(super) keys_schedule: RefCell<Schedule>,
+    pub(super) credentials: RefCell<CredentialCache>,
+    /// Usage of finished requests on their way to the control service.
+    pub(super) reports: RefCell<Reports>,
+    pub(super) metrics: Metrics,
+    pub(super) node_id: String,
+    /// The worker's rate limit decision stream and the requests waiting on it.
+    pub(super) decisions: RefCell<Decisions<W>>,
+    /// Set while the root context acts for a request (hands it an answer).
+    pub(super) delegating: Cell<bool>,
+    /// Calls made while acting for a request: their answers reach the root context.
+    pub(super) delegated: RefCell<HashMap<u32, W>>,
+    /// Key and credential lookups in flight and the requests waiting for them.
+    pub(super) lookups: RefCell<Lookups<W>>,
+    /// The root context's id: its callbacks act for requests and then act as it again.
+    pub(super) root_context_id: u32,
+}
+
+impl<W> Shared<W> {
+    /// The quota configuration, when decisions go on the decision stream.
+    pub(super) fn stream_quota(&self) -> Option<&QuotaConfig> {
+        self.gateway
+            .config
+            .quota
+            .as_ref()
+            .filter(|q| q.transport == QuotaTransport::Stream)
+    }
+
+    /// Runs one step of a request's flow with what the worker knows now.
+    pub(super) fn step(&self, run: impl FnOnce(&mut Env) -> Step) -> Step {
+        let mut auth = self.auth.as_ref().map(RefCell::borrow_mut);
+        let credentials = self.credentials.borrow();
+        let mut env = Env::new(
+            &self.gateway,
+            auth.as_deref_mut(),
+            &credentials,
+            &grpc::system_now,
+        );
+        run(&mut env)
+    }
+
+    /// Queues the usage of a finished request for the next report.
+    pub(super) fn queue_report(&self, record: gateway_common::proto::UsageRecord) {
+        let dropped = self.reports.borrow_mut().queue(record);
+        if dropped > 0 {
+            log::warn!("usage report buffer full: {dropped} oldest reports dropped");
+            Metrics::add(self.metrics.reports_dropped, dropped);
+        }
+    }
+}
