@@ -80,3 +80,25 @@ def test_the_checker_sees_a_parent_and_child_circle(tmp_path):
     mods, edges = graph.graph(str(src))
     assert graph.circles(mods, edges) == []
     assert edges[("a", "b")] == {("a", "types")}
+
+
+# (crate, lower layer, what it must not name): glue over core, leaf helpers at the bottom.
+LAYERS = [
+    ("filter/src", ("core",), lambda m: m[:1] != ("core",)),
+    ("xds-server/src", ("util",), lambda m: m[:1] != ("util",)),
+    ("common/src", ("invalid_key",), lambda m: True),
+]
+
+
+@pytest.mark.parametrize("crate,layer,outside", LAYERS)
+def test_lower_layers_do_not_name_the_upper_ones(crate, layer, outside):
+    mods, edges = graph.graph(str(ROOT / crate))
+    assert any(m[: len(layer)] == layer for m in mods), f"{crate}: no {layer}"
+    wrong = sorted(
+        (graph.name(a), graph.name(b))
+        for a, targets in edges.items()
+        if a[: len(layer)] == layer
+        for b in targets
+        if outside(b)
+    )
+    assert not wrong, f"{crate}: {graph.name(layer)} names modules above it: {wrong}"

@@ -1,4 +1,4 @@
-//! The filter's logic as plain Rust: no host calls, time passed in. The host shim (`host.rs`)
+//! The filter's logic as plain Rust: no host calls, time passed in. The host shim (`host/`)
 //! gathers the request into plain values, asks this module what to do, and applies the answer.
 //!
 //! A request goes through [`Gateway::read`] (the canonical path, before anything that depends
