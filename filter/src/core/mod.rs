@@ -21,6 +21,8 @@ pub mod quota;
 pub mod routing;
 pub mod schedule;
 pub mod signing;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use std::time::SystemTime;
 

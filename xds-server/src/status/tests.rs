@@ -78,26 +78,7 @@ fn counts_open_streams_and_nacks() {
 
 #[test]
 fn identity_is_reported_per_issuer_without_secrets() {
-    use crate::{
-        identity::{IssuerKeySource, KeySource},
-        util::Secret,
-    };
-    let identity = crate::identity::KeyManager::for_tests();
-    identity.apply(&[IssuerKeySource {
-        name: "dev \"shared\"".into(),
-        issuer: "http://127.0.0.1/dev".into(),
-        source: KeySource::SharedSecret(Secret::new("a-development-secret-of-32-bytes!")),
-        refresh: Duration::from_secs(300),
-        min_refresh: Duration::from_secs(30),
-    }]);
-    let status = ServerStatus::new(
-        "f".into(),
-        "v".into(),
-        UNIX_EPOCH,
-        Arc::new(CredentialStore::default()),
-        Arc::clone(&identity),
-        crate::quota::QuotaEngine::for_tests(),
-    );
+    let (status, identity) = with_shared_secret_issuer("dev \"shared\"");
     let report = status.report(UNIX_EPOCH);
     let dev = &report.identity.identity["dev \"shared\""];
     assert_eq!(dev.source, "hs256_secret_env");
@@ -126,26 +107,7 @@ fn identity_is_reported_per_issuer_without_secrets() {
 /// in the same order, each component's report flattened where it was.
 #[test]
 fn status_document_keeps_its_members_and_order() {
-    use crate::{
-        identity::{IssuerKeySource, KeySource},
-        util::Secret,
-    };
-    let identity = crate::identity::KeyManager::for_tests();
-    identity.apply(&[IssuerKeySource {
-        name: "dev".into(),
-        issuer: "http://127.0.0.1/dev".into(),
-        source: KeySource::SharedSecret(Secret::new("a-development-secret-of-32-bytes!")),
-        refresh: Duration::from_secs(300),
-        min_refresh: Duration::from_secs(30),
-    }]);
-    let status = ServerStatus::new(
-        "f".into(),
-        "v".into(),
-        UNIX_EPOCH,
-        Arc::new(CredentialStore::default()),
-        identity,
-        crate::quota::QuotaEngine::for_tests(),
-    );
+    let (status, _) = with_shared_secret_issuer("dev");
     let report = status.report(UNIX_EPOCH);
     let top = members(&serde_json::to_string(&report).unwrap());
     assert_eq!(
@@ -223,4 +185,29 @@ fn members(object: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// A server status whose one issuer, `name`, has an HS256 development secret.
+fn with_shared_secret_issuer(name: &str) -> (ServerStatus, Arc<crate::identity::KeyManager>) {
+    use crate::{
+        identity::{IssuerKeySource, KeySource},
+        util::Secret,
+    };
+    let identity = crate::identity::KeyManager::for_tests();
+    identity.apply(&[IssuerKeySource {
+        name: name.into(),
+        issuer: "http://127.0.0.1/dev".into(),
+        source: KeySource::SharedSecret(Secret::new("a-development-secret-of-32-bytes!")),
+        refresh: Duration::from_secs(300),
+        min_refresh: Duration::from_secs(30),
+    }]);
+    let status = ServerStatus::new(
+        "f".into(),
+        "v".into(),
+        UNIX_EPOCH,
+        Arc::new(CredentialStore::default()),
+        Arc::clone(&identity),
+        crate::quota::QuotaEngine::for_tests(),
+    );
+    (status, identity)
 }

@@ -54,12 +54,8 @@ impl MetricWriter<'_> {
         label: &'static str,
         values: impl IntoIterator<Item = (&'v str, u64)>,
     ) -> fmt::Result {
-        let mut family = self.descriptor(name, help, &ConstCounter::new(0u64))?;
-        for (value, count) in values {
-            let labels = [(label, Escaped(value))];
-            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let metrics = values.into_iter().map(|(v, n)| (v, ConstCounter::new(n)));
+        self.family(name, help, label, metrics)
     }
 
     /// One gauge per value of `label`.
@@ -70,10 +66,21 @@ impl MetricWriter<'_> {
         label: &'static str,
         values: impl IntoIterator<Item = (&'v str, i64)>,
     ) -> fmt::Result {
-        let mut family = self.descriptor(name, help, &ConstGauge::new(0i64))?;
-        for (value, level) in values {
+        let metrics = values.into_iter().map(|(v, n)| (v, ConstGauge::new(n)));
+        self.family(name, help, label, metrics)
+    }
+
+    fn family<'v, M: EncodeMetric + Default>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        metrics: impl Iterator<Item = (&'v str, M)>,
+    ) -> fmt::Result {
+        let mut family = self.descriptor(name, help, &M::default())?;
+        for (value, metric) in metrics {
             let labels = [(label, Escaped(value))];
-            ConstGauge::new(level).encode(family.encode_family(&labels)?)?;
+            metric.encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

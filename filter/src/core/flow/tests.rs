@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::core::headers::find;
+use crate::core::testing::frame;
 
 const NOW: u64 = 1_800_000_000;
 const SECRET: &[u8] = b"a-flow-test-secret-of-at-least-32-bytes";
@@ -45,6 +46,14 @@ impl Host {
         };
         host.give_credentials();
         host
+    }
+
+    /// A worker with keys, `jwt` authentication and closed quotas, and a token of a tenant
+    /// that may call any model.
+    fn with_quotas() -> (Self, String) {
+        let mut host = Self::new(config(jwt(), Some(quotas("closed"))));
+        host.give_keys();
+        (host, token("team-any"))
     }
 
     fn give_credentials(&mut self) {
@@ -568,9 +577,7 @@ fn quotas_admit_refuse_and_fail_as_configured() {
 
 #[test]
 fn usage_is_read_from_the_response_and_reported_once() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut flow = RequestFlow::default();
     host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
     host.body(&mut flow, BODY, 100);
@@ -598,9 +605,7 @@ fn usage_is_read_from_the_response_and_reported_once() {
 
 #[test]
 fn a_request_refused_after_admission_gives_its_charges_back() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut headers = converse(HAIKU, Some(&team));
     headers.push(("x-amz-meta-note", "caf\u{e9}".into()));
     let mut flow = RequestFlow::default();
@@ -631,9 +636,7 @@ fn a_request_refused_after_admission_gives_its_charges_back() {
 
 #[test]
 fn a_body_ending_with_trailers_and_a_response_without_body() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut flow = RequestFlow::default();
     host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
     let step = host.step(|env| {
@@ -669,9 +672,7 @@ fn a_body_ending_with_trailers_and_a_response_without_body() {
 
 #[test]
 fn a_response_that_never_ends_leaves_the_reservation_standing() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut flow = RequestFlow::default();
     host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), false);
     host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
@@ -688,29 +689,9 @@ fn a_response_that_never_ends_leaves_the_reservation_standing() {
     );
 }
 
-/// An event-stream frame as Bedrock writes one.
-fn frame(event_type: &str, payload: &str) -> Vec<u8> {
-    use aws_smithy_eventstream::frame::write_message_to;
-    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
-    let message = Message::new(payload.as_bytes().to_vec())
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String(event_type.to_string().into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ));
-    let mut out = Vec::new();
-    write_message_to(&message, &mut out).unwrap();
-    out
-}
-
 #[test]
 fn a_streamed_response_is_let_through_and_settled_to_its_metadata() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut headers = converse(HAIKU, Some(&team));
     headers[1].1 = format!("/model/{HAIKU}/converse-stream");
     let mut flow = RequestFlow::default();
@@ -753,9 +734,7 @@ fn a_streamed_response_is_let_through_and_settled_to_its_metadata() {
 
 #[test]
 fn a_failed_response_gives_its_token_reservation_back() {
-    let mut host = Host::new(config(jwt(), Some(quotas("closed"))));
-    host.give_keys();
-    let team = token("team-any");
+    let (mut host, team) = Host::with_quotas();
     let mut flow = RequestFlow::default();
     host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
     host.body(&mut flow, BODY, 100);

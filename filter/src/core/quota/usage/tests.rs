@@ -1,27 +1,11 @@
 use super::*;
-use aws_smithy_eventstream::frame::write_message_to;
-use aws_smithy_types::event_stream::{Header, Message};
+use crate::core::testing::frame;
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
     pairs
         .iter()
         .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
         .collect()
-}
-
-fn frame(event_type: &str, payload: &str) -> Vec<u8> {
-    let message = Message::new(payload.as_bytes().to_vec())
-        .add_header(Header::new(
-            ":event-type",
-            HeaderValue::String(event_type.to_string().into()),
-        ))
-        .add_header(Header::new(
-            ":message-type",
-            HeaderValue::String("event".into()),
-        ));
-    let mut out = Vec::new();
-    write_message_to(&message, &mut out).unwrap();
-    out
 }
 
 const STREAM: &[(&str, &str)] = &[("content-type", "application/vnd.amazon.eventstream")];
