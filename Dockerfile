@@ -16,6 +16,9 @@
 ARG BUILD_IMAGE=rust:1.95-bookworm
 
 FROM ${BUILD_IMAGE} AS artifacts
+# The classic builder keeps this stage as an untagged image: the label finds it for
+#   docker image prune --filter label=org.bedrock-gateway.stage=artifacts
+LABEL org.bedrock-gateway.stage=artifacts
 ARG ARTIFACTS=build
 WORKDIR /src
 COPY . .
