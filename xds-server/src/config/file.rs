@@ -120,6 +120,32 @@ pub struct UpstreamSection {
     /// filter's built-in rules. Default: none.
     #[serde(default)]
     pub path_rules: Vec<PathRuleSection>,
+    /// Where xds-server gets the AWS credentials the filter signs with. Read once, when
+    /// xds-server starts: a changed value needs a restart. Default: the standard AWS chain.
+    #[serde(default)]
+    pub credentials: Option<CredentialsSection>,
+}
+
+/// `upstream.credentials`: the source of the signing credentials.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsSection {
+    /// `aws_chain`: the AWS SDK's standard chain (environment variables, shared config and
+    /// credentials files, web identity, container and instance metadata). `env`: static
+    /// credentials from the environment variables of xds-server named below. Default
+    /// `aws_chain`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// `env` only: the variable holding the access key id. Required with `env`.
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    /// `env` only: the variable holding the secret access key. Required with `env`.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// `env` only: the variable holding the session token of temporary credentials.
+    /// Default: none (long-term credentials).
+    #[serde(default)]
+    pub session_token_env: Option<String>,
 }
 
 /// One rule of `upstream.path_rules`.

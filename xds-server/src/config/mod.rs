@@ -5,6 +5,7 @@
 
 mod auth;
 mod check;
+mod credentials;
 pub mod file;
 mod key_source;
 mod model;
@@ -15,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 pub use key_source::MIN_HS256_SECRET_BYTES;
 pub use model::{
-    ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides,
-    SHARED_UPSTREAM_CLUSTER, Upstream,
+    ConfigError, CredentialSettings, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls,
+    Overrides, SHARED_UPSTREAM_CLUSTER, Upstream,
 };
 
 /// The process environment; a variable that is not UTF-8 counts as unset.

@@ -10,7 +10,7 @@ use std::{
 
 use gateway_common::filter_config::FilterConfig;
 
-use crate::{identity::IssuerKeySource, quota::QuotaSettings};
+use crate::{credentials::Credentials, identity::IssuerKeySource, quota::QuotaSettings};
 
 /// How the configuration reads environment variables (`hs256_secret_env`): the process
 /// environment in production, a map in tests.
@@ -62,6 +62,29 @@ pub struct Upstream {
     /// Zero disables the idle check.
     pub stream_idle_timeout: Duration,
     pub max_request_body_bytes: u64,
+    /// Where the signing credentials come from. xds-server builds its credential source
+    /// from this once, at start.
+    pub credentials: CredentialSettings,
+}
+
+/// A checked `upstream.credentials`. `Debug` shows no secret (see [`Credentials`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CredentialSettings {
+    /// The AWS SDK's standard credential chain.
+    #[default]
+    AwsChain,
+    /// Fixed credentials, read from xds-server's environment when the file was loaded.
+    Static(Credentials),
+}
+
+impl CredentialSettings {
+    /// The `upstream.credentials.source` value this came from, for logs.
+    pub fn source_name(&self) -> &'static str {
+        match self {
+            CredentialSettings::AwsChain => "aws_chain",
+            CredentialSettings::Static(_) => "env",
+        }
+    }
 }
 
 impl Upstream {

@@ -16,6 +16,7 @@ use gateway_common::{
 use super::{
     auth::{check_auth, map_auth_error},
     check::{Checker, MAX_DURATION_SECONDS, indexed, quoted, resolve},
+    credentials::check_credentials,
     file::ConfigFile,
     model::{
         ConfigError, EndpointHost, EndpointUrl, Env, GatewayConfig, ListenerTls, Overrides,
@@ -106,6 +107,8 @@ pub(super) fn validate(
         }
     }
 
+    let credentials = check_credentials(&check, upstream.credentials.as_ref(), env)?;
+
     let mut filter = filter_config(&raw, endpoint.is_some());
     filter
         .validate()
@@ -148,6 +151,7 @@ pub(super) fn validate(
             request_timeout: Duration::from_secs(upstream.request_timeout_seconds),
             stream_idle_timeout: Duration::from_secs(upstream.stream_idle_timeout_seconds),
             max_request_body_bytes: upstream.max_request_body_bytes,
+            credentials,
         },
         wasm_path,
         filter,
