@@ -1,5 +1,6 @@
 //! The tasks that apply each new configuration in force to the components that follow
-//! reloads: the issuers' keys and the quotas. Apart from those components, so that they take
+//! reloads: the issuers' keys and the quotas; and the warning that `upstream.credentials`,
+//! which does not follow reloads, changed. Apart from those components, so that they take
 //! their settings as plain values and import neither the configuration nor its distribution.
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use tracing::warn;
 
 use crate::{
     active::ActiveConfig,
+    config::CredentialSettings,
     identity::manager::KeyManager,
     quota::engine::{HEALTH_INTERVAL, QuotaEngine},
 };
@@ -53,6 +55,34 @@ pub async fn follow_quotas(
                 let settings = config.borrow_and_update().config.quotas.clone();
                 if let Err(error) = engine.apply(settings.as_ref()) {
                     warn!(%error, "cannot set up the new quota store; the previous quotas stay in force");
+                }
+            }
+        }
+    }
+}
+
+/// Warns, at each reload until `shutdown`, while the file's `upstream.credentials` differs from
+/// `started_with`: the credential source is built once, when xds-server starts, so the change
+/// only applies after a restart. The rest of the reload applies as usual.
+pub async fn warn_on_credentials_change(
+    started_with: CredentialSettings,
+    mut config: watch::Receiver<Arc<ActiveConfig>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = config.borrow_and_update().config.upstream.credentials.clone();
+                if now != started_with {
+                    warn!(
+                        in_force = started_with.source_name(),
+                        in_file = now.source_name(),
+                        "upstream.credentials changed: it applies only when xds-server restarts; signing goes on with the credentials source it started with"
+                    );
                 }
             }
         }

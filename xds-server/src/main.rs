@@ -6,7 +6,6 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
-    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -18,7 +17,7 @@ use tokio::net::TcpListener;
 use xds_server::{
     ServeOptions,
     config::{self, Overrides},
-    credentials::{CredentialSource, aws::AwsChainSource},
+    credentials::{CredentialSource, aws::AwsChainSource, configured_source},
     identity::{
         KeySource, dev_key,
         mint::{self, SigningKey, TokenRequest},
@@ -340,8 +339,8 @@ async fn serve(
     let overrides = Overrides { wasm_path };
     // Fail before binding anything when the file is bad.
     let gateway = config::load(&config, &overrides)?;
-    let source: Arc<dyn CredentialSource> =
-        Arc::new(AwsChainSource::new(Some(&gateway.upstream.region)).await?);
+    // Fixed for the life of the process: a changed `upstream.credentials` needs a restart.
+    let source = configured_source(&gateway.upstream.credentials, &gateway.upstream.region).await?;
     let grpc = TcpListener::bind(grpc_listen)
         .await
         .with_context(|| format!("cannot listen on {grpc_listen} (--grpc-listen)"))?;

@@ -20,7 +20,7 @@ use crate::{
     control::ControlService,
     control_api::gateway_control_server::GatewayControlServer,
     credentials::{CredentialSource, CredentialStore, refresher::run_refresher},
-    follow::{follow_identity, follow_quotas},
+    follow::{follow_identity, follow_quotas, warn_on_credentials_change},
     identity::{KeyManager, fetch::HttpClient},
     quota::{QuotaEngine, grpc::RateLimitGrpc},
     snapshot::Snapshot,
@@ -78,8 +78,10 @@ pub async fn serve(
         version = snapshot.version(),
         listener = %config.listener,
         region = %config.upstream.region,
+        credentials = config.upstream.credentials.source_name(),
         "configuration loaded"
     );
+    let credentials_at_start = config.upstream.credentials.clone();
 
     let cancel = CancellationToken::new();
     let http = HttpClient::new().map_err(ServeError::Identity)?;
@@ -135,6 +137,11 @@ pub async fn serve(
     ));
     tasks.spawn(follow_quotas(
         Arc::clone(&quotas),
+        subscribe.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(warn_on_credentials_change(
+        credentials_at_start,
         subscribe.clone(),
         cancel.clone(),
     ));

@@ -3,10 +3,12 @@
 //! hands them to the filter over the control API.
 
 pub mod aws;
+pub mod configured;
 pub mod grpc;
 pub mod refresher;
 pub mod source;
 
+pub use configured::configured_source;
 pub use refresher::CredentialStore;
 pub use source::{
     CredentialSource, Credentials, CredentialsError, FetchFuture, StaticCredentialSource,
