@@ -180,3 +180,128 @@ fn serve_refuses_a_bad_file_before_binding() {
         "{stderr}"
     );
 }
+
+/// Starts `serve` on `config` with `env` (and nothing of the machine's AWS configuration);
+/// returns the child, its gRPC and HTTP addresses.
+fn serve_isolated(
+    home: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr, SocketAddr) {
+    let mut command = isolated(home);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--wasm-path", "filter.wasm", "--watch-interval-ms", "100"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let grpc = addresses["grpc"].as_str().unwrap().parse().unwrap();
+    let http = addresses["http"].as_str().unwrap().parse().unwrap();
+    (child, grpc, http)
+}
+
+/// Stops `child` with SIGTERM and returns what it logged.
+fn stop(child: std::process::Child) -> String {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn serve_signs_with_the_env_source_without_any_aws_credentials() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "upstream:\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:4566\n  credentials: {source: env, access_key_id_env: EMU_KEY, secret_access_key_env: EMU_SECRET}\nauth: {mode: none}\n",
+    )
+    .unwrap();
+    let (child, grpc, _http) = serve_isolated(
+        home.path(),
+        &config,
+        &[("EMU_KEY", KEY_ID), ("EMU_SECRET", SECRET)],
+    );
+    let mut client = GatewayControlClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let mut credentials = None;
+    for _ in 0..200 {
+        match client
+            .get_signing_credentials(GetSigningCredentialsRequest::default())
+            .await
+        {
+            Ok(answer) => {
+                credentials = Some(answer.into_inner());
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+    let credentials = credentials.expect("credentials from upstream.credentials");
+    assert_eq!(credentials.access_key_id, KEY_ID);
+    assert_eq!(credentials.secret_access_key, SECRET);
+    drop(client);
+    let log = stop(child);
+    assert!(!log.contains(SECRET) && !log.contains(KEY_ID), "{log}");
+}
+
+#[tokio::test]
+async fn serve_without_aws_credentials_starts_and_reports_them_unavailable() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        "upstream: {region: us-east-1, credentials: {source: aws_chain}}\nauth: {mode: none}\n",
+    )
+    .unwrap();
+    let (child, grpc, http) = serve_isolated(home.path(), &config, &[]);
+    let mut report = serde_json::Value::Null;
+    for _ in 0..400 {
+        let (code, body) = support::http_get(http, "/status").await;
+        assert_eq!(code, 200, "{body}");
+        report = serde_json::from_str(&body).unwrap();
+        if !report["credentials"]["last_refresh_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let credentials = &report["credentials"];
+    assert_eq!(credentials["available"], false, "{report}");
+    let error = credentials["last_refresh_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.starts_with("no AWS credentials: "), "{report}");
+
+    let mut client = GatewayControlClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let refused = client
+        .get_signing_credentials(GetSigningCredentialsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(
+        refused.message().contains("no AWS credentials"),
+        "{refused:?}"
+    );
+    drop(client);
+    let log = stop(child);
+    assert!(log.contains("no AWS credentials"), "{log}");
+}

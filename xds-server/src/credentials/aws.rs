@@ -4,7 +4,6 @@
 
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::source::{CredentialSource, Credentials, CredentialsError, FetchFuture};
 use crate::util::Secret;
@@ -33,13 +32,30 @@ impl AwsChainSource {
 impl CredentialSource for AwsChainSource {
     fn fetch(&self) -> FetchFuture<'_> {
         Box::pin(async move {
-            let credentials =
-                self.provider.provide_credentials().await.map_err(|e| {
-                    CredentialsError::Unavailable(DisplayErrorContext(&e).to_string())
-                })?;
+            let credentials = self
+                .provider
+                .provide_credentials()
+                .await
+                .map_err(|e| CredentialsError::Unavailable(describe(&e)))?;
             Ok(from_sdk(&credentials))
         })
     }
+}
+
+/// The error and its causes, each said once, as `/status` and the log show them. (The SDK's
+/// `DisplayErrorContext` also appends the whole `Debug` form, which repeats every cause.)
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let said = error.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 fn from_sdk(credentials: &aws_credential_types::Credentials) -> Credentials {
@@ -69,6 +85,18 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
+
+    #[test]
+    fn errors_say_each_cause_once_without_debug_output() {
+        let error = aws_credential_types::provider::error::CredentialsError::not_loaded(
+            "no credentials found in chain",
+        );
+        let text = describe(&error);
+        assert_eq!(
+            text,
+            "the credential provider was not enabled: no credentials found in chain"
+        );
+    }
 
     #[test]
     fn converts_sdk_credentials_and_names_the_provider() {
