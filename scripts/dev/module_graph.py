@@ -61,22 +61,35 @@ def split_top(inner):
     return [re.sub(r"\s+", "", item) for item in items if item.strip()]
 
 
+def expand(prefix, tree):
+    """The paths of a use tree: `a::{b, c::{d, e}}` gives a::b, a::c::d, a::c::e."""
+    tree = re.sub(r"\s+", "", tree)
+    match = re.match(r"^((?:" + IDENT + r"::)*)\{(.*)\}$", tree, re.S)
+    if match:
+        head = prefix + [s for s in match.group(1).split("::") if s]
+        paths = []
+        for item in split_top(match.group(2)):
+            paths.extend(expand(head, item))
+        return paths
+    return [prefix + [s for s in tree.split("::") if s]]
+
+
 def references(text):
-    """(first segment, rest of the path) of every path in the text, use trees expanded one
-    level."""
+    """(first segment, rest of the path) of every path in the text, use trees expanded."""
+    text = re.sub(r"\s+as\s+" + IDENT, "", text)
     refs = []
     pattern = re.compile(
-        r"(?<![A-Za-z0-9_:])(" + IDENT + r")::((?:" + IDENT + r"::)*)(\{[^;]*?\}|" + IDENT + ")",
+        r"(?<![A-Za-z0-9_:])(" + IDENT + r")::((?:" + IDENT + r"::)*)(\{[^;]*\}|" + IDENT + ")",
         re.S,
     )
     for match in pattern.finditer(text):
         head, middle, tail = match.group(1), match.group(2), match.group(3)
+        middle = [s for s in middle.split("::") if s]
         if tail.startswith("{"):
-            for item in split_top(tail[1:-1]):
-                first = re.split(r"::\{|::", item)
-                refs.append((head, [s for s in middle.split("::") if s] + [first[0]]))
+            for path in expand([], tail):
+                refs.append((head, middle + path))
         else:
-            refs.append((head, [s for s in middle.split("::") if s] + [tail]))
+            refs.append((head, middle + [tail]))
     return refs
 
 

@@ -132,7 +132,10 @@ class Compose:
             time.sleep(1)
 
     def mint_token(self, tenant: str) -> str:
-        out = self("exec", "-T", "xds-server", "xds-server", "mint-token", "--config", CONFIG_IN_CONTAINER,
+        return self.mint_token_with(CONFIG_IN_CONTAINER, tenant)
+
+    def mint_token_with(self, config: str, tenant: str) -> str:
+        out = self("exec", "-T", "xds-server", "xds-server", "mint-token", "--config", config,
                    "--tenant", tenant)
         return out.stdout.strip().splitlines()[-1]
 
@@ -283,6 +286,45 @@ def _converse_status(client):
         return 200
     except ClientError as error:
         return error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def test_the_aws_variant_without_credentials_says_so(compose):
+    """GATEWAY_CONFIG=compose-aws.yaml with no AWS credentials in the shell (the Compose env drops
+    them): xds-server starts and says why it cannot sign, and callers get the gateway's 503."""
+    env = dict(compose.env, GATEWAY_CONFIG="compose-aws.yaml")
+    _run([*compose.command, "-p", compose.project, "up", "-d", "xds-server"], env=env)
+    compose.wait_healthy()
+
+    def credentials():
+        with urllib.request.urlopen(f"{compose.status}/status") as response:
+            status = json.load(response)
+        return status["config_file"], status["credentials"]
+
+    _wait_for(lambda: credentials()[1]["last_refresh_error"] is not None, timeout=90,
+              what="a failed credentials fetch reported on /status")
+    config_file, state = credentials()
+    assert config_file.endswith("/compose-aws.yaml")
+    assert state["available"] is False and state["access_key_id_prefix"] is None
+    assert state["last_refresh_error"].startswith("no AWS credentials"), state
+    logs = compose("logs", "--no-color", "xds-server").stdout
+    assert "no AWS credentials" in logs
+    assert "AKIACOMPOSEEMULATOR0" not in logs and "compose-emulator-secret" not in logs
+
+    token = compose.mint_token_with("/etc/bedrock-gateway/compose-aws.yaml", "compose-aws")
+    client = gateway_client("bedrock-runtime", compose.gateway, token=token)
+
+    def refusal():
+        try:
+            _converse(client)
+        except ClientError as error:
+            return error
+        raise AssertionError("signed without credentials")
+
+    _wait_for(lambda: refusal().response["ResponseMetadata"]["HTTPStatusCode"] == 503,
+              timeout=60, what="503 from the gateway without credentials")
+    error = refusal()
+    assert error.response["Error"]["Code"] == "ServiceUnavailableException"
+    assert "credentials" in error.response["Error"]["Message"]
 
 
 def test_down_leaves_nothing(compose):

@@ -7,7 +7,7 @@ use super::{
     file::CredentialsSection,
     model::{ConfigError, CredentialSettings, Env},
 };
-use crate::{credentials::Credentials, util::Secret};
+use crate::{credentials::source::Credentials, util::Secret};
 
 const SOURCES: &str = "aws_chain or env";
 

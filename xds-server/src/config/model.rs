@@ -10,7 +10,7 @@ use std::{
 
 use gateway_common::filter_config::FilterConfig;
 
-use crate::{credentials::Credentials, identity::IssuerKeySource, quota::QuotaSettings};
+use crate::{credentials::source::Credentials, identity::IssuerKeySource, quota::QuotaSettings};
 
 /// How the configuration reads environment variables (`hs256_secret_env`): the process
 /// environment in production, a map in tests.
