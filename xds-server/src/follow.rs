@@ -19,21 +19,13 @@ use crate::{
 /// Applies each new configuration's issuers until `shutdown`.
 pub async fn follow_identity(
     manager: Arc<KeyManager>,
-    mut config: watch::Receiver<Arc<ActiveConfig>>,
+    config: watch::Receiver<Arc<ActiveConfig>>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = config.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let sources = config.borrow_and_update().config.identity.clone();
-                manager.apply(&sources);
-            }
-        }
-    }
+    on_each_reload(config, shutdown, |active| {
+        manager.apply(&active.config.identity)
+    })
+    .await;
 }
 
 /// Applies each new configuration's quotas and checks the store's health until `shutdown`.
@@ -66,8 +58,27 @@ pub async fn follow_quotas(
 /// only applies after a restart. The rest of the reload applies as usual.
 pub async fn warn_on_credentials_change(
     started_with: CredentialSettings,
+    config: watch::Receiver<Arc<ActiveConfig>>,
+    shutdown: CancellationToken,
+) {
+    on_each_reload(config, shutdown, |active| {
+        let now = &active.config.upstream.credentials;
+        if *now != started_with {
+            warn!(
+                in_force = started_with.source_name(),
+                in_file = now.source_name(),
+                "upstream.credentials changed: it applies only when xds-server restarts; signing goes on with the credentials source it started with"
+            );
+        }
+    })
+    .await;
+}
+
+/// Calls `apply` with each new configuration in force until `shutdown` or the publisher ends.
+async fn on_each_reload(
     mut config: watch::Receiver<Arc<ActiveConfig>>,
     shutdown: CancellationToken,
+    mut apply: impl FnMut(&ActiveConfig),
 ) {
     loop {
         tokio::select! {
@@ -76,14 +87,8 @@ pub async fn warn_on_credentials_change(
                 if changed.is_err() {
                     return;
                 }
-                let now = config.borrow_and_update().config.upstream.credentials.clone();
-                if now != started_with {
-                    warn!(
-                        in_force = started_with.source_name(),
-                        in_file = now.source_name(),
-                        "upstream.credentials changed: it applies only when xds-server restarts; signing goes on with the credentials source it started with"
-                    );
-                }
+                let active = Arc::clone(&config.borrow_and_update());
+                apply(&active);
             }
         }
     }

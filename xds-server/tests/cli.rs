@@ -106,22 +106,7 @@ async fn serve_prints_its_addresses_and_hands_out_the_chain_s_credentials() {
         support::http_get(http, "/healthz").await,
         (200, "ok\n".into())
     );
-    let mut client = GatewayControlClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let mut credentials = None;
-    for _ in 0..200 {
-        match client
-            .get_signing_credentials(GetSigningCredentialsRequest::default())
-            .await
-        {
-            Ok(answer) => {
-                credentials = Some(answer.into_inner());
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
+    let (client, credentials) = signing_credentials(grpc).await;
     let credentials = credentials.expect("credentials from the environment provider");
     assert_eq!(credentials.access_key_id, KEY_ID);
     assert_eq!(credentials.secret_access_key, SECRET);
@@ -224,6 +209,29 @@ fn stop(child: std::process::Child) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// The first credentials `GetSigningCredentials` hands out within 5 seconds, and the client
+/// that asked (kept connected while the caller needs it).
+async fn signing_credentials(
+    grpc: SocketAddr,
+) -> (
+    GatewayControlClient<tonic::transport::Channel>,
+    Option<gateway_common::proto::SigningCredentials>,
+) {
+    let mut client = GatewayControlClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if let Ok(answer) = client
+            .get_signing_credentials(GetSigningCredentialsRequest::default())
+            .await
+        {
+            return (client, Some(answer.into_inner()));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (client, None)
+}
+
 #[tokio::test]
 async fn serve_signs_with_the_env_source_without_any_aws_credentials() {
     let home = tempfile::tempdir().unwrap();
@@ -238,22 +246,7 @@ async fn serve_signs_with_the_env_source_without_any_aws_credentials() {
         &config,
         &[("EMU_KEY", KEY_ID), ("EMU_SECRET", SECRET)],
     );
-    let mut client = GatewayControlClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
-    let mut credentials = None;
-    for _ in 0..200 {
-        match client
-            .get_signing_credentials(GetSigningCredentialsRequest::default())
-            .await
-        {
-            Ok(answer) => {
-                credentials = Some(answer.into_inner());
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
-        }
-    }
+    let (client, credentials) = signing_credentials(grpc).await;
     let credentials = credentials.expect("credentials from upstream.credentials");
     assert_eq!(credentials.access_key_id, KEY_ID);
     assert_eq!(credentials.secret_access_key, SECRET);
