@@ -250,6 +250,26 @@ def test_config_edit_applies_live(compose):
     _wait_for(lambda: status_of_converse() == 200, what="Converse admitted after restoring the config")
 
 
+def test_a_service_that_cannot_start_says_why(compose):
+    """xds-server restarted on a broken config file refuses it, keeps being restarted by its
+    restart policy, is not healthy, and its log names the file, the key and the expectation."""
+    config = compose.config_dir / "compose.yaml"
+    shipped = config.read_text()
+    assert "  port: 8080\n" in shipped
+    expected = (f"{CONFIG_IN_CONTAINER}: listener.port: invalid type: string \"eighty\", "
+                "expected a whole number from 0 to 65535")
+    try:
+        config.write_text(shipped.replace("  port: 8080\n", "  port: eighty\n", 1))
+        compose("restart", "xds-server")
+        _wait_for(lambda: expected in compose("logs", "--no-color", "xds-server").stdout,
+                  timeout=60, what="the config error in xds-server's log")
+        assert compose.health("xds-server") != "running healthy"
+    finally:
+        config.write_text(shipped)
+    # The restart policy brings it back once the file is good again.
+    compose.wait_healthy()
+
+
 def _usage_rows(compose, tenant):
     with urllib.request.urlopen(f"{compose.status}/usage") as response:
         return [row for row in json.load(response)["rows"] if row["tenant"] == tenant]
