@@ -251,8 +251,24 @@ async fn serve_signs_with_the_env_source_without_any_aws_credentials() {
     assert_eq!(credentials.access_key_id, KEY_ID);
     assert_eq!(credentials.secret_access_key, SECRET);
     drop(client);
+
+    // A reload that changes upstream.credentials applies the rest and says the source stays
+    // until a restart: the env credentials keep being handed out.
+    std::fs::write(
+        &config,
+        "upstream:\n  region: us-east-1\n  endpoint_url: http://127.0.0.1:4566\n  credentials: {source: aws_chain}\nauth: {mode: none}\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (client, again) = signing_credentials(grpc).await;
+    assert_eq!(again.map(|c| c.access_key_id).as_deref(), Some(KEY_ID));
+    drop(client);
     let log = stop(child);
     assert!(!log.contains(SECRET) && !log.contains(KEY_ID), "{log}");
+    assert!(
+        log.contains("upstream.credentials changed: it applies only when xds-server restarts"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
