@@ -192,16 +192,19 @@ fn quotas(failure_mode: &str) -> serde_json::Value {
 /// Request headers as a test writes them.
 type Headers = Vec<(&'static str, String)>;
 
-fn converse(model: &str, token: Option<&str>) -> Headers {
-    let mut headers = vec![
-        (":method", "POST".to_string()),
-        (":path", format!("/model/{model}/converse")),
-        ("content-type", "application/json".to_string()),
-        ("x-request-id", "r-1".to_string()),
-    ];
+/// A POST to `path`, with a bearer token when one is given.
+fn post(path: impl Into<String>, token: Option<&str>) -> Headers {
+    let mut headers = vec![(":method", "POST".to_string()), (":path", path.into())];
     if let Some(token) = token {
         headers.push(("authorization", format!("Bearer {token}")));
     }
+    headers
+}
+
+fn converse(model: &str, token: Option<&str>) -> Headers {
+    let mut headers = post(format!("/model/{model}/converse"), token);
+    headers.push(("content-type", "application/json".to_string()));
+    headers.push(("x-request-id", "r-1".to_string()));
     headers
 }
 
@@ -312,44 +315,26 @@ fn refusals_before_and_after_authentication() {
     let cases: Vec<(Headers, (u32, &'static str))> = vec![
         // Before anything: a path that reads two ways, with or without a token.
         (
-            vec![
-                (":method", "POST".into()),
-                (":path", format!("/model/{HAIKU}/../{LLAMA}/converse")),
-            ],
+            post(format!("/model/{HAIKU}/../{LLAMA}/converse"), None),
             (400, "ambiguous_path"),
         ),
         // Configuration-dependent answers only once authenticated.
+        (post("/nothing/routes/here", None), (401, "missing_token")),
         (
-            vec![
-                (":method", "POST".into()),
-                (":path", "/nothing/routes/here".into()),
-            ],
-            (401, "missing_token"),
-        ),
-        (
-            vec![
-                (":method", "POST".into()),
-                (":path", "/nothing/routes/here".into()),
-                ("authorization", format!("Bearer {team_a}")),
-            ],
+            post("/nothing/routes/here", Some(&team_a)),
             (400, "unknown_path"),
         ),
         (
-            vec![
-                (":method", "POST".into()),
-                (":path", "/model/m/converse".into()),
-                ("aws-endpoint-prefix", "s3".into()),
-                ("authorization", "Bearer not.a.token".into()),
-            ],
+            {
+                let mut headers = post("/model/m/converse", Some("not.a.token"));
+                headers.push(("aws-endpoint-prefix", "s3".into()));
+                headers
+            },
             (401, "malformed_token"),
         ),
         (converse(LLAMA, Some(&team_a)), (403, "model_not_allowed")),
         (
-            vec![
-                (":method", "POST".into()),
-                (":path", format!("/model/{HAIKU}/a-future-operation")),
-                ("authorization", format!("Bearer {team_a}")),
-            ],
+            post(format!("/model/{HAIKU}/a-future-operation"), Some(&team_a)),
             (403, "model_undetermined"),
         ),
         (
@@ -435,11 +420,7 @@ fn models_named_in_the_body_are_decided_at_its_end() {
     let mut host = Host::new(config(jwt(), None));
     host.give_keys();
     let team_a = token("team-a");
-    let headers = vec![
-        (":method", "POST".to_string()),
-        (":path", "/async-invoke".to_string()),
-        ("authorization", format!("Bearer {team_a}")),
-    ];
+    let headers = post("/async-invoke", Some(&team_a));
     let cases: [(String, Option<(u32, &str)>); 4] = [
         (json!({"modelId": format!("us.{HAIKU}")}).to_string(), None),
         (
