@@ -105,3 +105,58 @@ async fn edits_apply_without_restart_and_bad_edits_are_refused() {
     wait_for_status(&stack, 200).await;
     assert_eq!(stack.envoy_pid(), envoy_pid, "Envoy was not restarted");
 }
+
+/// A change to the filter's configuration reaches requests on a connection that was open
+/// before it (the filter comes by ECDS; a change inside the listener would apply only to new
+/// connections while Envoy drains the old ones for up to its drain time).
+#[tokio::test(flavor = "multi_thread")]
+async fn edits_apply_to_connections_already_open() {
+    let stack = start_default();
+    let client = crate::common::http();
+    let send = || async {
+        client
+            .post(format!("{}{RETRIEVE}", stack.gateway_url()))
+            .header("content-type", "application/json")
+            .body(RETRIEVE_BODY)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    let connections = || {
+        let stats = stack
+            .envoy_admin_get("/stats?filter=^http.bedrock_gateway.downstream_cx_total$")
+            .unwrap();
+        stats
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    assert_eq!(send().await, 200);
+    let opened = connections();
+
+    let mut config = stack.config().unwrap();
+    config["upstream"]["services"] = serde_norway::from_str("[bedrock-runtime, bedrock]").unwrap();
+    stack.write_config(&config).unwrap();
+    let mut status = 200;
+    for _ in 0..100 {
+        status = send().await;
+        if status == 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 400,
+        "the open connection kept the old configuration"
+    );
+    assert_eq!(
+        connections(),
+        opened,
+        "every request went on the first connection"
+    );
+}

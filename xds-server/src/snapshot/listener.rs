@@ -13,9 +13,10 @@ use envoy_types::{
                 },
                 core::v3::{
                     Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource,
-                    DataSource, SocketAddress, SubstitutionFormatString, TransportSocket, address,
-                    async_data_source, config_source::ConfigSourceSpecifier, data_source,
-                    socket_address, substitution_format_string, transport_socket,
+                    DataSource, ExtensionConfigSource, SocketAddress, SubstitutionFormatString,
+                    TransportSocket, address, async_data_source,
+                    config_source::ConfigSourceSpecifier, data_source, socket_address,
+                    substitution_format_string, transport_socket,
                 },
                 listener::v3::{Filter, FilterChain, Listener, filter},
                 route::v3::RouteConfiguration,
@@ -56,19 +57,34 @@ pub const WASM_FILTER_NAME: &str = "bedrock_gateway";
 pub const WASM_RUNTIME: &str = "envoy.wasm.runtime.v8";
 const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const WASM_TYPE_URL: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
 const CEL_ACCESS_LOG_FILTER: &str = "envoy.access_loggers.extension_filters.cel";
 
-/// Where the connection manager gets its routes.
+/// Where the connection manager gets its routes and the gateway filter's configuration.
 pub enum RouteSource {
-    /// RDS over the ADS stream (the normal, dynamic case).
+    /// Over the ADS stream (the normal, dynamic case): routes by RDS, the filter by ECDS
+    /// (its resource is `snapshot::EnvoyResources::filter`).
     Ads,
     /// Inline, for a static bootstrap.
     Inline(Box<RouteConfiguration>),
 }
 
 pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) -> Listener {
+    let gateway_filter = match &routes {
+        RouteSource::Ads => http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
+            config_source: Some(ads_config_source()),
+            // No default: the listener waits (warms) until the filter's configuration is
+            // there, so no request passes unfiltered.
+            default_config: None,
+            apply_default_config_without_warming: false,
+            type_urls: vec![WASM_TYPE_URL.to_string()],
+        }),
+        RouteSource::Inline(_) => {
+            http_filter::ConfigType::TypedConfig(pack_any(wasm_filter(config, filter_json)))
+        }
+    };
     let route_specifier = match routes {
         RouteSource::Ads => RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
@@ -98,10 +114,7 @@ pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) 
         http_filters: vec![
             HttpFilter {
                 name: WASM_FILTER_NAME.to_string(),
-                config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(wasm_filter(
-                    config,
-                    filter_json,
-                )))),
+                config_type: Some(gateway_filter),
                 ..Default::default()
             },
             HttpFilter {

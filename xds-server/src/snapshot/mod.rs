@@ -1,5 +1,6 @@
-//! A [`GatewayConfig`] rendered as Envoy resources: the listener (with the Wasm filter and its
-//! JSON configuration), the route table and the upstream clusters. [`EnvoyResources`] holds
+//! A [`GatewayConfig`] rendered as Envoy resources: the listener, the Wasm filter with its
+//! JSON configuration (served apart from the listener, over ECDS), the route table and the
+//! upstream clusters. [`EnvoyResources`] holds
 //! them as typed protos; [`Snapshot`] as the encoded, versioned resources ADS serves.
 
 pub mod bootstrap;
@@ -12,7 +13,8 @@ pub mod route;
 use envoy_types::{
     pb::{
         envoy::config::{
-            cluster::v3::Cluster, listener::v3::Listener, route::v3::RouteConfiguration,
+            cluster::v3::Cluster, core::v3::TypedExtensionConfig, listener::v3::Listener,
+            route::v3::RouteConfiguration,
         },
         google::protobuf::Any,
     },
@@ -28,16 +30,24 @@ use crate::{config::GatewayConfig, xds::type_url};
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnvoyResources {
     pub listener: Listener,
+    /// The Wasm filter's configuration, which the listener's connection manager asks for by
+    /// name: a change to it applies to the next request of every connection, where a change
+    /// to the listener would apply only to new connections (Envoy drains the old ones).
+    pub filter: TypedExtensionConfig,
     pub route: RouteConfiguration,
     pub clusters: Vec<Cluster>,
 }
 
 impl EnvoyResources {
-    /// Renders `config`; the listener gets its routes over ADS.
+    /// Renders `config`; the listener gets its routes (RDS) and its filter (ECDS) over ADS.
     pub fn build(config: &GatewayConfig) -> Self {
         let filter_json = filter_json(config);
         Self {
             listener: listener::listener(config, &filter_json, listener::RouteSource::Ads),
+            filter: TypedExtensionConfig {
+                name: listener::WASM_FILTER_NAME.to_string(),
+                typed_config: Some(pack_any(listener::wasm_filter(config, &filter_json))),
+            },
             route: route::route_configuration(config),
             clusters: cluster::clusters(config),
         }
@@ -99,6 +109,7 @@ pub struct Snapshot {
     clusters: TypedResources,
     listeners: TypedResources,
     routes: TypedResources,
+    extensions: TypedResources,
     version: String,
 }
 
@@ -126,9 +137,13 @@ impl Snapshot {
             name: resources.route.name.clone(),
             body: pack_any(resources.route.clone()),
         }]);
+        let extensions = TypedResources::new(vec![Resource {
+            name: resources.filter.name.clone(),
+            body: pack_any(resources.filter.clone()),
+        }]);
         let version = {
             let mut hash = Sha256::new();
-            for typed in [&clusters, &listeners, &routes] {
+            for typed in [&clusters, &listeners, &routes, &extensions] {
                 hash.update(typed.version.as_bytes());
                 hash.update([0]);
             }
@@ -138,6 +153,7 @@ impl Snapshot {
             clusters,
             listeners,
             routes,
+            extensions,
             version,
         }
     }
@@ -148,6 +164,7 @@ impl Snapshot {
             type_url::CLUSTER => Some(&self.clusters),
             type_url::LISTENER => Some(&self.listeners),
             type_url::ROUTE_CONFIGURATION => Some(&self.routes),
+            type_url::EXTENSION_CONFIG => Some(&self.extensions),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use envoy_types::pb::{
     envoy::{
         config::{
-            core::v3::{address, config_source, data_source, socket_address},
+            core::v3::{TypedExtensionConfig, address, config_source, data_source, socket_address},
             listener::v3::{Listener, filter},
             route::v3::{RouteConfiguration, route as envoy_route, route_action, route_match},
         },
@@ -152,7 +152,26 @@ fn listener_runs_the_wasm_filter_then_the_router() {
     let router: Router = unpack(http_filter_config(&manager, 1));
     assert!(router.suppress_envoy_headers);
 
-    let wasm: Wasm = unpack(http_filter_config(&manager, 0));
+    // The gateway filter's configuration comes by ECDS, by name, and the listener waits for it.
+    let Some(http_filter::ConfigType::ConfigDiscovery(discovery)) =
+        &manager.http_filters[0].config_type
+    else {
+        panic!("the gateway filter must come over ECDS");
+    };
+    assert_eq!(discovery.type_urls, [Wasm::type_url()]);
+    assert!(discovery.default_config.is_none());
+    assert!(!discovery.apply_default_config_without_warming);
+    assert!(matches!(
+        discovery
+            .config_source
+            .as_ref()
+            .and_then(|s| s.config_source_specifier.as_ref()),
+        Some(config_source::ConfigSourceSpecifier::Ads(_))
+    ));
+    let extensions: Vec<TypedExtensionConfig> = decoded(&snapshot, type_url::EXTENSION_CONFIG);
+    assert_eq!(extensions.len(), 1);
+    assert_eq!(extensions[0].name, manager.http_filters[0].name);
+    let wasm: Wasm = unpack(extensions[0].typed_config.as_ref().unwrap());
     let plugin = wasm.config.unwrap();
     assert_eq!(plugin.name, "bedrock_gateway");
     assert_eq!(plugin.root_id, names::ROOT_ID);
@@ -281,17 +300,23 @@ fn versions_are_stable_and_change_only_with_their_resources() {
         version(&base, type_url::ROUTE_CONFIGURATION)
     );
 
-    let listener_only = Snapshot::build(&gateway(
+    // The filter's configuration changes only its ECDS resource: connections are kept, and
+    // their next requests run the new configuration.
+    let filter_only = Snapshot::build(&gateway(
         &BASE.replace("/opt/filter.wasm", "/opt/other.wasm"),
     ));
     assert_ne!(
-        version(&listener_only, type_url::LISTENER),
-        version(&base, type_url::LISTENER)
+        version(&filter_only, type_url::EXTENSION_CONFIG),
+        version(&base, type_url::EXTENSION_CONFIG)
     );
-    assert_eq!(
-        version(&listener_only, type_url::CLUSTER),
-        version(&base, type_url::CLUSTER)
-    );
+    for unchanged in [
+        type_url::LISTENER,
+        type_url::CLUSTER,
+        type_url::ROUTE_CONFIGURATION,
+    ] {
+        assert_eq!(version(&filter_only, unchanged), version(&base, unchanged));
+    }
+    assert_ne!(filter_only.version(), base.version());
 
     assert!(
         base.get("type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment")

@@ -3,8 +3,8 @@ use std::path::Path;
 use super::*;
 use crate::{
     config::{self, Overrides},
-    snapshot::{ROUTE_CONFIG_NAME, Snapshot},
-    xds::type_url::{CLUSTER, LISTENER, ROUTE_CONFIGURATION},
+    snapshot::{ROUTE_CONFIG_NAME, Snapshot, listener::WASM_FILTER_NAME},
+    xds::type_url::{CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE_CONFIGURATION},
 };
 
 fn snapshot(extra_upstream: &str) -> Snapshot {
@@ -13,6 +13,10 @@ fn snapshot(extra_upstream: &str) -> Snapshot {
     );
     Snapshot::build(&config::parse("g.yaml", &text, Path::new("/"), &Overrides::default()).unwrap())
 }
+
+/// Upstream settings that change every resource type.
+const ALL_CHANGED: &str =
+    "  max_request_body_bytes: 2000\n  connect_timeout_ms: 10\n  stream_idle_timeout_seconds: 60\n";
 
 fn request(type_url: &str, version: &str, nonce: &str, names: &[&str]) -> Request {
     Request {
@@ -28,13 +32,14 @@ fn version(snapshot: &Snapshot, type_url: &str) -> String {
     snapshot.get(type_url).unwrap().version.clone()
 }
 
-/// Subscribes to CDS, LDS and RDS and acknowledges each response; returns the state and
+/// Subscribes to CDS, ECDS, LDS and RDS and acknowledges each response; returns the state and
 /// the acknowledged responses.
 fn subscribed_with_responses(snapshot: &Snapshot) -> (StreamState, Vec<Response>) {
     let mut state = StreamState::new();
     let mut acked = Vec::new();
     for (type_url, names) in [
         (CLUSTER, vec![]),
+        (EXTENSION_CONFIG, vec![WASM_FILTER_NAME]),
         (LISTENER, vec![]),
         (ROUTE_CONFIGURATION, vec![ROUTE_CONFIG_NAME]),
     ] {
@@ -270,14 +275,25 @@ fn a_new_snapshot_pushes_only_changed_types_in_order() {
     );
     assert_eq!(pushed[0].resources.len(), 1);
 
-    // Everything changes: clusters, the filter's JSON and the route's buffer limit.
-    let all_changed = snapshot("  max_request_body_bytes: 1000\n  connect_timeout_ms: 10\n");
+    // The filter's JSON and the route's buffer limit change: ECDS, then RDS; the listener
+    // stays as it is.
+    let filter_changed = snapshot("  max_request_body_bytes: 1000\n");
+    let pushed = state.on_snapshot(&filter_changed);
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [EXTENSION_CONFIG, ROUTE_CONFIGURATION]);
+
+    // Everything changes: clusters, the filter's JSON, the listener's idle timeout and the
+    // route's buffer limit.
+    let all_changed = snapshot(ALL_CHANGED);
     let pushed = state.on_snapshot(&all_changed);
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
-    assert_eq!(types, [CLUSTER, LISTENER, ROUTE_CONFIGURATION]);
+    assert_eq!(
+        types,
+        [CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE_CONFIGURATION]
+    );
     let nonces: std::collections::BTreeSet<&str> =
         pushed.iter().map(|r| r.nonce.as_str()).collect();
-    assert_eq!(nonces.len(), 3, "every response has its own nonce");
+    assert_eq!(nonces.len(), 4, "every response has its own nonce");
 }
 
 #[test]
@@ -299,9 +315,7 @@ fn types_not_subscribed_or_not_served_are_left_alone() {
         (RequestEvent::Unsupported, None)
     );
     // Only LDS was subscribed: a change of everything pushes only LDS.
-    let pushed = state.on_snapshot(&snapshot(
-        "  max_request_body_bytes: 1000\n  connect_timeout_ms: 10\n",
-    ));
+    let pushed = state.on_snapshot(&snapshot(ALL_CHANGED));
     let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
     assert_eq!(types, [LISTENER]);
 }
