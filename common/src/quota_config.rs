@@ -28,6 +28,11 @@ pub struct QuotaConfig {
     /// How decisions are asked for.
     #[serde(default)]
     pub transport: QuotaTransport,
+    /// With the `stream` transport, how long a worker keeps one decision stream before it
+    /// opens a fresh one (and half-closes the old one once its decisions are in), so that
+    /// streams spread again over the rate limit service's replicas, a returning one included.
+    #[serde(default = "default_stream_max_age_seconds")]
+    pub stream_max_age_seconds: u64,
     /// Descriptors charged one hit per request, as lists of context keys.
     #[serde(default)]
     pub request_descriptors: Vec<Vec<ContextKey>>,
@@ -153,6 +158,13 @@ fn default_timeout_ms() -> u64 {
     200
 }
 
+/// Default of `stream_max_age_seconds`.
+pub const DEFAULT_STREAM_MAX_AGE_SECONDS: u64 = 60;
+
+fn default_stream_max_age_seconds() -> u64 {
+    DEFAULT_STREAM_MAX_AGE_SECONDS
+}
+
 /// Default of `default_max_output_tokens`.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
 
@@ -187,6 +199,9 @@ impl QuotaConfig {
         }
         if self.timeout_ms == 0 {
             return Err(invalid("timeout_ms", "a timeout above 0"));
+        }
+        if self.stream_max_age_seconds == 0 {
+            return Err(invalid("stream_max_age_seconds", "at least 1"));
         }
         if let Some(i) = self.request_descriptors.iter().position(Vec::is_empty) {
             return Err(invalid(

@@ -8,9 +8,17 @@
 //! While none is open, requests make the unary call; a decision that does not come within
 //! the quota timeout fails like a call that timed out.
 //!
+//! A stream is replaced once it is `stream_max_age_seconds` old (less up to a quarter, at
+//! random, so that workers do not all switch at once): new requests go to a fresh stream,
+//! which Envoy's load balancing may send to another xds-server replica, and the old one is
+//! half-closed once every decision asked on it has come (or timed out), so none is lost.
+//! Without this, streams would stay where they were opened: a replica that restarts would
+//! get no decisions until the streams elsewhere broke.
+//!
 //! `W` is a handle on a waiting request (`request::Handle`).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 
 use gateway_common::names::{CONTROL_SERVICE, STREAM_RATE_LIMIT};
 use gateway_common::proto::RateLimitStreamRequest;
@@ -44,6 +52,10 @@ pub(super) enum StreamAnswer {
 pub(super) struct Decisions<W> {
     /// The open stream's token.
     stream: Option<u32>,
+    /// When the open stream is replaced by a fresh one.
+    replace_at_ms: u64,
+    /// Replaced streams still owing decisions: half-closed once they owe none.
+    retiring: Vec<u32>,
     /// Whether the open stream has answered yet (a stream that fails before its first
     /// answer is re-opened with a growing delay).
     answered: bool,
@@ -59,6 +71,8 @@ impl<W> Default for Decisions<W> {
     fn default() -> Self {
         Self {
             stream: None,
+            replace_at_ms: 0,
+            retiring: Vec::new(),
             answered: false,
             next_id: 0,
             waiting: HashMap::new(),
@@ -70,17 +84,33 @@ impl<W> Default for Decisions<W> {
 }
 
 impl<W: Clone> Decisions<W> {
-    /// Opens the stream if none is open and it is time to. Only from a root context
-    /// callback, so that the stream belongs to the root context. True when a stream opened.
-    pub fn open_if_due(&mut self, cluster: &str, now_ms: u64) -> bool {
-        if self.stream.is_some() || self.unsupported || now_ms < self.reopen_at_ms {
+    /// Opens the stream if none is open and it is time to, or replaces the open one once it
+    /// is `max_age_ms` old, and half-closes replaced streams that owe no decision any more.
+    /// Only from a root context callback, so that the stream belongs to the root context.
+    /// True when a stream opened.
+    pub fn open_if_due(&mut self, cluster: &str, max_age_ms: u64, now_ms: u64) -> bool {
+        self.close_retired();
+        if self.unsupported {
             return false;
+        }
+        match self.stream {
+            Some(stream) if now_ms >= self.replace_at_ms => {
+                debug!("rate limit decision stream {stream} replaced after its maximum age");
+                self.retiring.push(stream);
+                self.stream = None;
+                self.close_retired();
+            }
+            Some(_) => return false,
+            None if now_ms < self.reopen_at_ms => return false,
+            None => {}
         }
         match hostcalls::open_grpc_stream(cluster, CONTROL_SERVICE, STREAM_RATE_LIMIT, Vec::new()) {
             Ok(token) => {
                 debug!("rate limit decision stream opened ({token})");
                 self.stream = Some(token);
                 self.answered = false;
+                let spread = RandomState::new().hash_one(token) % (max_age_ms / 4 + 1);
+                self.replace_at_ms = now_ms.saturating_add(max_age_ms.saturating_sub(spread));
                 true
             }
             Err(e) => {
@@ -134,9 +164,25 @@ impl<W: Clone> Decisions<W> {
         self.waiting.remove(&id)
     }
 
-    /// Whether `token` is the decision stream.
+    /// Whether `token` is the decision stream (the open one or one replaced).
     pub fn is_stream(&self, token: u32) -> bool {
-        self.stream == Some(token) || self.waiting.values().any(|w| w.stream == token)
+        self.stream == Some(token)
+            || self.retiring.contains(&token)
+            || self.waiting.values().any(|w| w.stream == token)
+    }
+
+    /// Half-closes the replaced streams no request waits on: the service ends them.
+    fn close_retired(&mut self) {
+        let waiting = &self.waiting;
+        self.retiring.retain(|&token| {
+            if waiting.values().any(|w| w.stream == token) {
+                return true;
+            }
+            if let Err(e) = hostcalls::close_grpc_stream(token) {
+                debug!("closing the replaced decision stream {token}: {e:?}");
+            }
+            false
+        });
     }
 
     /// The stream `token` ended with gRPC status `status`: the requests it leaves without a
@@ -155,6 +201,7 @@ impl<W: Clone> Decisions<W> {
                 self.back_off(now_ms);
             }
         }
+        self.retiring.retain(|&t| t != token);
         let ids: Vec<u64> = self
             .waiting
             .iter()

@@ -78,11 +78,11 @@ impl Root {
             .delegated
             .borrow_mut()
             .retain(|_, handle| handle.alive());
-        if shared
-            .decisions
-            .borrow_mut()
-            .open_if_due(&quota.cluster, now)
-        {
+        if shared.decisions.borrow_mut().open_if_due(
+            &quota.cluster,
+            quota.stream_max_age_seconds.saturating_mul(1000),
+            now,
+        ) {
             Metrics::add(shared.metrics.quota_streams_opened, 1);
         }
     }

@@ -30,6 +30,8 @@ const KEY_NAMES: &str = "one of tenant, subject, tier, issuer, service, operatio
 const UNIT_NAMES: &str = "one of second, minute, hour, day, week, month, year";
 const REDIS_URL: &str = "a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0";
 const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Longest `quotas.stream_max_age_seconds`: a day.
+const MAX_STREAM_MAX_AGE_SECONDS: u64 = 86_400;
 
 /// What the `quotas` section yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,13 @@ pub(super) fn check_quotas(
             return Err(check.invalid("quotas.transport", "stream or unary", Some(quoted(other))));
         }
     };
+    if raw.stream_max_age_seconds == 0 || raw.stream_max_age_seconds > MAX_STREAM_MAX_AGE_SECONDS {
+        return Err(check.invalid(
+            "quotas.stream_max_age_seconds",
+            "a number of seconds from 1 to 86400",
+            Some(raw.stream_max_age_seconds.to_string()),
+        ));
+    }
     let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
         check.invalid(
             "quotas.time_zone",
@@ -126,6 +135,7 @@ pub(super) fn check_quotas(
             timeout_ms: raw.timeout_ms,
             failure_mode,
             transport,
+            stream_max_age_seconds: raw.stream_max_age_seconds,
             request_descriptors: shapes.request_descriptors,
             token_descriptors: shapes.token_descriptors,
             default_max_output_tokens: raw.default_max_output_tokens,

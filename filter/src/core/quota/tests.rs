@@ -9,6 +9,7 @@ fn config() -> QuotaConfig {
         timeout_ms: 200,
         failure_mode: FailureMode::Open,
         transport: Default::default(),
+        stream_max_age_seconds: 60,
         request_descriptors: vec![
             vec![ContextKey::Tenant],
             vec![ContextKey::Tenant, ContextKey::Model],

@@ -31,6 +31,12 @@ pub struct QuotaSection {
     /// or while it is re-opened after a failure) makes the unary call. Default `stream`.
     #[serde(default = "default_transport")]
     pub transport: String,
+    /// With `transport: stream`, seconds an Envoy worker keeps one decision stream before it
+    /// opens a fresh one (the old one is closed once its decisions are in), so that streams
+    /// spread again over xds-server replicas, one that comes back included. 1 to 86400.
+    /// Default `60`.
+    #[serde(default = "default_stream_max_age_seconds")]
+    pub stream_max_age_seconds: u64,
     /// IANA time zone (`UTC`, `Europe/Berlin`, `America/New_York`) of the calendar windows
     /// (`day`, `week` from Monday, `month`, `year`: a monthly budget resets at local midnight
     /// on the 1st) and of the usage ledger's days. `second`, `minute` and `hour` windows are
@@ -155,6 +161,10 @@ fn default_domain() -> String {
 
 fn default_timeout_ms() -> u64 {
     200
+}
+
+fn default_stream_max_age_seconds() -> u64 {
+    gateway_common::quota_config::DEFAULT_STREAM_MAX_AGE_SECONDS
 }
 
 fn default_transport() -> String {

@@ -64,6 +64,7 @@ fn defaults_and_derived_shapes() {
             timeout_ms: 200,
             failure_mode: FailureMode::Open,
             transport: QuotaTransport::Stream,
+            stream_max_age_seconds: 60,
             // Values are the service's business: the filter sends every shape that can match.
             request_descriptors: vec![
                 vec![ContextKey::Tenant],
@@ -107,6 +108,7 @@ quotas:
   failure_mode: closed
   timeout_ms: 150
   transport: unary
+  stream_max_age_seconds: 600
   time_zone: Europe/Berlin
   store: {type: redis, url: 'rediss://cache.internal:6380/2', password_env: REDIS_PASSWORD, key_prefix: 'eu:'}
   default_max_output_tokens: 1024
@@ -149,12 +151,14 @@ quotas:
             filter.failure_mode,
             filter.timeout_ms,
             filter.transport,
+            filter.stream_max_age_seconds,
             filter.domain.as_str()
         ),
         (
             FailureMode::Closed,
             150,
             QuotaTransport::Unary,
+            600,
             "gateway-eu"
         )
     );
