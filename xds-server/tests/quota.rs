@@ -85,7 +85,8 @@ async fn limits_are_enforced_with_full_statuses_and_survive_reloads() {
     assert_eq!(
         status["quotas"],
         serde_json::json!({"domain": "bedrock-gateway", "store": "memory", "redis_url": null,
-            "healthy": true, "last_store_error": null, "time_zone": "UTC"})
+            "healthy": true, "last_store_error": null, "time_zone": "UTC",
+            "store_clock_offset_ms": null})
     );
     server.stop().await.unwrap();
 }

@@ -211,3 +211,46 @@ async fn a_report_resent_after_a_redis_outage_is_applied_once() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_admission_redis_runs_after_the_server_gave_up_on_it_is_not_counted() {
+    let redis = RedisServer::start().await;
+    let server = Server::start(&config(5, &redis_store(&redis))).await;
+    let mut client = rate_limit_client(server.grpc).await;
+    // The health check (at start, then every 10 s) has measured the clocks.
+    eventually("the clock offset measured", || async {
+        server.status().await["quotas"]["store_clock_offset_ms"].is_i64()
+    })
+    .await;
+    assert_eq!(
+        ask(&mut client, filter_request("team-a", 0))
+            .await
+            .overall_code,
+        OK
+    );
+
+    // Redis stalls: the admission waits in the connection, the server gives up after 2 s.
+    redis.pause();
+    let error = client
+        .should_rate_limit(filter_request("team-a", 0))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), GrpcCode::Unavailable);
+    // Redis runs it once it is back, past its deadline: it must not count.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    redis.resume();
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            ask(&mut client, filter_request("team-a", 0))
+                .await
+                .overall_code,
+        );
+    }
+    assert_eq!(
+        codes,
+        [OK, OK, OK, OK, OVER],
+        "limit 5: one counted before the stall, 4 after"
+    );
+    server.stop().await.unwrap();
+}

@@ -82,6 +82,10 @@ pub struct QuotaReport {
     pub healthy: bool,
     pub last_store_error: Option<String>,
     pub time_zone: String,
+    /// Redis's clock minus this server's, in milliseconds, as the last health check measured
+    /// it; `null` for memory or before the first check. Admissions Redis runs later than this
+    /// server waits for them are not counted, by Redis's clock: keep the clocks in step.
+    pub store_clock_offset_ms: Option<i64>,
 }
 
 #[derive(Default)]
@@ -346,6 +350,7 @@ impl QuotaEngine {
             healthy: !health.failing,
             last_store_error: health.last_error.clone(),
             time_zone: settings.time_zone.name().to_string(),
+            store_clock_offset_ms: active.store.counters.clock_offset_ms(),
         })
     }
 

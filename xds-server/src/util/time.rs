@@ -23,6 +23,13 @@ pub fn unix_seconds(at: SystemTime) -> i64 {
     }
 }
 
+pub fn unix_millis(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
 /// `2026-11-21T10:00:00Z` (whole seconds, UTC).
 pub fn rfc3339(at: SystemTime) -> String {
     aws_smithy_types::DateTime::from_secs(unix_seconds(at))

@@ -106,6 +106,11 @@ pub trait CounterStore: Send + Sync + 'static {
     async fn adjust(&self, adjustments: &[Adjustment]) -> Result<Vec<Option<u64>>, StoreError>;
     /// Whether the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The store's clock minus this process's, in milliseconds, when it has one of its own
+    /// and it was measured.
+    fn clock_offset_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// One row of the usage ledger: a day (in the quotas' time zone), tenant and model.

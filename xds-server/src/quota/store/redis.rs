@@ -7,11 +7,24 @@
 //! does nothing; it checks every key it touches before its first write, as Redis does not undo
 //! a script that fails half-way. Every key has a time to live, so Redis' own `maxmemory` bounds
 //! the store. One multiplexed connection (`ConnectionManager`), opened on first use and
-//! reopened after failures; every operation is bounded by [`OPERATION_TIMEOUT`]. Standalone
+//! reopened after failures; every operation is bounded by [`OPERATION_TIMEOUT`].
+//!
+//! A command xds-server gave up on is not lost: it waits in the connection (a stalled Redis, a
+//! cut network that TCP later bridges) and Redis runs it when it gets it. For a report that is
+//! harmless (its id makes it count once), but an admission run then would charge a request
+//! whose caller was long told otherwise (it failed open or closed). So each admission carries
+//! a deadline, the moment xds-server stops waiting for it, in Redis's clock (the offset between
+//! the clocks is measured by every health check, `TIME`): the script refuses to count after
+//! it. Until the first health check there is no deadline. Standalone
 //! Redis (or a primary): the scripts touch several keys, which Redis Cluster only allows within
 //! one hash slot.
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::atomic::{AtomicI64, Ordering},
+    time::{Duration, Instant, SystemTime},
+};
 
 use ::redis::{
     Client, IntoConnectionInfo, RedisError, Script,
@@ -27,15 +40,31 @@ use crate::quota::{
     keys::{parse_usage_member, report_key, usage_hash_key, usage_index_key, usage_member},
     settings::RedisSettings,
 };
+use crate::util::time::unix_millis;
 
 /// Longest wait for one store operation; the caller then gets an error (and the filter applies
 /// its failure mode, usually sooner).
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A clock offset measured over a round trip longer than this is not trusted.
+const OFFSET_ROUND_TRIP: Duration = Duration::from_millis(200);
+/// Added to an admission's deadline for the error of the measured clock offset.
+const DEADLINE_MARGIN_MS: i64 = 250;
+/// `clock_offset_ms` before the first measurement.
+const UNKNOWN_OFFSET: i64 = i64::MIN;
 
 const ADMIT_SCRIPT: &str = r"
 -- KEYS[i]: counters. ARGV[3i-2]: hits, ARGV[3i-1]: limit (-1: never refuses),
--- ARGV[3i]: when the window ends (Unix seconds). Returns {admitted, count...}.
+-- ARGV[3i]: when the window ends (Unix seconds); the last ARGV: the deadline (Unix
+-- milliseconds in this server's clock, 0: none). Returns {admitted, count...}, or {-1} when
+-- run after the deadline (nothing counted: the caller has given up on the answer).
+local deadline = tonumber(ARGV[#ARGV])
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return {-1}
+  end
+end
 local counts, pending, admitted = {}, {}, 1
 for i, key in ipairs(KEYS) do
   local hits = tonumber(ARGV[3 * i - 2])
@@ -222,6 +251,9 @@ pub struct RedisStore {
     adjust: Script,
     report: Script,
     prefix: String,
+    /// Redis's clock minus this process's, in milliseconds ([`UNKNOWN_OFFSET`] until the first
+    /// health check measures it).
+    clock_offset_ms: AtomicI64,
 }
 
 impl RedisStore {
@@ -257,6 +289,7 @@ impl RedisStore {
             adjust: Script::new(ADJUST_SCRIPT),
             report: Script::new(REPORT_SCRIPT),
             prefix: settings.key_prefix.clone(),
+            clock_offset_ms: AtomicI64::new(UNKNOWN_OFFSET),
         })
     }
 
@@ -270,6 +303,23 @@ impl RedisStore {
             Err(_) => Err(StoreError(format!(
                 "redis: {what}: no answer within {OPERATION_TIMEOUT:?}"
             ))),
+        }
+    }
+}
+
+impl RedisStore {
+    /// When xds-server stops waiting for an admission sent now, in Redis's clock (Unix
+    /// milliseconds, with a margin for the offset's error); 0 while the offset is unknown.
+    fn deadline_ms(&self) -> i64 {
+        match self.clock_offset_ms() {
+            None => 0,
+            Some(offset) => {
+                let timeout = i64::try_from(OPERATION_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+                unix_millis(SystemTime::now())
+                    .saturating_add(offset)
+                    .saturating_add(timeout)
+                    .saturating_add(DEADLINE_MARGIN_MS)
+            }
         }
     }
 }
@@ -297,11 +347,16 @@ impl CounterStore for RedisStore {
                 .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
             invocation.arg(charge.hits).arg(limit).arg(charge.expire_at);
         }
+        invocation.arg(self.deadline_ms());
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = self
             .run("admit", invocation.invoke_async(&mut connection))
             .await?;
         match reply.split_first() {
+            Some((-1, [])) => Err(StoreError(
+                "redis: admit: run after its deadline (Redis was stalled or unreachable); not counted"
+                    .into(),
+            )),
             Some((&admitted, counts)) if counts.len() == charges.len() => Ok(Admission {
                 admitted: admitted == 1,
                 counts: counts
@@ -338,11 +393,28 @@ impl CounterStore for RedisStore {
         Ok(reply.into_iter().map(|c| u64::try_from(c).ok()).collect())
     }
 
+    fn clock_offset_ms(&self) -> Option<i64> {
+        match self.clock_offset_ms.load(Ordering::Relaxed) {
+            UNKNOWN_OFFSET => None,
+            offset => Some(offset),
+        }
+    }
+
+    /// `TIME`: answers like `PING`, and measures the offset between the clocks.
     async fn ping(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        let _: String = self
-            .run("ping", ::redis::cmd("PING").query_async(&mut connection))
+        let sent = Instant::now();
+        let local_ms = unix_millis(SystemTime::now());
+        let (seconds, micros): (i64, i64) = self
+            .run("ping", ::redis::cmd("TIME").query_async(&mut connection))
             .await?;
+        let round_trip = sent.elapsed();
+        if round_trip <= OFFSET_ROUND_TRIP {
+            let redis_ms = seconds * 1000 + micros / 1000;
+            let midpoint = local_ms + i64::try_from(round_trip.as_millis() / 2).unwrap_or(0);
+            self.clock_offset_ms
+                .store(redis_ms - midpoint, Ordering::Relaxed);
+        }
         Ok(())
     }
 }
