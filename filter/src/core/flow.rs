@@ -552,8 +552,15 @@ impl RequestFlow {
             FailureMode::Open => {
                 let now = env.unix_now();
                 if let Some(quota) = self.quota.as_mut() {
-                    // Nothing was reserved: nothing to settle.
-                    quota.reservations.clear();
+                    // Nothing was reserved. The tokens the response reports are charged when
+                    // it ends (reserved 0, so settling charges all of them), to the window of
+                    // the admission time (none named): budgets count what was spent while
+                    // the service was away. Its request hit is not charged afterwards.
+                    quota.reservations.retain(|r| r.kind.is_some());
+                    for reservation in &mut quota.reservations {
+                        reservation.reserved = 0;
+                        reservation.window = None;
+                    }
                     quota.admitted = true;
                     quota.admitted_at = now;
                 }

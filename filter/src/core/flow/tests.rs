@@ -549,7 +549,37 @@ fn quotas_admit_refuse_and_fail_as_configured() {
         }
     ));
     assert!(signed(&step).is_some());
-    // Its response has usage, but nothing was reserved: the record settles nothing.
+    // Nothing was reserved: the tokens its response reports are charged when it ends, to
+    // the window of its admission (no window named), so a budget counts what was spent while
+    // the service was away; its request hit is not charged afterwards.
+    let response_headers = vec![
+        (":status".to_string(), b"200".to_vec()),
+        ("content-type".to_string(), b"application/json".to_vec()),
+    ];
+    host.step(|env| flow.on_response_headers(env, 200, &response_headers, false));
+    let body = br#"{"output":{},"usage":{"inputTokens":12,"outputTokens":5,"totalTokens":17}}"#;
+    let step = host.step(|env| flow.on_response_body(env, body, true));
+    let records = reports(&step);
+    assert_eq!(records.len(), 1);
+    assert_eq!((records[0].input_tokens, records[0].output_tokens), (12, 5));
+    assert_eq!(
+        records[0].adjustments.len(),
+        1,
+        "{:?}",
+        records[0].adjustments
+    );
+    assert_eq!(records[0].adjustments[0].delta, 17);
+    assert_eq!(records[0].adjustments[0].window, "");
+    assert_eq!(
+        records[0].adjustments[0].entries.len(),
+        2,
+        "tenant, then tokens"
+    );
+
+    // A failed-open response without usage charges nothing.
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), false);
+    host.step(|env| flow.decision(env, Err("timeout".into())));
     let step = host.step(|env| flow.on_log(env));
     let records = reports(&step);
     assert_eq!(records.len(), 1);
