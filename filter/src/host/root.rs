@@ -23,11 +23,10 @@ use super::decisions::{Decisions, StreamAnswer, Waiter};
 use super::grpc::{now_ms, unix_now};
 use super::lookups::{Lookups, Want};
 use super::request::{Handle, Request};
-use super::shared::{Metrics, Shared};
+use super::shared::{Metrics, Shared, worker_reports};
 use crate::core::Gateway;
 use crate::core::auth::Authenticator;
 use crate::core::credentials::CredentialCache;
-use crate::core::quota::reports::Reports;
 use crate::core::schedule::Schedule;
 
 /// How often the root context refreshes credentials and keys when due, and sends usage.
@@ -141,6 +140,18 @@ impl Root {
                 Metrics::add(shared.metrics.reports_failed, 1);
                 reports.unconfirmed();
             }
+        }
+    }
+}
+
+impl Drop for Root {
+    /// A report call in flight dies with its root context (a configuration change replaced
+    /// it): the batch goes again, under its id, from the worker's queue.
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared
+            && self.calls.values().any(|call| matches!(call, Call::Report))
+        {
+            shared.reports.borrow_mut().unconfirmed();
         }
     }
 }
@@ -289,16 +300,17 @@ impl RootContext for Root {
             Ok(Some(id)) => String::from_utf8_lossy(&id).into_owned(),
             _ => String::new(),
         };
+        let (reports, dropped) =
+            worker_reports(report_buffer, || RandomState::new().hash_one(now_ms()));
+        let metrics = Metrics::define();
+        Metrics::add(metrics.reports_dropped, dropped);
         self.shared = Some(Rc::new(Shared {
             gateway,
             auth,
             keys_schedule: RefCell::new(Schedule::default()),
             credentials: RefCell::new(CredentialCache::default()),
-            reports: RefCell::new(Reports::new(
-                report_buffer,
-                RandomState::new().hash_one(now_ms()),
-            )),
-            metrics: Metrics::define(),
+            reports,
+            metrics,
             node_id,
             decisions: RefCell::new(Decisions::default()),
             delegating: Cell::new(false),

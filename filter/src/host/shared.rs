@@ -9,6 +9,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use gateway_common::quota_config::{QuotaConfig, QuotaTransport};
 use log::debug;
@@ -56,6 +57,29 @@ impl Metrics {
     }
 }
 
+thread_local! {
+    /// This worker's usage records (each Envoy worker thread runs its own VM). Every root
+    /// context of the worker uses this one queue, so that when a configuration change
+    /// replaces the root context, the new one delivers what the old one had not: during an
+    /// xds-server outage that is everything since it began.
+    static WORKER_REPORTS: RefCell<Option<Rc<RefCell<Reports>>>> = const { RefCell::new(None) };
+}
+
+/// The worker's usage record queue, made on first use with the id nonce `nonce()`, holding
+/// at most `capacity` records from now on; and how many of the oldest were dropped to fit.
+pub(super) fn worker_reports(
+    capacity: usize,
+    nonce: impl FnOnce() -> u64,
+) -> (Rc<RefCell<Reports>>, usize) {
+    WORKER_REPORTS.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let reports =
+            cell.get_or_insert_with(|| Rc::new(RefCell::new(Reports::new(capacity, nonce()))));
+        let dropped = reports.borrow_mut().set_capacity(capacity);
+        (Rc::clone(reports), dropped)
+    })
+}
+
 /// What one plugin configuration's contexts share (per Envoy worker). `W`: a handle on a
 /// request (`request::Handle`).
 pub(super) struct Shared<W> {
@@ -64,8 +88,9 @@ pub(super) struct Shared<W> {
     pub(super) auth: Option<RefCell<Authenticator>>,
     pub(super) keys_schedule: RefCell<Schedule>,
     pub(super) credentials: RefCell<CredentialCache>,
-    /// Usage of finished requests on their way to the control service.
-    pub(super) reports: RefCell<Reports>,
+    /// Usage of finished requests on their way to the control service: the worker's queue
+    /// ([`worker_reports`]), not this configuration's.
+    pub(super) reports: Rc<RefCell<Reports>>,
     pub(super) metrics: Metrics,
     pub(super) node_id: String,
     /// The worker's rate limit decision stream and the requests waiting on it.

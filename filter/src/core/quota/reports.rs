@@ -33,6 +33,15 @@ impl Reports {
         }
     }
 
+    /// A new capacity (a configuration change); returns how many of the oldest records were
+    /// dropped to fit it.
+    pub fn set_capacity(&mut self, capacity: usize) -> usize {
+        self.capacity = capacity.max(1);
+        let excess = self.queue.len().saturating_sub(self.capacity);
+        self.queue.drain(..excess);
+        excess
+    }
+
     /// Queues a record; returns how many of the oldest were dropped to make room.
     pub fn queue(&mut self, record: UsageRecord) -> usize {
         self.queue.push_back(record);
@@ -90,6 +99,19 @@ mod tests {
             tenant: tenant.into(),
             ..UsageRecord::default()
         }
+    }
+
+    #[test]
+    fn a_smaller_capacity_drops_the_oldest() {
+        let mut reports = Reports::new(10, 7);
+        for tenant in ["a", "b", "c"] {
+            reports.queue(record(tenant));
+        }
+        assert_eq!(reports.set_capacity(100), 0);
+        assert_eq!(reports.set_capacity(2), 1);
+        let batch = reports.next("node").unwrap();
+        let tenants: Vec<&str> = batch.records.iter().map(|r| r.tenant.as_str()).collect();
+        assert_eq!(tenants, ["b", "c"]);
     }
 
     #[test]
