@@ -63,6 +63,9 @@ pub fn respond(
     }
     Some(match path {
         "/usage" => return None,
+        "/healthz" if status.is_draining() => {
+            Answer::text(StatusCode::SERVICE_UNAVAILABLE, "draining: stopping soon")
+        }
         "/healthz" => Answer::text(StatusCode::OK, "ok"),
         "/status" => match serde_json::to_string_pretty(&status.report(now)) {
             Ok(json) => Answer {

@@ -16,6 +16,7 @@ use gateway_common::{
 };
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -35,6 +36,8 @@ pub struct ControlService {
     quotas: Arc<QuotaEngine>,
     clock: Arc<dyn Clock>,
     config: watch::Receiver<Arc<ActiveConfig>>,
+    /// Cancelled when the server stops: decision streams then end.
+    shutdown: CancellationToken,
 }
 
 impl ControlService {
@@ -44,6 +47,7 @@ impl ControlService {
         quotas: Arc<QuotaEngine>,
         clock: Arc<dyn Clock>,
         config: watch::Receiver<Arc<ActiveConfig>>,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
@@ -51,6 +55,7 @@ impl ControlService {
             quotas,
             clock,
             config,
+            shutdown,
         }
     }
 }
@@ -140,6 +145,7 @@ impl GatewayControl for ControlService {
         Ok(Response::new(quota_grpc::stream_rate_limit(
             Arc::clone(&self.quotas),
             request.into_inner(),
+            self.shutdown.clone(),
         )))
     }
 }

@@ -64,6 +64,12 @@ enum Command {
         /// Milliseconds between two reads of the configuration file.
         #[arg(long, env = "XDS_SERVER_WATCH_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
         watch_interval_ms: u64,
+        /// On SIGTERM or SIGINT, seconds to go on serving while the health checks (gRPC
+        /// `grpc.health.v1.Health`, `GET /healthz`) fail, so that Envoy stops choosing this
+        /// server before its streams end; longer than Envoy's health check takes to notice
+        /// (the shipped bootstraps: 2 s). 0 stops at once.
+        #[arg(long, env = "XDS_SERVER_DRAIN_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=300))]
+        drain_seconds: u64,
     },
     /// Check a configuration file: prints `ok: FILE` or the error, exit status 0 or 1.
     Validate {
@@ -179,6 +185,7 @@ fn main() -> ExitCode {
             http_listen,
             wasm_path,
             watch_interval_ms,
+            drain_seconds,
         } => runtime().and_then(|rt| {
             rt.block_on(serve(
                 config,
@@ -186,6 +193,7 @@ fn main() -> ExitCode {
                 http_listen,
                 wasm_path,
                 Duration::from_millis(watch_interval_ms),
+                Duration::from_secs(drain_seconds),
             ))
         }),
     };
@@ -337,6 +345,7 @@ async fn serve(
     http_listen: SocketAddr,
     wasm_path: Option<PathBuf>,
     watch_interval: Duration,
+    drain: Duration,
 ) -> anyhow::Result<()> {
     let overrides = Overrides { wasm_path };
     // Fail before binding anything when the file is bad.
@@ -361,6 +370,7 @@ async fn serve(
         config_path: config,
         overrides,
         watch_interval,
+        drain,
     };
     xds_server::serve(options, grpc, http, source, shutdown_signal()).await?;
     Ok(())

@@ -43,6 +43,10 @@ pub struct ServeOptions {
     pub overrides: Overrides,
     /// How often the file is read to look for changes.
     pub watch_interval: Duration,
+    /// How long the server goes on serving once asked to stop, while its health checks
+    /// (gRPC `grpc.health.v1.Health` and `/healthz`) say it is not serving, so that Envoy's
+    /// health checks take it out of the balancing before its streams end. Zero: stop at once.
+    pub drain: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +111,30 @@ pub async fn serve(
     ));
     let (publish, subscribe) = watch::channel(Arc::new(ActiveConfig { config, snapshot }));
 
+    let (health, health_service) = tonic_health::server::health_reporter();
     let mut tasks = JoinSet::new();
     tasks.spawn({
         let cancel = cancel.clone();
+        let status = Arc::clone(&status);
+        let drain = options.drain;
         async move {
             shutdown.await;
+            if !drain.is_zero() {
+                info!(
+                    ?drain,
+                    "stopping: health checks now fail; serving on while Envoy moves away"
+                );
+                status.start_draining();
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                tokio::select! {
+                    _ = tokio::time::sleep(drain) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+            // ADS streams end, decision streams end once their pending decisions are
+            // answered, and the gRPC server closes its listener and waits for the rest.
             cancel.cancel();
         }
     });
@@ -158,8 +181,16 @@ pub async fn serve(
         Arc::clone(&status.streams),
         cancel.clone(),
     );
-    let control = ControlService::new(store, keys, Arc::clone(&quotas), clock, subscribe);
+    let control = ControlService::new(
+        store,
+        keys,
+        Arc::clone(&quotas),
+        clock,
+        subscribe,
+        cancel.clone(),
+    );
     let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .add_service(GatewayControlServer::new(control))
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(quotas)))

@@ -22,6 +22,8 @@ use crate::{
 pub struct ServerStatus {
     pub reloads: Arc<ReloadStatus>,
     pub streams: Arc<StreamCounters>,
+    /// Stopping: health checks fail while the server still serves (see `ServeOptions::drain`).
+    draining: std::sync::atomic::AtomicBool,
     credentials: Arc<CredentialStore>,
     identity: Arc<KeyManager>,
     quotas: Arc<QuotaEngine>,
@@ -42,6 +44,16 @@ pub struct StatusReport {
 }
 
 impl ServerStatus {
+    /// From now on `/healthz` answers 503: the server is stopping.
+    pub fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// `config_file` at `config_version` was loaded at `loaded_at`.
     pub fn new(
         config_file: String,
@@ -54,6 +66,7 @@ impl ServerStatus {
         Self {
             reloads: Arc::new(ReloadStatus::new(config_file, config_version, loaded_at)),
             streams: Arc::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             credentials,
             identity,
             quotas,

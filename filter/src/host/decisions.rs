@@ -27,6 +27,8 @@ use log::{debug, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 
+/// gRPC `OK`.
+const OK: u32 = 0;
 /// gRPC `UNIMPLEMENTED`: the service has no decision stream.
 const UNIMPLEMENTED: u32 = 12;
 /// First wait before re-opening a stream that failed without answering, doubled up to
@@ -186,8 +188,10 @@ impl<W: Clone> Decisions<W> {
     }
 
     /// The stream `token` ended with gRPC status `status`: the requests it leaves without a
-    /// decision, and their answer (ask again with a call when the service has no stream, else
-    /// the quota failure mode).
+    /// decision, and their answer: ask again with a call when the service has no stream, or
+    /// when it ended the stream itself with OK (a server that stops answers every request it
+    /// read, then ends its streams: the requests left were not read, so not decided); else
+    /// the quota failure mode.
     pub fn closed(
         &mut self,
         token: u32,
@@ -215,6 +219,12 @@ impl<W: Clone> Decisions<W> {
         if status == UNIMPLEMENTED {
             warn!("the rate limit service has no decision stream: using ShouldRateLimit calls");
             self.unsupported = true;
+            (left, StreamAnswer::AskAgain)
+        } else if status == OK && !left.is_empty() {
+            debug!(
+                "the rate limit service ended the decision stream; asking again for {} requests",
+                left.len()
+            );
             (left, StreamAnswer::AskAgain)
         } else {
             if !left.is_empty() || status != 0 {

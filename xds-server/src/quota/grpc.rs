@@ -19,6 +19,7 @@ use gateway_common::proto::{
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
@@ -113,10 +114,13 @@ const STREAM_DECISIONS_PENDING: usize = 1024;
 /// `GatewayControl/StreamRateLimit`: decides each request of the stream as
 /// `ShouldRateLimit` would, answering as soon as each decision is made (with the in-memory
 /// store at once; with Redis, decisions of one stream run concurrently and may answer out of
-/// order). Ends when the caller ends its side and every answer is sent.
+/// order). Ends (status OK) when the caller ends its side, or when `shutdown` is cancelled,
+/// once every request read is answered: a request the caller sent but this server did not
+/// read is not decided, so the caller may ask it again elsewhere.
 pub fn stream_rate_limit(
     engine: Arc<QuotaEngine>,
     mut inbound: Streaming<RateLimitStreamRequest>,
+    shutdown: CancellationToken,
 ) -> ReceiverStream<Result<RateLimitStreamResponse, Status>> {
     let (answers, receiver) = mpsc::channel(STREAM_ANSWERS_BUFFERED);
     engine.stream_opened();
@@ -125,6 +129,7 @@ pub fn stream_rate_limit(
         let mut open = true;
         loop {
             tokio::select! {
+                _ = shutdown.cancelled(), if open => open = false,
                 message = inbound.message(), if open && pending.len() < STREAM_DECISIONS_PENDING => match message {
                     Ok(Some(message)) => {
                         engine.stream_request();
