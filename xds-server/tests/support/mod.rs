@@ -77,6 +77,7 @@ impl Server {
             config_path: config_path.clone(),
             overrides: Overrides::default(),
             watch_interval: WATCH_INTERVAL,
+            drain: Duration::ZERO,
         };
         let task = tokio::spawn(xds_server::serve(
             options,
