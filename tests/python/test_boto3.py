@@ -25,7 +25,7 @@ def gateway_client(service: str, base_url: str, token: str | None = None, verify
         region_name=REGION,
         endpoint_url=base_url,
         verify=verify,
-        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
     )
     prefix = client.meta.service_model.endpoint_prefix
 
@@ -46,7 +46,7 @@ def stock_client(service: str, base_url: str):
         endpoint_url=base_url,
         aws_access_key_id="AKIDSTOCKCLIENT",
         aws_secret_access_key="stock-client-secret",
-        config=Config(retries={"max_attempts": 1}),
+        config=Config(retries={"total_max_attempts": 1}),
     )
 
 
@@ -145,7 +145,7 @@ def test_gateway_errors_have_bedrocks_shape(stack):
         "bedrock-runtime",
         region_name=REGION,
         endpoint_url=stack.gateway,
-        config=Config(signature_version=UNSIGNED, retries={"max_attempts": 1}),
+        config=Config(signature_version=UNSIGNED, retries={"total_max_attempts": 1}),
     )
 
     def wrong_service(params, **kwargs):

@@ -53,7 +53,7 @@ def client(stack, tenant: str, attempts: int = 1):
         "bedrock-runtime",
         region_name=REGION,
         endpoint_url=stack.gateway,
-        config=Config(signature_version=UNSIGNED, retries={"mode": "standard", "max_attempts": attempts}),
+        config=Config(signature_version=UNSIGNED, retries={"mode": "standard", "total_max_attempts": attempts}),
     )
     token = mint(stack, tenant)
 
