@@ -3,8 +3,8 @@
 # wasm target, a virtualenv with Envoy, boto3 and pytest, redis-server): formatting and lints,
 # unit tests, integration tests (xds-server against real Envoy and Redis), end-to-end tests
 # (real Envoy + xds-server + emulator driven by the AWS SDK for Rust), fuzzing of the filter's
-# core for a bounded time (scripts/fuzz.sh), the boto3 tests, the docker-compose test
-# (tests/python/test_compose.py; skipped without a Docker daemon), and
+# core for a bounded time (scripts/fuzz.sh), the boto3 tests, the docker-compose tests
+# (tests/python/test_compose.py, test_fleet.py; skipped without a Docker daemon), and
 # `envoy --mode validate` on every shipped Envoy config. CI runs exactly this (.ci/run).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -16,7 +16,7 @@ ensure_python_env
 ensure_envoy
 # The quota tests run a real Redis.
 apt_ensure redis-server redis-server
-# The compose test seeds its base images from Debian's packages (tests/docker/seed-images.sh)
+# The compose tests seed their base images from Debian's packages (tests/docker/seed-images.sh)
 # and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   apt_ensure debootstrap debootstrap
