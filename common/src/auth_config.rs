@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::invalid_key::{InvalidKey, invalid};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtAuthentication {
     pub issuers: Vec<Issuer>,
@@ -33,6 +34,7 @@ pub struct JwtAuthentication {
 
 /// One trusted token issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Issuer {
     /// A short label for logs and the audit log.
@@ -70,6 +72,7 @@ pub struct Issuer {
 
 /// JWS algorithms. `none` does not exist here on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Algorithm {
     RS256,
     RS384,
@@ -122,6 +125,7 @@ impl Algorithm {
 
 /// A header carrying a token, e.g. `x-corp-token: Token <jwt>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenHeader {
     /// Header name, lower case.
@@ -135,6 +139,7 @@ pub struct TokenHeader {
 /// top-level claim name (so `custom:tenant` and `https://example.com/tenant` work as they
 /// are), then as a dotted path into nested objects (`realm_access.roles`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ClaimMapping {
     pub tenant: String,
@@ -161,6 +166,7 @@ impl Default for ClaimMapping {
 /// caller's tenant (or `default`, for tenants without an entry) or of one of its roles matches
 /// its service, operation and model. Everything else is refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccessPolicy {
     #[serde(default)]
@@ -173,6 +179,7 @@ pub struct AccessPolicy {
 
 /// Glob patterns (`*` matches any run of characters, `?` one character).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// Service endpoint prefixes.

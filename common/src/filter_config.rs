@@ -10,6 +10,7 @@ use crate::names;
 use crate::quota_config::QuotaConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// AWS region the requests are signed for.
@@ -33,6 +34,7 @@ pub struct FilterConfig {
 
 /// Where requests for one Bedrock service go and how they are signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamService {
     /// Endpoint prefix, as in `aws-endpoint-prefix` (`bedrock-runtime`).
@@ -48,6 +50,7 @@ pub struct UpstreamService {
 /// `path` is matched segment by segment: `*` matches one segment, a final `**` any rest
 /// (including nothing); anything else matches literally (case-sensitive, as sent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PathRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,7 @@ pub struct PathRule {
 
 /// How the filter reaches xds-server's control API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     pub cluster: String,
@@ -79,6 +83,7 @@ impl Default for ControlConfig {
 /// Who may call. `none` lets every caller through (the reference design with its authorizer
 /// disabled); it must be chosen explicitly. `jwt` requires a token from a configured issuer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Authentication {
     None,
@@ -96,10 +101,19 @@ fn default_signing_name() -> String {
 }
 
 impl FilterConfig {
-    /// Parses and validates the JSON the filter receives.
+    /// Parses and validates the JSON the filter receives. Errors name the key
+    /// (`quota.failure_mode: unknown variant ...`).
     pub fn from_json(json: &[u8]) -> Result<Self, String> {
-        let config: FilterConfig =
-            serde_json::from_slice(json).map_err(|e| format!("filter configuration: {e}"))?;
+        let mut reader = serde_json::Deserializer::from_slice(json);
+        let config: FilterConfig = serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+            match e.path().to_string().as_str() {
+                "." => format!("filter configuration: {}", e.inner()),
+                path => format!("filter configuration: {path}: {}", e.inner()),
+            }
+        })?;
+        reader
+            .end()
+            .map_err(|e| format!("filter configuration: {e}"))?;
         config
             .validate()
             .map_err(|e| format!("filter configuration: {e}"))?;

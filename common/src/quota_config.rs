@@ -13,6 +13,7 @@ use crate::names;
 pub const TOKENS_KEY: &str = "tokens";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct QuotaConfig {
     /// Envoy cluster of the rate limit service.
@@ -56,6 +57,7 @@ pub struct QuotaConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// Forward the request (counted as a failure).
@@ -66,6 +68,7 @@ pub enum FailureMode {
 
 /// How the filter asks the rate limit service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum QuotaTransport {
     /// One long-lived `GatewayControl/StreamRateLimit` stream per Envoy worker, a message per
@@ -78,6 +81,7 @@ pub enum QuotaTransport {
 
 /// The parts of the request context a descriptor can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ContextKey {
     Tenant,
@@ -118,6 +122,7 @@ impl ContextKey {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// Input plus output tokens.
@@ -143,6 +148,7 @@ impl TokenKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TokenDescriptor {
     /// Context keys before `tokens=<kind>` (may be empty: a budget for everyone together).

@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod control_api;
 pub mod credentials;
+pub mod filter_schema;
 pub mod follow;
 pub mod identity;
 pub mod quota;

@@ -18,6 +18,7 @@ use xds_server::{
     ServeOptions,
     config::{self, Overrides},
     credentials::{CredentialSource, aws::AwsChainSource, configured_source},
+    filter_schema,
     identity::{
         KeySource, dev_key,
         mint::{self, SigningKey, TokenRequest},
@@ -79,6 +80,17 @@ enum Command {
         #[arg(long)]
         wasm_path: Option<PathBuf>,
     },
+    /// Print the gateway filter's JSON configuration rendered from the YAML file, as xds-server
+    /// serves it (for a mesh's WasmPlugin or EnvoyExtensionPolicy; see docs/filter-config.md).
+    FilterConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the filter's configuration (docs/filter-config.schema.json).
+    FilterConfigSchema,
+    /// Check a filter configuration written by hand (JSON; `-` reads stdin) as the filter
+    /// will: prints `ok: FILE` or the error naming the key, exit status 0 or 1.
+    ValidateFilterConfig { file: PathBuf },
     /// Check that the standard AWS credential chain yields credentials.
     CheckCredentials {
         /// Region for region-dependent providers (web identity); default: the SDK's own lookup.
@@ -148,6 +160,12 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Validate { config, wasm_path } => validate(config, wasm_path),
+        Command::FilterConfig { config } => print_filter_config(config),
+        Command::FilterConfigSchema => {
+            print!("{}", filter_schema::schema_json());
+            Ok(())
+        }
+        Command::ValidateFilterConfig { file } => validate_filter_config(file),
         Command::Render {
             config,
             control_address,
@@ -216,6 +234,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn validate(config: PathBuf, wasm_path: Option<PathBuf>) -> anyhow::Result<()> {
     config::load(&config, &Overrides { wasm_path })?;
     println!("ok: {}", config.display());
+    Ok(())
+}
+
+fn print_filter_config(config: PathBuf) -> anyhow::Result<()> {
+    // The filter's JSON does not name the module: a file whose `filter.wasm_path` is not
+    // there is fine here.
+    let gateway = config::load(
+        &config,
+        &Overrides {
+            wasm_path: Some(std::env::current_exe()?),
+        },
+    )?;
+    println!("{}", xds_server::snapshot::filter_json(&gateway));
+    Ok(())
+}
+
+fn validate_filter_config(file: PathBuf) -> anyhow::Result<()> {
+    let json = if file.as_os_str() == "-" {
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut json)?;
+        json
+    } else {
+        std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?
+    };
+    filter_schema::check(&json).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    println!("ok: {}", file.display());
     Ok(())
 }
 
