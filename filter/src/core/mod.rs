@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod signing;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod upstream;
 
 use std::time::SystemTime;
 

@@ -27,6 +27,8 @@ use log::{debug, warn};
 use prost::Message;
 use proxy_wasm::hostcalls;
 
+use crate::core::upstream::grpc_target;
+
 /// gRPC `OK`.
 const OK: u32 = 0;
 /// gRPC `UNIMPLEMENTED`: the service has no decision stream.
@@ -106,7 +108,12 @@ impl<W: Clone> Decisions<W> {
             None if now_ms < self.reopen_at_ms => return false,
             None => {}
         }
-        match hostcalls::open_grpc_stream(cluster, CONTROL_SERVICE, STREAM_RATE_LIMIT, Vec::new()) {
+        match hostcalls::open_grpc_stream(
+            &grpc_target(cluster),
+            CONTROL_SERVICE,
+            STREAM_RATE_LIMIT,
+            Vec::new(),
+        ) {
             Ok(token) => {
                 debug!("rate limit decision stream opened ({token})");
                 self.stream = Some(token);

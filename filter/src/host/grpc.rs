@@ -4,6 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message;
+
+use crate::core::upstream::grpc_target;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::BufferType;
 
@@ -16,7 +18,7 @@ pub(super) fn call(
     timeout_ms: u64,
 ) -> Result<u32, String> {
     hostcalls::dispatch_grpc_call(
-        cluster,
+        &grpc_target(cluster),
         service,
         method,
         Vec::new(),

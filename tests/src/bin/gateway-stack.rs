@@ -94,6 +94,8 @@ fn main() -> anyhow::Result<()> {
         "gateway": stack.gateway_url(),
         "emulator_control": format!("http://{}", stack.emulator_control),
         "xds_http": format!("http://{}", stack.xds_http),
+        "xds_grpc": stack.xds_grpc.to_string(),
+        "emulator_api": stack.emulator_api.to_string(),
         "envoy_admin": format!("http://{}", stack.envoy_admin),
         "config_path": stack.config_path,
         "work_dir": stack.dir.path(),
