@@ -186,15 +186,22 @@ def test_the_aws_variant_without_credentials_says_so(compose):
     client = gateway_client("bedrock-runtime", compose.gateway, token=token)
 
     def refusal():
+        """The gateway's answer; None while Envoy still runs the previous configuration (the
+        emulator answers 200 until the new xds-server's resources reach it over ADS)."""
         try:
             _converse(client)
         except ClientError as error:
             return error
-        raise AssertionError("signed without credentials")
+        return None
 
-    wait_for(lambda: refusal().response["ResponseMetadata"]["HTTPStatusCode"] == 503,
-              timeout=60, what="503 from the gateway without credentials")
+    def refused_for_credentials():
+        error = refusal()
+        return error is not None and error.response["ResponseMetadata"]["HTTPStatusCode"] == 503 \
+            and "credentials" in error.response["Error"]["Message"]
+
+    wait_for(refused_for_credentials, timeout=90, what="503 from the gateway without credentials")
     error = refusal()
+    assert error is not None, "signed without credentials"
     assert error.response["Error"]["Code"] == "ServiceUnavailableException"
     assert "credentials" in error.response["Error"]["Message"]
 
