@@ -121,29 +121,45 @@ impl ContextKey {
     }
 }
 
+/// Which tokens a token descriptor counts. Bedrock reports prompt tokens in three parts: the
+/// ones it read from its prompt cache, the ones it wrote to it, and the rest (its "input
+/// tokens"); each is billed at its own price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum TokenKind {
-    /// Input plus output tokens.
+    /// Every token Bedrock bills: input, output, cache read and cache write.
     Total,
+    /// Prompt tokens neither read from nor written to the prompt cache.
     Input,
     Output,
+    /// Prompt tokens read from the prompt cache.
+    CacheRead,
+    /// Prompt tokens written to the prompt cache.
+    CacheWrite,
 }
 
 impl TokenKind {
+    pub const ALL: [TokenKind; 5] = [
+        TokenKind::Total,
+        TokenKind::Input,
+        TokenKind::Output,
+        TokenKind::CacheRead,
+        TokenKind::CacheWrite,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             TokenKind::Total => "total",
             TokenKind::Input => "input",
             TokenKind::Output => "output",
+            TokenKind::CacheRead => "cache_read",
+            TokenKind::CacheWrite => "cache_write",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [TokenKind::Total, TokenKind::Input, TokenKind::Output]
-            .into_iter()
-            .find(|k| k.name() == name)
+        Self::ALL.into_iter().find(|k| k.name() == name)
     }
 }
 

@@ -164,6 +164,14 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
         .unwrap()
         .into_inner();
     assert_eq!(only.rows.len(), 1);
+    assert_eq!(
+        (
+            only.rows[0].cache_read_input_tokens,
+            only.rows[0].cache_write_input_tokens
+        ),
+        (75, 1),
+        "the prompt-cache counts reach the ledger"
+    );
     let bad = control
         .get_usage(GetUsageRequest {
             from_day: "yesterday".into(),
@@ -186,7 +194,8 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
         json,
         serde_json::json!({"rows": [{"day": today, "tenant": "team b",
             "model": "anthropic.claude-3-haiku", "requests": 1, "input_tokens": 7,
-            "output_tokens": 3, "refusals": 0, "gateway_refusals": 0}]})
+            "output_tokens": 3, "refusals": 0, "gateway_refusals": 0,
+            "cache_read_tokens": 3, "cache_write_tokens": 1}]})
     );
     let (code, body) = server.get("/usage?to=2026-13-01").await;
     assert_eq!(

@@ -245,6 +245,8 @@ async fn ledger(store: &dyn Store) {
         output_tokens: 20 * requests,
         refusals: 1,
         gateway_refusals: 2,
+        cache_read_tokens: 300 * requests,
+        cache_write_tokens: 40 * requests,
     };
     let keep = now() + 3600;
     let entry = |key: UsageKey, totals: UsageTotals, expire_at: i64| LedgerEntry {
@@ -334,6 +336,8 @@ async fn reports_are_applied_once(store: &dyn Store) {
                 output_tokens: 3,
                 refusals: 0,
                 gateway_refusals: 1,
+                cache_read_tokens: 5,
+                cache_write_tokens: 6,
             },
             expire_at: now() + 3600,
         }],

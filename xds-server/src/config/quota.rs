@@ -280,7 +280,7 @@ fn check_level(
             {
                 return Err(check.invalid(
                     &key("value"),
-                    "total, input or output: the tokens a `tokens` descriptor counts",
+                    "total, input, output, cache_read or cache_write: the tokens a `tokens` descriptor counts",
                     node.value.as_deref().map(quoted),
                 ));
             }

@@ -121,6 +121,8 @@ fn totals(record: &UsageRecord) -> UsageTotals {
             requests: 1,
             input_tokens: record.input_tokens,
             output_tokens: record.output_tokens,
+            cache_read_tokens: record.cache_read_input_tokens,
+            cache_write_tokens: record.cache_write_input_tokens,
             ..Default::default()
         }
     }
@@ -257,6 +259,8 @@ pub struct UsageRow {
     pub output_tokens: u64,
     pub refusals: u64,
     pub gateway_refusals: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 /// Rows sorted by day, tenant and model.
@@ -276,6 +280,8 @@ pub fn rows(found: Vec<(UsageKey, UsageTotals)>) -> Vec<UsageRow> {
             output_tokens: totals.output_tokens,
             refusals: totals.refusals,
             gateway_refusals: totals.gateway_refusals,
+            cache_read_tokens: totals.cache_read_tokens,
+            cache_write_tokens: totals.cache_write_tokens,
         })
         .collect()
 }
@@ -291,6 +297,8 @@ impl From<UsageRow> for proto::UsageRow {
             output_tokens: row.output_tokens,
             refusals: row.refusals,
             gateway_refusals: row.gateway_refusals,
+            cache_read_input_tokens: row.cache_read_tokens,
+            cache_write_input_tokens: row.cache_write_tokens,
         }
     }
 }

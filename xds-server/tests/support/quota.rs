@@ -121,6 +121,9 @@ pub fn record(tenant: &str, reserved: u64, used_in: u64, used_out: u64) -> Usage
         admitted_at_unix_seconds: now,
         input_tokens: used_in,
         output_tokens: used_out,
+        // What the prompt cache adds to the ledger's rows, apart from the token counters.
+        cache_read_input_tokens: used_in / 2,
+        cache_write_input_tokens: 1,
         refused: false,
         adjustments: vec![CounterAdjustment {
             entries: vec![

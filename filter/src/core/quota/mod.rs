@@ -110,7 +110,7 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
         add(
             entries,
             Some(token.kind),
-            tokens_of(token.kind, estimate.input, estimate.output),
+            reserved_tokens(token.kind, estimate),
         );
     }
     (!descriptors.is_empty()).then(|| Admission {
@@ -123,12 +123,28 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
     })
 }
 
-fn tokens_of(kind: TokenKind, input: u64, output: u64) -> u64 {
+/// What admission reserves on a token descriptor: the most the request can use of that kind.
+/// The estimate's input is the whole prompt, which may turn out uncached, read from the
+/// prompt cache or written to it, in any proportion: each prompt kind reserves all of it.
+fn reserved_tokens(kind: TokenKind, estimate: Estimate) -> u64 {
     match kind {
-        TokenKind::Total => input.saturating_add(output).min(MAX_TOKENS),
-        TokenKind::Input => input.min(MAX_TOKENS),
-        TokenKind::Output => output.min(MAX_TOKENS),
+        TokenKind::Total => estimate.input.saturating_add(estimate.output),
+        TokenKind::Input | TokenKind::CacheRead | TokenKind::CacheWrite => estimate.input,
+        TokenKind::Output => estimate.output,
     }
+    .min(MAX_TOKENS)
+}
+
+/// What a response used of one kind.
+fn used_tokens(kind: TokenKind, usage: &Usage) -> u64 {
+    match kind {
+        TokenKind::Total => usage.total(),
+        TokenKind::Input => usage.input,
+        TokenKind::Output => usage.output,
+        TokenKind::CacheRead => usage.cache_read,
+        TokenKind::CacheWrite => usage.cache_write,
+    }
+    .min(MAX_TOKENS)
 }
 
 /// The service's answer: admitted, or a 429 carrying the first exceeded limit's state.
@@ -174,7 +190,7 @@ pub fn settle(reservations: &[Reservation], ending: Ending) -> Vec<CounterAdjust
     let actual = |r: &Reservation| match (ending, r.kind) {
         (Ending::RefusedByGateway, _) => Some(0),
         (Ending::Forwarded(_), None) => Some(r.reserved),
-        (Ending::Forwarded(usage), Some(kind)) => usage.map(|u| tokens_of(kind, u.input, u.output)),
+        (Ending::Forwarded(usage), Some(kind)) => usage.map(|u| used_tokens(kind, &u)),
     };
     reservations
         .iter()
@@ -221,6 +237,8 @@ pub fn record(
         admitted_at_unix_seconds: i64::try_from(admitted_at).unwrap_or_default(),
         input_tokens: usage.input,
         output_tokens: usage.output,
+        cache_read_input_tokens: usage.cache_read,
+        cache_write_input_tokens: usage.cache_write,
         refused: outcome == Outcome::RefusedByQuota,
         adjustments,
         refused_by_gateway: outcome == Outcome::RefusedByGateway,

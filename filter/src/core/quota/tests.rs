@@ -205,6 +205,7 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
         Ending::Forwarded(Some(Usage {
             input: 12,
             output: 5,
+            ..Default::default()
         })),
     );
     assert_eq!(
@@ -230,7 +231,8 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
             &admission.reservations,
             Ending::Forwarded(Some(Usage {
                 input: 10,
-                output: 30
+                output: 30,
+                ..Default::default()
             }))
         )
         .is_empty(),
@@ -242,6 +244,7 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
         Some(Usage {
             input: 12,
             output: 5,
+            ..Default::default()
         }),
         adjustments,
         Outcome::Forwarded,
@@ -318,11 +321,85 @@ fn huge_estimates_saturate() {
         Ending::Forwarded(Some(Usage {
             input: u64::MAX,
             output: 0,
+            ..Default::default()
         })),
     );
     assert!(
         adjustments
             .iter()
             .all(|a| a.delta > -(1 << 54) && a.delta < (1 << 54))
+    );
+}
+
+#[test]
+fn cache_kinds_reserve_the_whole_prompt_and_settle_to_what_was_billed() {
+    let mut config = config();
+    config.request_descriptors.clear();
+    config.token_descriptors = TokenKind::ALL
+        .into_iter()
+        .map(|kind| TokenDescriptor {
+            keys: vec![ContextKey::Tenant],
+            kind,
+        })
+        .collect();
+    let admission = admission(
+        &config,
+        &context(Some("m1")),
+        Estimate {
+            input: 2000,
+            output: 100,
+        },
+    )
+    .unwrap();
+    let reserved: Vec<_> = admission
+        .reservations
+        .iter()
+        .map(|r| (r.entries.last().unwrap().value.as_str(), r.reserved))
+        .collect();
+    assert_eq!(
+        reserved,
+        [
+            ("total", 2100),
+            ("input", 2000),
+            ("output", 100),
+            ("cache_read", 2000),
+            ("cache_write", 2000)
+        ]
+    );
+    let usage = Usage {
+        input: 40,
+        output: 60,
+        cache_read: 1500,
+        cache_write: 200,
+    };
+    let deltas: Vec<_> = settle(&admission.reservations, Ending::Forwarded(Some(usage)))
+        .into_iter()
+        .map(|a| (a.entries.last().unwrap().value.clone(), a.delta))
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            ("total".to_string(), 1800 - 2100),
+            ("input".to_string(), 40 - 2000),
+            ("output".to_string(), 60 - 100),
+            ("cache_read".to_string(), 1500 - 2000),
+            ("cache_write".to_string(), 200 - 2000)
+        ]
+    );
+    let record = record(
+        &context(Some("m1")),
+        1_800_000_000,
+        Some(usage),
+        Vec::new(),
+        Outcome::Forwarded,
+    );
+    assert_eq!(
+        (
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_input_tokens,
+            record.cache_write_input_tokens
+        ),
+        (40, 60, 1500, 200)
     );
 }

@@ -1,7 +1,9 @@
 //! The tokens a response reports, read as it passes and never held back: the token-count
-//! headers of InvokeModel, the `usage` object of a Converse body, the `metadata` event of
-//! ConverseStream, and the `amazon-bedrock-invocationMetrics` of InvokeModelWithResponseStream's
-//! last chunk. Event-stream frames are decoded (CRCs checked) with aws-smithy-eventstream.
+//! headers of InvokeModel, the `usage` object of a Converse body (or of a model's own body, in
+//! Bedrock's and Anthropic's spellings), the `metadata` event of ConverseStream, and the
+//! `amazon-bedrock-invocationMetrics` of InvokeModelWithResponseStream's last chunk; with the
+//! prompt-cache counts each of them carries. Event-stream frames are decoded (CRCs checked)
+//! with aws-smithy-eventstream.
 
 use aws_smithy_eventstream::frame::{DecodedFrame, MessageFrameDecoder};
 use aws_smithy_types::event_stream::HeaderValue;
@@ -10,11 +12,24 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::BytesMut;
 use serde_json::Value;
 
-/// Input and output tokens of a response.
+/// The tokens of a response, as Bedrock bills them: `input` excludes the prompt tokens read
+/// from (`cache_read`) or written to (`cache_write`) the prompt cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input: u64,
     pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Usage {
+    /// Every token billed.
+    pub fn total(&self) -> u64 {
+        self.input
+            .saturating_add(self.output)
+            .saturating_add(self.cache_read)
+            .saturating_add(self.cache_write)
+    }
 }
 
 /// A JSON body larger than this is not kept for parsing (its usage is then unknown).
@@ -51,7 +66,13 @@ impl UsageParser {
             count("x-amzn-bedrock-input-token-count"),
             count("x-amzn-bedrock-output-token-count"),
         ) {
-            (Some(input), Some(output)) => Some(Usage { input, output }),
+            (Some(input), Some(output)) => Some(Usage {
+                input,
+                output,
+                // Sent only when the prompt cache was used.
+                cache_read: count("x-amzn-bedrock-cache-read-input-token-count").unwrap_or(0),
+                cache_write: count("x-amzn-bedrock-cache-write-input-token-count").unwrap_or(0),
+            }),
             _ => None,
         };
         let content_type = header("content-type").unwrap_or_default();
@@ -137,14 +158,17 @@ impl UsageParser {
     }
 }
 
-/// `usage` of a Converse answer or a ConverseStream `metadata` event, or the token counts of
-/// an Anthropic-style body.
+/// `usage` of a Converse answer or a ConverseStream `metadata` event (Bedrock's names), or of
+/// an Anthropic Messages body (Anthropic's). The cache counts are absent when the prompt
+/// cache was not used.
 fn json_usage(json: &Value) -> Option<Usage> {
     let usage = json.get("usage")?;
     let field = |names: [&str; 2]| names.iter().find_map(|n| usage.get(*n)?.as_u64());
     Some(Usage {
         input: field(["inputTokens", "input_tokens"])?,
         output: field(["outputTokens", "output_tokens"])?,
+        cache_read: field(["cacheReadInputTokens", "cache_read_input_tokens"]).unwrap_or(0),
+        cache_write: field(["cacheWriteInputTokens", "cache_creation_input_tokens"]).unwrap_or(0),
     })
 }
 
@@ -164,9 +188,12 @@ fn event_usage(event_type: Option<&str>, payload: &[u8]) -> Option<Usage> {
             }
             let json: Value = serde_json::from_slice(&inner).ok()?;
             let metrics = json.get("amazon-bedrock-invocationMetrics")?;
+            let optional = |name: &str| metrics.get(name).and_then(Value::as_u64).unwrap_or(0);
             Some(Usage {
                 input: metrics.get("inputTokenCount")?.as_u64()?,
                 output: metrics.get("outputTokenCount")?.as_u64()?,
+                cache_read: optional("cacheReadInputTokenCount"),
+                cache_write: optional("cacheWriteInputTokenCount"),
             })
         }
         _ => None,

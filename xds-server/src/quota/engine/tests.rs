@@ -256,6 +256,8 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         admitted_at_unix_seconds: T0,
         input_tokens: 120,
         output_tokens: 30,
+        cache_read_input_tokens: 700,
+        cache_write_input_tokens: 80,
         refused: false,
         refused_by_gateway: false,
         adjustments: vec![CounterAdjustment {
@@ -303,6 +305,8 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
             output_tokens: 30,
             refusals: 1,
             gateway_refusals: 0,
+            cache_read_tokens: 700,
+            cache_write_tokens: 80,
         }]
     );
     // A refund to last month's window, which has ended, is dropped.
@@ -364,6 +368,7 @@ fn used(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment>)
         refused: false,
         refused_by_gateway: false,
         adjustments,
+        ..Default::default()
     }
 }
 

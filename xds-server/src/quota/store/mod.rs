@@ -127,12 +127,17 @@ pub struct UsageKey {
 pub struct UsageTotals {
     /// Requests that were neither refused by a quota nor by the gateway.
     pub requests: u64,
+    /// Prompt tokens neither read from nor written to the prompt cache.
     pub input_tokens: u64,
     pub output_tokens: u64,
     /// Requests refused by a quota.
     pub refusals: u64,
     /// Requests admitted, then refused by the gateway itself (no credentials, ...).
     pub gateway_refusals: u64,
+    /// Prompt tokens read from the prompt cache.
+    pub cache_read_tokens: u64,
+    /// Prompt tokens written to the prompt cache.
+    pub cache_write_tokens: u64,
 }
 
 impl UsageTotals {
@@ -142,6 +147,12 @@ impl UsageTotals {
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.refusals = self.refusals.saturating_add(other.refusals);
         self.gateway_refusals = self.gateway_refusals.saturating_add(other.gateway_refusals);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(other.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
     }
 
     /// The usage records these totals count: each is a request, a refusal or a gateway

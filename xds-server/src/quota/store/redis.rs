@@ -123,11 +123,14 @@ const REPORT_SCRIPT: &str = r"
 -- of its tenant's (other) row. ARGV: has id (0/1), the id's time to live (seconds), number of
 -- corrections, number of ledger entries, rows a day may have; per correction: delta, when its
 -- window ends; per ledger entry: index member, (other) member, expiry, then requests,
--- input_tokens, output_tokens, refusals, gateway_refusals.
+-- input_tokens, output_tokens, refusals, gateway_refusals, cache_read_tokens,
+-- cache_write_tokens (FIELDS' order; a row written before a field existed reads it as 0).
 -- Returns {applied (0: a duplicate), records collapsed into (other) rows, count...}, -1 for a
 -- correction that changed nothing (a refund to a missing counter, a window that has ended).
 local MAX = 9007199254740991
-local FIELDS = {'requests', 'input_tokens', 'output_tokens', 'refusals', 'gateway_refusals'}
+local FIELDS = {'requests', 'input_tokens', 'output_tokens', 'refusals', 'gateway_refusals',
+                'cache_read_tokens', 'cache_write_tokens'}
+local PER_ENTRY = 3 + #FIELDS
 local has_id = ARGV[1] == '1'
 local adjustments = tonumber(ARGV[3])
 local entries = tonumber(ARGV[4])
@@ -136,7 +139,7 @@ local first = 0
 if has_id then first = 1 end
 if adjustments == nil or entries == nil or max_rows == nil
     or #KEYS ~= first + adjustments + 3 * entries
-    or #ARGV ~= 5 + 2 * adjustments + 8 * entries then
+    or #ARGV ~= 5 + 2 * adjustments + PER_ENTRY * entries then
   return redis.error_reply('report: malformed call')
 end
 if has_id and redis.call('EXISTS', KEYS[1]) == 1 then
@@ -163,8 +166,8 @@ for i = 1, adjustments do
 end
 for j = 1, entries do
   local base = first + adjustments + 3 * (j - 1)
-  local a = ledger_args + 8 * (j - 1)
-  for f = 3, 8 do
+  local a = ledger_args + PER_ENTRY * (j - 1)
+  for f = 3, PER_ENTRY do
     if tonumber(ARGV[a + f]) == nil then
       return redis.error_reply('report: malformed call')
     end
@@ -212,7 +215,7 @@ for i = 1, adjustments do
 end
 for j = 1, entries do
   local base = first + adjustments + 3 * (j - 1)
-  local a = ledger_args + 8 * (j - 1)
+  local a = ledger_args + PER_ENTRY * (j - 1)
   local index, hash, member = KEYS[base + 1], KEYS[base + 2], ARGV[a + 1]
   if redis.call('SISMEMBER', index, member) == 0
       and redis.call('SCARD', index) >= max_rows then
@@ -237,12 +240,15 @@ end
 return out
 ";
 
-const FIELDS: [&str; 5] = [
+/// The ledger hash's fields, in the order of REPORT_SCRIPT's FIELDS.
+const FIELDS: [&str; 7] = [
     "requests",
     "input_tokens",
     "output_tokens",
     "refusals",
     "gateway_refusals",
+    "cache_read_tokens",
+    "cache_write_tokens",
 ];
 
 pub struct RedisStore {
@@ -472,7 +478,9 @@ impl UsageLedger for RedisStore {
                 .arg(count(totals.input_tokens))
                 .arg(count(totals.output_tokens))
                 .arg(count(totals.refusals))
-                .arg(count(totals.gateway_refusals));
+                .arg(count(totals.gateway_refusals))
+                .arg(count(totals.cache_read_tokens))
+                .arg(count(totals.cache_write_tokens));
         }
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = self
@@ -559,6 +567,8 @@ impl UsageLedger for RedisStore {
                     output_tokens: field(FIELDS[2]),
                     refusals: field(FIELDS[3]),
                     gateway_refusals: field(FIELDS[4]),
+                    cache_read_tokens: field(FIELDS[5]),
+                    cache_write_tokens: field(FIELDS[6]),
                 };
                 (key, totals)
             })

@@ -58,6 +58,8 @@ fn record(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment
         refused: false,
         adjustments,
         refused_by_gateway: false,
+        cache_read_input_tokens: 7,
+        cache_write_input_tokens: 3,
     }
 }
 
@@ -100,6 +102,8 @@ fn records_become_ledger_rows_per_local_day_tenant_and_model() {
         output_tokens: 50 * requests,
         refusals: 0,
         gateway_refusals: 0,
+        cache_read_tokens: 7 * requests,
+        cache_write_tokens: 3 * requests,
     };
     assert_eq!(
         rows,
@@ -247,6 +251,8 @@ fn rows_are_merged_and_sorted() {
         output_tokens: 3,
         refusals: 4,
         gateway_refusals: 5,
+        cache_read_tokens: 6,
+        cache_write_tokens: 7,
     };
     let sorted = rows(vec![
         (key("2026-01-02", "a", "m"), one),
@@ -279,7 +285,8 @@ fn rows_are_merged_and_sorted() {
     assert_eq!(
         json,
         serde_json::json!({"day": "2026-01-01", "tenant": "a", "model": "m", "requests": 2,
-            "input_tokens": 4, "output_tokens": 6, "refusals": 8, "gateway_refusals": 10})
+            "input_tokens": 4, "output_tokens": 6, "refusals": 8, "gateway_refusals": 10,
+            "cache_read_tokens": 12, "cache_write_tokens": 14})
     );
 }
 

@@ -24,7 +24,8 @@ fn invoke_model_headers() {
         parser.finish(),
         Some(Usage {
             input: 12,
-            output: 34
+            output: 34,
+            ..Default::default()
         })
     );
 }
@@ -40,7 +41,8 @@ fn converse_body_in_pieces() {
         parser.finish(),
         Some(Usage {
             input: 5,
-            output: 6
+            output: 6,
+            ..Default::default()
         })
     );
 }
@@ -63,7 +65,8 @@ fn converse_stream_metadata_across_chunk_boundaries() {
             parser.finish(),
             Some(Usage {
                 input: 3,
-                output: 7
+                output: 7,
+                ..Default::default()
             }),
             "pieces of {size}"
         );
@@ -87,7 +90,8 @@ fn invoke_model_with_response_stream_metrics() {
         parser.finish(),
         Some(Usage {
             input: 21,
-            output: 8
+            output: 8,
+            ..Default::default()
         })
     );
 }
@@ -111,4 +115,52 @@ fn unknown_and_failed() {
         UsageParser::new(200, &h(&[("content-type", "text/plain")])).finish(),
         None
     );
+}
+
+const CACHED: Usage = Usage {
+    input: 11,
+    output: 22,
+    cache_read: 1000,
+    cache_write: 300,
+};
+
+#[test]
+fn prompt_cache_counts_in_every_form() {
+    // InvokeModel: headers.
+    let parser = UsageParser::new(
+        200,
+        &h(&[
+            ("content-type", "application/json"),
+            ("x-amzn-bedrock-input-token-count", "11"),
+            ("x-amzn-bedrock-output-token-count", "22"),
+            ("x-amzn-bedrock-cache-read-input-token-count", "1000"),
+            ("x-amzn-bedrock-cache-write-input-token-count", "300"),
+        ]),
+    );
+    assert_eq!(parser.finish(), Some(CACHED), "InvokeModel headers");
+
+    // Converse: Bedrock's names.
+    let mut parser = UsageParser::new(200, &h(&[("content-type", "application/json")]));
+    parser.feed(br#"{"stopReason":"end_turn","usage":{"inputTokens":11,"outputTokens":22,"totalTokens":1333,"cacheReadInputTokens":1000,"cacheWriteInputTokens":300}}"#);
+    assert_eq!(parser.finish(), Some(CACHED), "Converse body");
+
+    // InvokeModel without the headers: Anthropic's names in the model's body.
+    let mut parser = UsageParser::new(200, &h(&[("content-type", "application/json")]));
+    parser.feed(br#"{"type":"message","usage":{"input_tokens":11,"output_tokens":22,"cache_read_input_tokens":1000,"cache_creation_input_tokens":300}}"#);
+    assert_eq!(parser.finish(), Some(CACHED), "Anthropic body");
+
+    // ConverseStream: the metadata event.
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(&frame("metadata", r#"{"usage":{"inputTokens":11,"outputTokens":22,"totalTokens":1333,"cacheReadInputTokens":1000,"cacheWriteInputTokens":300},"metrics":{"latencyMs":1}}"#));
+    assert_eq!(parser.finish(), Some(CACHED), "ConverseStream metadata");
+
+    // InvokeModelWithResponseStream: the last chunk's metrics.
+    let metrics = r#"{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":11,"outputTokenCount":22,"invocationLatency":1,"firstByteLatency":1,"cacheReadInputTokenCount":1000,"cacheWriteInputTokenCount":300}}"#;
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(&frame(
+        "chunk",
+        &format!(r#"{{"bytes":"{}"}}"#, STANDARD.encode(metrics)),
+    ));
+    assert_eq!(parser.finish(), Some(CACHED), "invocation metrics");
+    assert_eq!(CACHED.total(), 1333);
 }

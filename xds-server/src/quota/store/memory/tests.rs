@@ -91,6 +91,8 @@ async fn ledger_rows_expire() {
         output_tokens: 20,
         refusals: 0,
         gateway_refusals: 1,
+        cache_read_tokens: 30,
+        cache_write_tokens: 40,
     };
     let entry = LedgerEntry {
         key: key.clone(),
@@ -106,6 +108,10 @@ async fn ledger_rows_expire() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].1.input_tokens, 20);
     assert_eq!(rows[0].1.gateway_refusals, 2);
+    assert_eq!(
+        (rows[0].1.cache_read_tokens, rows[0].1.cache_write_tokens),
+        (60, 80)
+    );
     assert!(store.query(&days, Some("other")).await.unwrap().is_empty());
     clock.set(6_000);
     assert!(store.query(&days, None).await.unwrap().is_empty());
