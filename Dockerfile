@@ -42,8 +42,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
  && rm -rf /var/lib/apt/lists/*
 COPY --from=artifacts /artifacts/xds-server /artifacts/bedrock-emulator /usr/local/bin/
 # State of xds-server (the development issuer's key), a volume in docker-compose.yml.
-RUN mkdir -p /var/lib/bedrock-gateway && chown nobody /var/lib/bedrock-gateway
-USER nobody
+RUN mkdir -p /var/lib/bedrock-gateway && chown 65534:65534 /var/lib/bedrock-gateway
+# nobody:nogroup, numeric so that Kubernetes' runAsNonRoot can check it (deploy/k8s).
+USER 65534:65534
 ENTRYPOINT ["xds-server"]
 
 FROM envoyproxy/envoy:v1.40.0 AS envoy

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project on this machine, installing what is missing first (the
-# wasm target, a virtualenv with Envoy, boto3 and pytest, redis-server): formatting and lints,
+# wasm target, a virtualenv with Envoy, boto3 and pytest, redis-server, skopeo, docker-registry,
+# openssl): formatting and lints,
 # unit tests, integration tests (xds-server against real Envoy and Redis), end-to-end tests
 # (real Envoy + xds-server + emulator driven by the AWS SDK for Rust), fuzzing of the filter's
 # core for a bounded time (scripts/fuzz.sh), the boto3 tests, the docker-compose tests
@@ -16,6 +17,11 @@ ensure_python_env
 ensure_envoy
 # The quota tests run a real Redis.
 apt_ensure redis-server redis-server
+# The filter's OCI image is pushed to and pulled from a local registry (test_filter_image.py).
+apt_ensure skopeo skopeo
+apt_ensure docker-registry docker-registry
+# The mesh-shaped test makes a CA and a certificate for the Bedrock hosts.
+apt_ensure openssl openssl
 # The compose tests seed their base images from Debian's packages (tests/docker/seed-images.sh)
 # and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then

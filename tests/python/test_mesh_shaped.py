@@ -1,5 +1,7 @@
 """The filter in an Envoy configured the way a mesh generates it, not by xds-server: the Wasm
-filter inline with the JSON `xds-server filter-config` renders, clusters named as Istio names
+filter configuration of deploy/istio's EnvoyFilter (rendered by deploy/render.py; the module a
+local file, as istio-agent hands it to Envoy; the JSON document the test stack's, with the
+manifest's cluster names), its virtual-host settings, clusters named as Istio names
 them (`outbound|PORT||HOST`, the control clusters included), routing by host (a virtual host
 per Bedrock host, no `cluster_header`), no ADS. boto3 calls pass through it to the emulator,
 which checks their signatures: the filter's `:authority` chooses the upstream.
@@ -17,6 +19,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -63,19 +66,50 @@ def _cluster(name: str, address: str, http2: bool = False, tls: dict | None = No
     return cluster
 
 
-def _wasm(filter_json: str, stop_iteration: bool) -> dict:
-    config = {
-        "name": "bedrock_gateway", "root_id": "bedrock_gateway",
-        "vm_config": {"vm_id": "bedrock_gateway", "runtime": "envoy.wasm.runtime.v8",
-                      "code": {"local": {"filename": str(ROOT / "target" / "wasm32-wasip1" / "release" / "bedrock_gateway_filter.wasm")}}},
-        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": filter_json},
-        "fail_open": False,
-    }
-    if stop_iteration:
-        # The one setting meshes do not expose (docs/filter-config.md, docs/mesh.md).
-        config["allow_on_headers_stop_iteration"] = True
-    return {"name": "bedrock_gateway", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": config}}
+def _istio_delivery() -> tuple[dict, dict]:
+    """The Wasm filter configuration and the virtual-host settings of deploy/istio's
+    EnvoyFilter, rendered (deploy/render.py, example values) as istiod would serve them."""
+    import yaml
+
+    out = tempfile.mkdtemp(prefix="bgw-mesh-render-")
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "deploy" / "render.py"), "--example-values",
+                               "--tree", "istio", "--out", out], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        with open(os.path.join(out, "istio", "filter-envoyfilter.yaml")) as rendered:
+            gateway_filter = next(yaml.safe_load_all(rendered))
+    finally:
+        subprocess.run(["rm", "-rf", out], check=False)
+    patches = gateway_filter["spec"]["configPatches"]
+    [extension] = [p["patch"]["value"] for p in patches if p["applyTo"] == "EXTENSION_CONFIG"]
+    virtual_host = {}
+    for patch in patches:
+        if patch["applyTo"] == "VIRTUAL_HOST" and patch["patch"]["operation"] == "MERGE":
+            virtual_host.update(patch["patch"]["value"])
+    return extension["typed_config"], virtual_host
+
+
+def _wasm(delivered: dict, filter_json: str, stop_iteration: bool) -> dict:
+    """The filter as Envoy gets it: istio-agent has replaced the remote module by the local
+    file it fetched; the configuration is the test stack's (its issuers and limits) with the
+    manifest's cluster names. Without `stop_iteration`, as Istio's WasmPlugin and Envoy
+    Gateway's EnvoyExtensionPolicy emit it: without the option."""
+    typed_config = json.loads(json.dumps(delivered))
+    config = typed_config["config"]
+    assert config["allow_on_headers_stop_iteration"] is True, config
+    remote = config["vm_config"]["code"].pop("remote")
+    assert remote["http_uri"]["uri"].startswith("oci://") and len(remote["sha256"]) == 64, remote
+    config["vm_config"]["code"]["local"] = {
+        "filename": str(ROOT / "target" / "wasm32-wasip1" / "release" / "bedrock_gateway_filter.wasm")}
+    manifest_document = json.loads(config["configuration"]["value"])
+    document = json.loads(filter_json)
+    document["control"]["cluster"] = manifest_document["control"]["cluster"]
+    if "quota" in document:
+        document["quota"]["cluster"] = manifest_document["quota"]["cluster"]
+    config["configuration"]["value"] = json.dumps(document)
+    if not stop_iteration:
+        del config["allow_on_headers_stop_iteration"]
+    return {"name": "bedrock-gateway-filter", "typed_config": typed_config}
 
 
 def _manager(prefix: str, routes: dict, filters: list, **extra) -> dict:
@@ -103,9 +137,11 @@ def _hosts() -> list:
 
 
 def _bootstrap(filter_json: str, ports: dict, xds_grpc: str, emulator: str, pki: dict) -> dict:
+    delivered, virtual_host_settings = _istio_delivery()
     virtual_hosts = [
         {"name": f"{host}:443", "domains": [host, f"{host}:443"],
-         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"outbound|443||{host}", "timeout": "0s"}}]}
+         "routes": [{"match": {"prefix": "/"}, "route": {"cluster": f"outbound|443||{host}", "timeout": "0s"}}],
+         **virtual_host_settings}
         for host in _hosts()
     ]
     # What the client sent before the filter rewrote it: nothing is routed by it.
@@ -125,10 +161,10 @@ def _bootstrap(filter_json: str, ports: dict, xds_grpc: str, emulator: str, pki:
         "static_resources": {
             "listeners": [
                 _listener("0.0.0.0_8080", ports["listen"],
-                          _manager("inbound_mesh", routes, [_wasm(filter_json, True)])),
+                          _manager("inbound_mesh", routes, [_wasm(delivered, filter_json, True)])),
                 # As WasmPlugin / EnvoyExtensionPolicy emit the filter: no way to set the option.
                 _listener("0.0.0.0_8081", ports["unpatched"],
-                          _manager("unpatched", routes, [_wasm(filter_json, False)], stream_idle_timeout="2s")),
+                          _manager("unpatched", routes, [_wasm(delivered, filter_json, False)], stream_idle_timeout="2s")),
                 _listener("bedrock_hosts", ports["bedrock"], bedrock, tls=pki),
             ],
             "clusters": clusters,
@@ -179,10 +215,8 @@ def mesh():
                               capture_output=True, text=True, timeout=60)
     assert rendered.returncode == 0, rendered.stderr
     document = json.loads(rendered.stdout)
-    # The mesh's names for the control service; the services' own cluster names go unused.
-    document["control"]["cluster"] = CONTROL
-    if "quota" in document:
-        document["quota"]["cluster"] = CONTROL
+    # The mesh's names for the control service come from the manifest (_wasm); the services'
+    # own cluster names go unused.
     ports = {name: _free_port() for name in ("listen", "admin", "unpatched", "bedrock")}
     work = tempfile.mkdtemp(prefix="bgw-mesh-")
     config = os.path.join(work, "envoy.json")
