@@ -1,5 +1,5 @@
-//! The control port: plain HTTP/JSON for tests and operators. Health, the request log,
-//! temporary credentials in the container-credentials format, and counters.
+//! The control port: plain HTTP/JSON for tests and operators. Health, the request log, the
+//! prompt cache, temporary credentials in the container-credentials format, and counters.
 
 use std::time::SystemTime;
 
@@ -12,6 +12,7 @@ pub const HEALTH: &str = "/health";
 pub const REQUESTS: &str = "/requests";
 pub const CREDENTIALS: &str = "/credentials";
 pub const STATS: &str = "/stats";
+pub const CACHE: &str = "/cache";
 
 /// A control response before it becomes HTTP: status, content type, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,11 @@ pub fn reply(state: &State, method: &Method, path: &str, now: SystemTime) -> Rep
             records.clear();
             Reply::json(&json!({ "cleared": cleared }))
         }
+        (&Method::DELETE, CACHE) => {
+            let cleared = state.prompt_cache().clear();
+            tracing::info!(prefixes = cleared, "prompt cache cleared");
+            Reply::json(&json!({ "cleared": cleared }))
+        }
         (&Method::GET, CREDENTIALS) => {
             let issued = state.issue_credentials(now);
             tracing::info!(
@@ -63,12 +69,13 @@ pub fn reply(state: &State, method: &Method, path: &str, now: SystemTime) -> Rep
             "requests": state.records().total(),
             "issued_credentials": state.credentials().issued_total(),
         })),
-        (_, HEALTH | REQUESTS | CREDENTIALS | STATS) => {
+        (_, HEALTH | REQUESTS | CREDENTIALS | STATS | CACHE) => {
             Reply::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => Reply::text(
             StatusCode::NOT_FOUND,
-            "not found: try GET /health, GET|DELETE /requests, GET /credentials or GET /stats",
+            "not found: try GET /health, GET|DELETE /requests, DELETE /cache, GET /credentials or \
+             GET /stats",
         ),
     }
 }
@@ -123,6 +130,7 @@ mod tests {
             signature_valid: false,
             status: 403,
             error_code: None,
+            usage: None,
         }
     }
 
@@ -165,6 +173,43 @@ mod tests {
         assert_eq!(
             json_of(reply(&state, &Method::GET, STATS, now)),
             json!({"issued_credentials": 0, "requests": 2})
+        );
+    }
+
+    #[test]
+    fn the_prompt_cache_is_cleared_apart_from_the_requests() {
+        use crate::prompt_cache::PrefixBuilder;
+        let state = state();
+        let now = SystemTime::now();
+        let mut prefix = PrefixBuilder::default();
+        prefix.content(&json!("system prompt"), 2);
+        prefix.checkpoint();
+        let checkpoints = prefix.finish().unwrap();
+        state.prompt_cache().use_prefixes("m", &checkpoints);
+        state.records().push(record());
+        // Clearing the requests keeps the cache.
+        assert_eq!(
+            json_of(reply(&state, &Method::DELETE, REQUESTS, now)),
+            json!({"cleared": 1})
+        );
+        assert_eq!(state.prompt_cache().len(), 1);
+        assert_eq!(
+            json_of(reply(&state, &Method::DELETE, CACHE, now)),
+            json!({"cleared": 1})
+        );
+        assert!(state.prompt_cache().is_empty());
+        assert_eq!(
+            json_of(reply(&state, &Method::DELETE, CACHE, now)),
+            json!({"cleared": 0})
+        );
+        assert_eq!(
+            reply(&state, &Method::GET, CACHE, now).status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        // The next request with that prefix writes it again.
+        assert_eq!(
+            state.prompt_cache().use_prefixes("m", &checkpoints).write,
+            2
         );
     }
 

@@ -14,6 +14,7 @@ pub mod control;
 pub mod credentials;
 pub mod eventstream;
 pub mod operations;
+pub mod prompt_cache;
 pub mod records;
 pub mod server;
 pub mod sigv4;
@@ -28,7 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, EmulatorConfig, Secret, StaticCredentials};
 pub use credentials::ContainerCredentials;
-pub use records::RequestRecord;
+pub use records::{RequestRecord, Usage};
 pub use server::{ServeError, serve};
 pub use state::State;
 
@@ -111,6 +112,12 @@ impl Emulator {
 
     pub fn clear_requests(&self) {
         self.state.records().clear();
+    }
+
+    /// Forgets every cached prompt prefix, as `DELETE /cache` on the control port does;
+    /// answers how many there were.
+    pub fn clear_prompt_cache(&self) -> usize {
+        self.state.prompt_cache().clear()
     }
 
     /// Issues temporary credentials, as `GET /credentials` on the control port does.

@@ -1,5 +1,5 @@
 //! What the API port received, for tests to inspect through the control port: every request,
-//! its headers as sent, a hash of its body and the verdict.
+//! its headers as sent, a hash of its body, the verdict and the tokens the answer reported.
 
 use std::collections::VecDeque;
 
@@ -21,6 +21,21 @@ pub struct RequestRecord {
     pub signature_valid: bool,
     pub status: u16,
     pub error_code: Option<String>,
+    /// The tokens the answer reported, as a client reads them from it; `None` for errors,
+    /// streams that failed before their usage event, and operations without token usage
+    /// (CountTokens, Retrieve).
+    pub usage: Option<Usage>,
+}
+
+/// The token counts one answer reported, in Bedrock's billing split: `input_tokens` excludes the
+/// prompt tokens read from (`cache_read_tokens`) or written to (`cache_write_tokens`) the prompt
+/// cache, so the four add up to every token billed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    pub cache_read_tokens: u32,
+    pub cache_write_tokens: u32,
 }
 
 #[derive(Debug)]
@@ -84,6 +99,7 @@ mod tests {
             signature_valid: false,
             status,
             error_code: Some("MissingAuthenticationTokenException".into()),
+            usage: None,
         }
     }
 
@@ -115,7 +131,28 @@ mod tests {
                 "access_key_id": null,
                 "signature_valid": false,
                 "status": 403,
-                "error_code": "MissingAuthenticationTokenException"
+                "error_code": "MissingAuthenticationTokenException",
+                "usage": null
+            })
+        );
+        let answered = RequestRecord {
+            status: 200,
+            error_code: None,
+            usage: Some(Usage {
+                input_tokens: 3,
+                output_tokens: 4,
+                cache_read_tokens: 5,
+                cache_write_tokens: 0,
+            }),
+            ..record(200)
+        };
+        assert_eq!(
+            serde_json::to_value(answered).unwrap()["usage"],
+            serde_json::json!({
+                "input_tokens": 3,
+                "output_tokens": 4,
+                "cache_read_tokens": 5,
+                "cache_write_tokens": 0
             })
         );
     }

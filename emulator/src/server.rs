@@ -284,9 +284,10 @@ async fn handle_api(state: &State, request: Request<Incoming>) -> http::Response
     let result = verdict.result.and_then(|service| {
         let operation = operations::route(service, method, raw_path)?;
         operation_name = Some(operation.name());
-        operations::handle(&operation, &body)
+        operations::handle(&operation, &body, state.prompt_cache())
     });
 
+    let usage = result.as_ref().ok().and_then(|ok| ok.usage);
     let (status, error_code, response) = match result {
         Ok(ok) => {
             let mut headers = ok.headers;
@@ -330,6 +331,7 @@ async fn handle_api(state: &State, request: Request<Incoming>) -> http::Response
         signature_valid,
         status,
         error_code: error_code.map(|c| c.as_str().to_string()),
+        usage,
     });
     response
 }

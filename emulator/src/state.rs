@@ -1,11 +1,12 @@
-//! What the API and control ports share: the configuration, the issued credentials and the
-//! request log.
+//! What the API and control ports share: the configuration, the issued credentials, the
+//! request log and the prompt cache.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use crate::config::{ConfigError, EmulatorConfig};
 use crate::credentials::{ContainerCredentials, CredentialStore};
+use crate::prompt_cache::PromptCache;
 use crate::records::RecordLog;
 
 /// Everything the two ports share.
@@ -14,6 +15,7 @@ pub struct State {
     pub config: EmulatorConfig,
     credentials: Mutex<CredentialStore>,
     records: Mutex<RecordLog>,
+    prompt_cache: PromptCache,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -27,6 +29,7 @@ impl State {
         Ok(Self {
             credentials: Mutex::new(CredentialStore::new(config.static_credentials.clone())),
             records: Mutex::new(RecordLog::default()),
+            prompt_cache: PromptCache::default(),
             config,
         })
     }
@@ -37,6 +40,11 @@ impl State {
 
     pub fn records(&self) -> MutexGuard<'_, RecordLog> {
         lock(&self.records)
+    }
+
+    /// The prompt prefixes each model has seen (kept when the request log is cleared).
+    pub fn prompt_cache(&self) -> &PromptCache {
+        &self.prompt_cache
     }
 
     /// Issues new temporary credentials valid for the configured lifetime from `now`.

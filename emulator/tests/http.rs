@@ -343,6 +343,87 @@ async fn control_port_lists_clears_and_counts() {
     emulator.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn records_carry_usage_and_the_prompt_cache_outlives_them() {
+    let emulator = start(config(true)).await;
+    let signing = Signing::default();
+    let call = |path: String, body: Vec<u8>| {
+        let request = request(emulator.api_addr(), None, &path, &body, Some(&signing));
+        send(request, false)
+    };
+    let last_usage =
+        || async { control(&emulator, "GET", "/requests").await.json()[0]["usage"].clone() };
+    let converse = format!("/model/{MODEL_IN_PATH}/converse");
+    let cached = json!({
+        "system": [{"text": "a cached system prompt"}, {"cachePoint": {"type": "default"}}],
+        "messages": [{"role": "user", "content": [{"text": "hi"}]}],
+    })
+    .to_string()
+    .into_bytes();
+
+    let reply = call(converse.clone(), cached.clone()).await;
+    assert_eq!(reply.json()["usage"]["cacheWriteInputTokens"], 4);
+    let usage = json!({"input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 0, "cache_write_tokens": 4});
+    assert_eq!(last_usage().await, usage);
+    assert_eq!(emulator.requests()[0].usage.unwrap().cache_write_tokens, 4);
+
+    // Clearing the records keeps the cache: the same prefix is read.
+    control(&emulator, "DELETE", "/requests").await;
+    call(converse.clone(), cached.clone()).await;
+    let usage = json!({"input_tokens": 1, "output_tokens": 2, "cache_read_tokens": 4, "cache_write_tokens": 0});
+    assert_eq!(last_usage().await, usage);
+
+    // DELETE /cache forgets it: written again.
+    assert_eq!(
+        control(&emulator, "DELETE", "/cache").await.json(),
+        json!({"cleared": 1})
+    );
+    assert_eq!(control(&emulator, "GET", "/cache").await.status, 405);
+    control(&emulator, "DELETE", "/requests").await;
+    call(converse.clone(), cached).await;
+    assert_eq!(last_usage().await["cache_write_tokens"], 4);
+
+    // InvokeModel with cache_control reports the cache in headers too.
+    let invoke = format!("/model/{MODEL_IN_PATH}/invoke");
+    let anthropic = json!({
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 10,
+        "system": [{"type": "text", "text": "two words", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hello"}],
+    })
+    .to_string()
+    .into_bytes();
+    for (read, write) in [("0", "2"), ("2", "0")] {
+        let reply = call(invoke.clone(), anthropic.clone()).await;
+        assert_eq!(reply.header("x-amzn-bedrock-input-token-count"), Some("1"));
+        assert_eq!(
+            reply.header("x-amzn-bedrock-cache-read-input-token-count"),
+            Some(read)
+        );
+        assert_eq!(
+            reply.header("x-amzn-bedrock-cache-write-input-token-count"),
+            Some(write)
+        );
+    }
+    control(&emulator, "DELETE", "/requests").await;
+
+    // Without a cache point the counts are zero; errors carry no usage.
+    call(converse.clone(), converse_body("plain request")).await;
+    call(
+        "/model/emulator-error/converse".to_string(),
+        converse_body("fails"),
+    )
+    .await;
+    let records = control(&emulator, "GET", "/requests").await.json();
+    assert_eq!(
+        records[0]["usage"],
+        json!({"input_tokens": 2, "output_tokens": 3, "cache_read_tokens": 0, "cache_write_tokens": 0})
+    );
+    assert_eq!(records[1]["status"], 500);
+    assert_eq!(records[1]["usage"], serde_json::Value::Null);
+    emulator.stop().await.unwrap();
+}
+
 fn temporary_signing(credentials: &serde_json::Value) -> Signing {
     Signing {
         access_key_id: credentials["AccessKeyId"].as_str().unwrap().into(),

@@ -14,9 +14,9 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_bedrockruntime::error::ProvideErrorMetadata;
 use aws_sdk_bedrockruntime::primitives::Blob;
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, ConverseStreamOutput, ConverseTokensRequest, CountTokensInput,
-    InferenceConfiguration, InvokeModelTokensRequest, Message, ResponseStream, StopReason,
-    SystemContentBlock,
+    CachePointBlock, CachePointType, ContentBlock, ConversationRole, ConverseStreamOutput,
+    ConverseTokensRequest, CountTokensInput, InferenceConfiguration, InvokeModelTokensRequest,
+    Message, ResponseStream, StopReason, SystemContentBlock,
 };
 use aws_sdk_bedrockruntime::{Client, config::Region};
 use aws_smithy_types::{Document, Number};
@@ -226,6 +226,85 @@ async fn sdk_operations_are_signed_and_parsed() {
             record.path
         );
     }
+    emulator.stop().await.unwrap();
+}
+
+/// The SDK reads the cache counts under the names Bedrock's service model gives them.
+#[tokio::test]
+async fn sdk_reads_prompt_cache_usage() {
+    let emulator = start(config(true)).await;
+    let client = client(&emulator, static_credentials());
+    let cache_point = || {
+        SystemContentBlock::CachePoint(
+            CachePointBlock::builder()
+                .r#type(CachePointType::Default)
+                .build()
+                .unwrap(),
+        )
+    };
+    for (read, write) in [(0, 3), (3, 0)] {
+        let converse = client
+            .converse()
+            .model_id(MODEL)
+            .system(SystemContentBlock::Text("a system prompt".into()))
+            .system(cache_point())
+            .messages(user("Hello emulator"))
+            .send()
+            .await
+            .expect("Converse succeeds");
+        let usage = converse.usage().unwrap();
+        assert_eq!(
+            (
+                usage.input_tokens(),
+                usage.output_tokens(),
+                usage.total_tokens(),
+                usage.cache_read_input_tokens(),
+                usage.cache_write_input_tokens()
+            ),
+            (2, 3, 8, Some(read), Some(write))
+        );
+    }
+    let mut stream = client
+        .converse_stream()
+        .model_id(MODEL)
+        .system(SystemContentBlock::Text("a system prompt".into()))
+        .system(cache_point())
+        .messages(user("stream this"))
+        .send()
+        .await
+        .expect("ConverseStream succeeds")
+        .stream;
+    let mut usage = None;
+    while let Some(event) = stream.recv().await.expect("the event stream decodes") {
+        if let ConverseStreamOutput::Metadata(metadata) = event {
+            usage = metadata.usage().cloned();
+        }
+    }
+    let usage = usage.expect("usage in metadata");
+    assert_eq!(
+        (
+            usage.input_tokens(),
+            usage.cache_read_input_tokens(),
+            usage.cache_write_input_tokens()
+        ),
+        (2, Some(3), Some(0))
+    );
+    // Without a cache point the SDK sees no cache counts at all.
+    let plain = client
+        .converse()
+        .model_id(MODEL)
+        .messages(user("Hello emulator"))
+        .send()
+        .await
+        .expect("Converse succeeds");
+    let usage = plain.usage().unwrap();
+    assert_eq!(
+        (
+            usage.cache_read_input_tokens(),
+            usage.cache_write_input_tokens()
+        ),
+        (None, None)
+    );
     emulator.stop().await.unwrap();
 }
 

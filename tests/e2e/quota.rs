@@ -528,3 +528,134 @@ async fn a_report_resent_while_redis_is_slow_is_counted_once() {
         stack.all_logs()
     );
 }
+
+/// A system prompt of `words` tokens (the emulator counts a word as a token) marked for
+/// Bedrock's prompt cache, in Converse's form and in an Anthropic body's.
+fn cached_system(words: usize) -> String {
+    vec!["cacheable"; words].join(" ")
+}
+
+fn cached_converse(system: &str, text: &str) -> String {
+    json!({
+        "system": [{"text": system}, {"cachePoint": {"type": "default"}}],
+        "messages": [{"role": "user", "content": [{"text": text}]}],
+        "inferenceConfig": {"maxTokens": 10},
+        "additionalModelRequestFields": {"emulator": {"output_tokens": 5}}
+    })
+    .to_string()
+}
+
+fn cached_invoke(system: &str, text: &str) -> String {
+    json!({
+        "anthropic_version": "bedrock-2023-05-31", "max_tokens": 10,
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": text}],
+        "emulator": {"output_tokens": 5}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prompt_cache_tokens_reach_the_ledger_and_count_against_limits() {
+    fresh_window(3600, 120);
+    // A month's budget of tokens read from the cache, and one of every token billed.
+    let stack = stack(
+        "failure_mode: closed\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: cache_read\n        rate_limit: {unit: month, requests_per_unit: 320}\n      - key: tokens\n        value: total\n        rate_limit: {unit: month, requests_per_unit: 100000}\n",
+    );
+    let haiku = "/model/anthropic.claude-3-haiku";
+    // Each API twice with one cached prefix of its own: the first call writes it, the second
+    // reads it. Every answer's usage is read from where that API reports it (Converse body,
+    // ConverseStream metadata event, InvokeModel headers, the stream's invocation metrics).
+    let calls = [
+        ("converse", cached_converse(&cached_system(10), "first")),
+        (
+            "converse-stream",
+            cached_converse(&cached_system(11), "second"),
+        ),
+        ("invoke", cached_invoke(&cached_system(12), "third")),
+        (
+            "invoke-with-response-stream",
+            cached_invoke(&cached_system(13), "fourth"),
+        ),
+    ];
+    stack.clear_emulator_requests().unwrap();
+    let mut done = 0;
+    for (operation, body) in &calls {
+        for _ in 0..2 {
+            let (status, _, answer) = call(
+                &stack,
+                "team-a",
+                &format!("{haiku}/{operation}"),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(status, 200, "{operation}: {answer}");
+            done += 1;
+            ledger(&stack, "team-a", done);
+        }
+    }
+    let seen = stack.emulator_requests().unwrap();
+    assert_eq!(seen.len(), 8);
+    let mut upstream = gateway_e2e::RecordedUsage::default();
+    for (i, record) in seen.iter().enumerate() {
+        let usage = record.usage.expect("the emulator reported usage");
+        let (write, read) = (usage.cache_write_tokens, usage.cache_read_tokens);
+        let prefix = 10 + (i as u64) / 2;
+        assert_eq!(
+            (write, read),
+            if i % 2 == 0 { (prefix, 0) } else { (0, prefix) },
+            "request {i} ({}): the first call writes, the second reads",
+            record.path
+        );
+        upstream.input_tokens += usage.input_tokens;
+        upstream.output_tokens += usage.output_tokens;
+        upstream.cache_read_tokens += read;
+        upstream.cache_write_tokens += write;
+    }
+    let rows = ledger(&stack, "team-a", 8);
+    let row = rows
+        .iter()
+        .find(|r| r["model"] == "anthropic.claude-3-haiku")
+        .expect("a row for the model");
+    let column = |name: &str| row[name].as_u64().unwrap_or(u64::MAX);
+    assert_eq!(
+        (
+            column("requests"),
+            column("input_tokens"),
+            column("output_tokens"),
+            column("cache_read_tokens"),
+            column("cache_write_tokens")
+        ),
+        (
+            8,
+            upstream.input_tokens,
+            upstream.output_tokens,
+            upstream.cache_read_tokens,
+            upstream.cache_write_tokens
+        ),
+        "the ledger has what the upstream reported: {rows:?}"
+    );
+
+    // The cache_read budget: 10 + 11 + 12 + 13 = 46 read so far. A request reserves its
+    // whole prompt estimate (at 4 characters a token, ~250 for 100 words) and settles to what
+    // it read, so reads of 100 words fit until the counter plus the reservation passes 320.
+    stack.clear_emulator_requests().unwrap();
+    let big = cached_converse(&cached_system(100), "again");
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (status, _, _) =
+            call(&stack, "team-a", &format!("{haiku}/converse"), big.clone()).await;
+        statuses.push(status);
+        if status == 200 {
+            done += 1;
+            ledger(&stack, "team-a", done);
+        }
+    }
+    // Written (0 read), read (46 + 100), then 146 + ~250 > 320: refused, and refused again.
+    assert_eq!(
+        statuses,
+        [200, 200, 429, 429],
+        "cache reads count against the budget"
+    );
+    assert_eq!(stack.emulator_requests().unwrap().len(), 2);
+}

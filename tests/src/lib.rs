@@ -11,4 +11,4 @@ pub mod stack;
 
 pub use idp::TestIdp;
 pub use paths::Paths;
-pub use stack::{Credentials, RecordedRequest, Stack, StackOptions};
+pub use stack::{Credentials, RecordedRequest, RecordedUsage, Stack, StackOptions};

@@ -61,6 +61,19 @@ pub struct RecordedRequest {
     pub signature_valid: bool,
     pub status: u16,
     pub error_code: Option<String>,
+    /// The tokens the emulator reported in its answer; `None` for errors and operations
+    /// without usage.
+    #[serde(default)]
+    pub usage: Option<RecordedUsage>,
+}
+
+/// Token counts as the emulator reported them: `input_tokens` excludes the prompt-cache ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct RecordedUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
 }
 
 impl RecordedRequest {

@@ -6,6 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::error::ApiError;
+use crate::prompt_cache::CacheUsage;
+use crate::records::Usage;
 
 pub const JSON: &str = "application/json";
 /// Exception type of a stream that fails after it started (Converse and InvokeModel alike).
@@ -30,6 +32,8 @@ pub struct Response {
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
     pub body: Body,
+    /// The tokens the response reports (for the request log); `None` when it reports none.
+    pub usage: Option<Usage>,
 }
 
 impl Response {
@@ -38,7 +42,24 @@ impl Response {
             content_type: JSON,
             headers: Vec::new(),
             body: Body::Full(Bytes::from(value.to_string())),
+            usage: None,
         }
+    }
+}
+
+/// The usage a response reports: `input_tokens` of the request (cached prefix included) split
+/// into the uncached rest and what the cache read or wrote.
+pub(super) fn reported_usage(
+    input_tokens: u32,
+    output_tokens: u32,
+    cache: Option<CacheUsage>,
+) -> Usage {
+    let cache = cache.unwrap_or_default();
+    Usage {
+        input_tokens: cache.uncached(input_tokens),
+        output_tokens,
+        cache_read_tokens: cache.read,
+        cache_write_tokens: cache.write,
     }
 }
 

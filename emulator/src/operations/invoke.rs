@@ -4,14 +4,21 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::{Response, parse_json};
+use super::common::{Response, parse_json, reported_usage};
 use super::error::ApiError;
 use super::reply::{self, Knobs, Reply};
+use crate::prompt_cache::{CacheUsage, Checkpoints, PrefixBuilder, PromptCache};
 use crate::sigv4::sha256_hex;
 
 pub const INPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-input-token-count";
 pub const OUTPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-output-token-count";
 pub const INVOCATION_LATENCY: &str = "x-amzn-bedrock-invocation-latency";
+/// Sent (both of them) when the request marks a cache point.
+pub const CACHE_READ_INPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-cache-read-input-token-count";
+pub const CACHE_WRITE_INPUT_TOKEN_COUNT: &str = "x-amzn-bedrock-cache-write-input-token-count";
+
+/// Anthropic's mark of a cache breakpoint on a tool, system block or message block.
+const CACHE_CONTROL: &str = "cache_control";
 
 const KNOBS_AT: &str = "emulator";
 
@@ -88,7 +95,8 @@ struct TitanRequest {
 /// A model body the emulator understands.
 #[derive(Debug, Clone)]
 enum ModelRequest {
-    Anthropic(AnthropicRequest),
+    /// With the prompt's cache points (`None` without any).
+    Anthropic(AnthropicRequest, Option<Checkpoints>),
     Titan(TitanRequest),
 }
 
@@ -102,11 +110,108 @@ pub(super) enum Family {
 #[derive(Debug, Clone)]
 pub(super) struct Prepared {
     pub family: Family,
+    /// Every input token of the request, the cached prefix included.
     pub input_tokens: u32,
+    /// What the request read from and wrote to the prompt cache; `None` without cache points
+    /// (and always for Titan).
+    pub cache: Option<CacheUsage>,
     pub reply: Reply,
     pub knobs: Knobs,
     /// `msg_emu_` and a hash of the body: the same request gets the same id.
     pub message_id: String,
+}
+
+impl Prepared {
+    /// The usage the response reports.
+    pub fn usage(&self) -> crate::records::Usage {
+        reported_usage(self.input_tokens, self.reply.output_tokens, self.cache)
+    }
+
+    /// The input tokens the response reports: the request's tokens not read from or written to
+    /// the cache.
+    pub fn reported_input_tokens(&self) -> u32 {
+        self.cache
+            .map_or(self.input_tokens, |c| c.uncached(self.input_tokens))
+    }
+}
+
+/// The cache points of an Anthropic Messages body: every tool, system block and message block
+/// carrying `cache_control` ends a cacheable prefix (itself included), in the order tools,
+/// system, messages. The marks are left out of the prefix's content; a string `system` or
+/// `content` is the same content as one text block. Tools carry no tokens by the emulator's
+/// rule but are part of the prefix.
+fn anthropic_checkpoints(body: &Value) -> Option<Checkpoints> {
+    fn array(value: Option<&Value>) -> &[Value] {
+        value
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+    let marked = |item: &Value| item.get(CACHE_CONTROL).is_some_and(|v| !v.is_null());
+    let (tools, messages) = (array(body.get("tools")), array(body.get("messages")));
+    let uses_cache = tools.iter().any(marked)
+        || array(body.get("system")).iter().any(marked)
+        || messages
+            .iter()
+            .any(|m| array(m.get("content")).iter().any(marked));
+    if !uses_cache {
+        return None;
+    }
+    let unmarked = |item: &Value| {
+        let mut item = item.clone();
+        if let Some(object) = item.as_object_mut() {
+            object.remove(CACHE_CONTROL);
+        }
+        item
+    };
+    // A string is one text block; a block counts its text only when it is a text block.
+    let blocks = |content: Option<&Value>| -> Vec<(Value, u32, bool)> {
+        match content {
+            Some(Value::String(text)) => vec![(
+                json!({"type": "text", "text": text}),
+                reply::count_tokens(text),
+                false,
+            )],
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .map(|block| {
+                    let tokens = match (block.get("type"), block.get("text")) {
+                        (Some(Value::String(kind)), Some(Value::String(text)))
+                            if kind == "text" =>
+                        {
+                            reply::count_tokens(text)
+                        }
+                        _ => 0,
+                    };
+                    (unmarked(block), tokens, marked(block))
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut prefix = PrefixBuilder::default();
+    for tool in tools {
+        prefix.content(&json!(["tool", unmarked(tool)]), 0);
+        if marked(tool) {
+            prefix.checkpoint();
+        }
+    }
+    for (block, tokens, mark) in blocks(body.get("system")) {
+        prefix.content(&json!(["system", block]), tokens);
+        if mark {
+            prefix.checkpoint();
+        }
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let role = message.get("role").cloned().unwrap_or(Value::Null);
+        for (block, tokens, mark) in blocks(message.get("content")) {
+            prefix.content(&json!(["message", i, role, block]), tokens);
+            if mark {
+                prefix.checkpoint();
+            }
+        }
+    }
+    prefix.finish()
 }
 
 fn parse_model_body(body: &[u8]) -> Result<ModelRequest, ApiError> {
@@ -115,6 +220,7 @@ fn parse_model_body(body: &[u8]) -> Result<ModelRequest, ApiError> {
         return Err(ApiError::malformed_input("expected a JSON object"));
     };
     if object.contains_key("messages") {
+        let checkpoints = anthropic_checkpoints(&value);
         let request: AnthropicRequest =
             serde_json::from_value(value).map_err(ApiError::malformed_input)?;
         if request.messages.is_empty() {
@@ -122,7 +228,7 @@ fn parse_model_body(body: &[u8]) -> Result<ModelRequest, ApiError> {
                 "messages: expected at least 1 message",
             ));
         }
-        Ok(ModelRequest::Anthropic(request))
+        Ok(ModelRequest::Anthropic(request, checkpoints))
     } else if object.contains_key("inputText") {
         Ok(ModelRequest::Titan(
             serde_json::from_value(value).map_err(ApiError::malformed_input)?,
@@ -148,7 +254,7 @@ fn non_negative(value: Option<i64>, key: &str, min: i64) -> Result<Option<u32>, 
 impl ModelRequest {
     fn input_tokens(&self) -> u32 {
         match self {
-            Self::Anthropic(request) => request
+            Self::Anthropic(request, _) => request
                 .system
                 .iter()
                 .flat_map(AnthropicContent::texts)
@@ -160,13 +266,18 @@ impl ModelRequest {
     }
 }
 
-/// Parses an InvokeModel body and computes the reply.
-pub(super) fn prepare(body: &[u8]) -> Result<Prepared, ApiError> {
+/// Parses an InvokeModel body, uses the prompt cache of `model_id` as its cache points say and
+/// computes the reply.
+pub(super) fn prepare(
+    model_id: &str,
+    body: &[u8],
+    cache: &PromptCache,
+) -> Result<Prepared, ApiError> {
     let request = parse_model_body(body)?;
     let input_tokens = request.input_tokens();
     let message_id = format!("msg_emu_{}", &sha256_hex(body)[..24]);
     let (family, knobs, default_text, max_tokens) = match &request {
-        ModelRequest::Anthropic(r) => {
+        ModelRequest::Anthropic(r, _) => {
             let last_user = r
                 .messages
                 .iter()
@@ -194,9 +305,17 @@ pub(super) fn prepare(body: &[u8]) -> Result<Prepared, ApiError> {
             )?,
         ),
     };
+    // Only a request that is answered uses the cache.
+    let cache = match &request {
+        ModelRequest::Anthropic(_, Some(checkpoints)) => {
+            Some(cache.use_prefixes(model_id, checkpoints))
+        }
+        _ => None,
+    };
     Ok(Prepared {
         family,
         input_tokens,
+        cache,
         reply: reply::generate(&default_text, &knobs, max_tokens),
         knobs,
         message_id,
@@ -208,8 +327,26 @@ pub(super) fn count(body: &[u8]) -> Result<u32, ApiError> {
     Ok(parse_model_body(body)?.input_tokens())
 }
 
-pub(super) fn invoke(model_id: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let prepared = prepare(body)?;
+/// An Anthropic `usage` object: `input_tokens` is the uncached rest; with the prompt cache,
+/// `cache_creation_input_tokens` and `cache_read_input_tokens` are added.
+pub(super) fn anthropic_usage(prepared: &Prepared, output_tokens: u32) -> Value {
+    let mut usage = json!({
+        "input_tokens": prepared.reported_input_tokens(),
+        "output_tokens": output_tokens,
+    });
+    if let Some(cache) = prepared.cache {
+        usage["cache_creation_input_tokens"] = json!(cache.write);
+        usage["cache_read_input_tokens"] = json!(cache.read);
+    }
+    usage
+}
+
+pub(super) fn invoke(
+    model_id: &str,
+    body: &[u8],
+    cache: &PromptCache,
+) -> Result<Response, ApiError> {
+    let prepared = prepare(model_id, body, cache)?;
     let reply = &prepared.reply;
     let payload = match prepared.family {
         Family::Anthropic => json!({
@@ -220,7 +357,7 @@ pub(super) fn invoke(model_id: &str, body: &[u8]) -> Result<Response, ApiError> 
             "content": [{"type": "text", "text": reply.text}],
             "stop_reason": reply.stop.as_str(),
             "stop_sequence": null,
-            "usage": {"input_tokens": prepared.input_tokens, "output_tokens": reply.output_tokens},
+            "usage": anthropic_usage(&prepared, reply.output_tokens),
         }),
         Family::Titan => json!({
             "inputTextTokenCount": prepared.input_tokens,
@@ -233,9 +370,19 @@ pub(super) fn invoke(model_id: &str, body: &[u8]) -> Result<Response, ApiError> 
     };
     let mut response = Response::json(&payload);
     response.headers = vec![
-        (INPUT_TOKEN_COUNT, prepared.input_tokens.to_string()),
+        (
+            INPUT_TOKEN_COUNT,
+            prepared.reported_input_tokens().to_string(),
+        ),
         (OUTPUT_TOKEN_COUNT, reply.output_tokens.to_string()),
-        (INVOCATION_LATENCY, "0".to_string()),
     ];
+    if let Some(cache) = prepared.cache {
+        response.headers.extend([
+            (CACHE_READ_INPUT_TOKEN_COUNT, cache.read.to_string()),
+            (CACHE_WRITE_INPUT_TOKEN_COUNT, cache.write.to_string()),
+        ]);
+    }
+    response.headers.push((INVOCATION_LATENCY, "0".to_string()));
+    response.usage = Some(prepared.usage());
     Ok(response)
 }

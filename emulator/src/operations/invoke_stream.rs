@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::invoke::{self, Family, Prepared};
 use super::reply;
 use crate::eventstream;
+use crate::prompt_cache::PromptCache;
 
 /// Header naming the content type of the model's chunks.
 pub const BEDROCK_CONTENT_TYPE: &str = "x-amzn-bedrock-content-type";
@@ -22,13 +23,20 @@ fn chunk(payload: &Value) -> Bytes {
     )
 }
 
+/// `amazon-bedrock-invocationMetrics`: `inputTokenCount` is the uncached rest; with the prompt
+/// cache, `cacheReadInputTokenCount` and `cacheWriteInputTokenCount` are added.
 fn metrics(prepared: &Prepared, latency_ms: u64) -> Value {
-    json!({
-        "inputTokenCount": prepared.input_tokens,
+    let mut metrics = json!({
+        "inputTokenCount": prepared.reported_input_tokens(),
         "outputTokenCount": prepared.reply.output_tokens,
         "invocationLatency": latency_ms,
         "firstByteLatency": 0,
-    })
+    });
+    if let Some(cache) = prepared.cache {
+        metrics["cacheReadInputTokenCount"] = json!(cache.read);
+        metrics["cacheWriteInputTokenCount"] = json!(cache.write);
+    }
+    metrics
 }
 
 fn failure(n: usize) -> Bytes {
@@ -53,7 +61,7 @@ fn anthropic_frames(model_id: &str, prepared: &Prepared, texts: &[String]) -> Ve
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": {"input_tokens": prepared.input_tokens, "output_tokens": 0},
+                "usage": invoke::anthropic_usage(prepared, 0),
             },
         })),
         chunk(&json!({
@@ -116,8 +124,12 @@ fn titan_frames(prepared: &Prepared, texts: &[String]) -> Vec<Bytes> {
     frames
 }
 
-pub(super) fn invoke_stream(model_id: &str, body: &[u8]) -> Result<Response, ApiError> {
-    let prepared = invoke::prepare(body)?;
+pub(super) fn invoke_stream(
+    model_id: &str,
+    body: &[u8],
+    cache: &PromptCache,
+) -> Result<Response, ApiError> {
+    let prepared = invoke::prepare(model_id, body, cache)?;
     let texts = reply::chunks(
         &prepared.reply.text,
         prepared.knobs.words_per_chunk.unwrap_or(1),
@@ -126,9 +138,16 @@ pub(super) fn invoke_stream(model_id: &str, body: &[u8]) -> Result<Response, Api
         Family::Anthropic => anthropic_frames(model_id, &prepared, &texts),
         Family::Titan => titan_frames(&prepared, &texts),
     };
+    // The usage is reported by the last chunk, which a failing stream never sends.
+    let usage = prepared
+        .knobs
+        .fail_after_chunks
+        .is_none()
+        .then(|| prepared.usage());
     Ok(Response {
         content_type: eventstream::CONTENT_TYPE,
         headers: vec![(BEDROCK_CONTENT_TYPE, JSON.to_string())],
         body: Body::Stream(schedule(frames, prepared.knobs.chunk_delay())),
+        usage,
     })
 }

@@ -4,7 +4,7 @@
 //!
 //! Routing and dispatch are here; each operation is a module of its own, built on `common`
 //! (the response and the helpers the operations share), `reply` (the emulated model) and
-//! `error` (Bedrock's errors).
+//! `error` (Bedrock's errors). The one state they touch is the prompt cache, passed in.
 
 mod common;
 mod converse;
@@ -17,6 +17,8 @@ mod retrieve;
 
 pub use common::{Body, JSON, MODEL_STREAM_ERROR, Response, StreamEvent};
 pub use error::{ApiError, ErrorCode};
+
+use crate::prompt_cache::PromptCache;
 
 pub const RUNTIME: &str = "bedrock-runtime";
 pub const AGENT_RUNTIME: &str = "bedrock-agent-runtime";
@@ -127,24 +129,28 @@ fn check_model(model_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Runs `operation` on `body`.
-pub fn handle(operation: &Operation, body: &[u8]) -> Result<Response, ApiError> {
+/// Runs `operation` on `body`. Requests with cache points read and write `cache`.
+pub fn handle(
+    operation: &Operation,
+    body: &[u8],
+    cache: &PromptCache,
+) -> Result<Response, ApiError> {
     match operation {
         Operation::Converse { model_id } => {
             check_model(model_id)?;
-            converse::converse(body)
+            converse::converse(model_id, body, cache)
         }
         Operation::ConverseStream { model_id } => {
             check_model(model_id)?;
-            converse::converse_stream(body)
+            converse::converse_stream(model_id, body, cache)
         }
         Operation::InvokeModel { model_id } => {
             check_model(model_id)?;
-            invoke::invoke(model_id, body)
+            invoke::invoke(model_id, body, cache)
         }
         Operation::InvokeModelWithResponseStream { model_id } => {
             check_model(model_id)?;
-            invoke_stream::invoke_stream(model_id, body)
+            invoke_stream::invoke_stream(model_id, body, cache)
         }
         Operation::CountTokens { model_id } => {
             check_model(model_id)?;

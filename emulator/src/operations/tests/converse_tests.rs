@@ -20,7 +20,9 @@ fn converse_echoes_the_last_user_message() {
         json!({
             "output": {"message": {"role": "assistant", "content": [{"text": "Echo: hello there again"}]}},
             "stopReason": "end_turn",
-            "usage": {"inputTokens": 9, "outputTokens": 4, "totalTokens": 13},
+            // The cache point makes the system prompt's 2 tokens a cache write.
+            "usage": {"inputTokens": 7, "outputTokens": 4, "totalTokens": 13,
+                      "cacheReadInputTokens": 0, "cacheWriteInputTokens": 2},
             "metrics": {"latencyMs": 0},
         })
     );
@@ -89,6 +91,7 @@ fn converse_knobs_and_limits() {
             model_id: MODEL.into(),
         },
         b"{not json",
+        &PromptCache::default(),
     )
     .unwrap_err();
     assert_eq!(err.code, ErrorCode::Validation);

@@ -3,14 +3,20 @@ use aws_smithy_eventstream::frame::read_message_from;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+mod cache_tests;
 mod converse_tests;
 mod invoke_tests;
 mod other_tests;
 
 const MODEL: &str = "us.anthropic.claude-3-5-sonnet-20240620-v1:0";
 
+/// Runs `operation` with a prompt cache of its own (the cache tests share one on purpose).
 fn run(operation: Operation, body: &Value) -> Result<Response, ApiError> {
-    handle(&operation, body.to_string().as_bytes())
+    run_with(&PromptCache::default(), operation, body)
+}
+
+fn run_with(cache: &PromptCache, operation: Operation, body: &Value) -> Result<Response, ApiError> {
+    handle(&operation, body.to_string().as_bytes(), cache)
 }
 
 fn converse(body: Value) -> Result<Response, ApiError> {
@@ -176,7 +182,7 @@ fn failing_model_ids() {
             },
         ] {
             // Even a body that is not valid fails with the model's error first.
-            let err = handle(&operation, b"").unwrap_err();
+            let err = handle(&operation, b"", &PromptCache::default()).unwrap_err();
             assert_eq!(
                 (err.status, err.code, err.message.as_str()),
                 (status, code, message)
