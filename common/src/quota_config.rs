@@ -54,6 +54,60 @@ pub struct QuotaConfig {
     /// are dropped (and counted).
     #[serde(default = "default_report_buffer")]
     pub report_buffer: usize,
+    /// What tokens cost, per model: needed by `cost` descriptors, and the cost of every
+    /// request in the usage ledger. Absent: costs are not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<Prices>,
+}
+
+/// Prices of the four kinds of tokens Bedrock bills, in nano-US-dollars (10^-9 USD) per
+/// token: exact for any price per million tokens with up to three decimals (0.035 USD per
+/// million input tokens is 35).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenPrices {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+/// The prices of the models whose key matches `model` (`*` matches any run of characters).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrices {
+    /// A model key pattern (lower case, as `key: model` values): `anthropic.claude-3-haiku*`.
+    pub model: String,
+    pub nano_usd_per_token: TokenPrices,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    /// The first entry whose pattern matches a request's model prices it.
+    pub models: Vec<ModelPrices>,
+    /// The prices of a model no entry matches; absent: such a request is refused (403)
+    /// rather than counted as free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced: Option<TokenPrices>,
+}
+
+impl Prices {
+    /// The prices of a model key; `None` when it has none (the request is then refused).
+    /// A request that names no model uses no tokens: it costs nothing.
+    pub fn of(&self, model: Option<&str>) -> Option<TokenPrices> {
+        let Some(model) = model.filter(|m| !m.is_empty()) else {
+            return Some(TokenPrices::default());
+        };
+        self.models
+            .iter()
+            .find(|entry| crate::auth_config::glob_matches(&entry.model, model))
+            .map(|entry| entry.nano_usd_per_token)
+            .or(self.unpriced)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +177,8 @@ impl ContextKey {
 
 /// Which tokens a token descriptor counts. Bedrock reports prompt tokens in three parts: the
 /// ones it read from its prompt cache, the ones it wrote to it, and the rest (its "input
-/// tokens"); each is billed at its own price.
+/// tokens"); each is billed at its own price. `cost` counts what they cost, in micro-US-dollars
+/// (10^-6 USD), from [`Prices`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
@@ -137,15 +192,18 @@ pub enum TokenKind {
     CacheRead,
     /// Prompt tokens written to the prompt cache.
     CacheWrite,
+    /// What the tokens cost, in micro-US-dollars, at the configured prices.
+    Cost,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 5] = [
+    pub const ALL: [TokenKind; 6] = [
         TokenKind::Total,
         TokenKind::Input,
         TokenKind::Output,
         TokenKind::CacheRead,
         TokenKind::CacheWrite,
+        TokenKind::Cost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -155,6 +213,7 @@ impl TokenKind {
             TokenKind::Output => "output",
             TokenKind::CacheRead => "cache_read",
             TokenKind::CacheWrite => "cache_write",
+            TokenKind::Cost => "cost",
         }
     }
 
@@ -239,6 +298,22 @@ impl QuotaConfig {
         }
         if self.report_buffer == 0 {
             return Err(invalid("report_buffer", "at least 1"));
+        }
+        if let Some(prices) = &self.prices {
+            for (i, entry) in prices.models.iter().enumerate() {
+                if entry.model.is_empty() || entry.model != entry.model.to_lowercase() {
+                    return Err(invalid(
+                        format!("prices.models[{i}].model"),
+                        "a lower-case model key pattern",
+                    ));
+                }
+            }
+        } else if self
+            .token_descriptors
+            .iter()
+            .any(|d| d.kind == TokenKind::Cost)
+        {
+            return Err(invalid("prices", "prices for the `cost` token descriptors"));
         }
         Ok(())
     }

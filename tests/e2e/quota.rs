@@ -659,3 +659,119 @@ async fn prompt_cache_tokens_reach_the_ledger_and_count_against_limits() {
     );
     assert_eq!(stack.emulator_requests().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_money_budget_refuses_what_it_cannot_cover_and_the_ledger_cost_is_exact() {
+    fresh_window(3600, 120);
+    // Claude 3 Haiku's list prices (USD per million tokens) as an example; a budget of 5000
+    // micro-dollars ($0.005) a month; models without a price are refused.
+    let stack = stack(
+        "failure_mode: closed
+prices:
+  models:
+    - {model: 'anthropic.claude-3-haiku*', input: 0.25, output: 1.25, cache_read: 0.025, cache_write: 0.3}
+descriptors:
+  - key: tenant
+    descriptors:
+      - key: tokens
+        value: cost
+        rate_limit: {unit: month, requests_per_unit: 5000}
+",
+    );
+    const NANO: [u64; 4] = [250, 1250, 25, 300];
+    let body = |max_tokens: u64, output: u64, delay: u64| {
+        json!({
+            "messages": [{"role": "user", "content": [{"text": "go"}]}],
+            "inferenceConfig": {"maxTokens": max_tokens},
+            "additionalModelRequestFields": {"emulator": {
+                "output_tokens": output, "words_per_chunk": 100, "chunk_delay_ms": delay}}
+        })
+        .to_string()
+    };
+    let haiku = "/model/anthropic.claude-3-haiku-20240307-v1:0";
+
+    // Eight streams at once, each able to cost 1000 output tokens x 1250 + its prompt at the
+    // dearest prompt price: ~1251 micro-dollars reserved each, so three fit in 5000.
+    let stream_path = format!("{haiku}/converse-stream");
+    let streams = (0..8).map(|_| call(&stack, "team-a", &stream_path, body(1000, 800, 150)));
+    let statuses: Vec<u16> = futures::future::join_all(streams)
+        .await
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(
+        (
+            statuses.iter().filter(|s| **s == 200).count(),
+            statuses.iter().filter(|s| **s == 429).count()
+        ),
+        (3, 5),
+        "{statuses:?}"
+    );
+    ledger(&stack, "team-a", 8);
+    // Each stream cost 1 x 250 + 800 x 1250 = 1 000 250 nano, counted as 1001 micro: 3003.
+    // Reserving 1251 more fits (4254); the next 1251 would not (5255), a smaller cap does.
+    let mut sequence = Vec::new();
+    for (max_tokens, output) in [(1000, 800), (1000, 800), (700, 500), (1000, 1)] {
+        let (status, error_type, answer) = call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/converse"),
+            body(max_tokens, output, 0),
+        )
+        .await;
+        sequence.push((status, error_type));
+        if status == 200 {
+            ledger(&stack, "team-a", 9 + sequence.len() as u64 - 1);
+        } else {
+            assert_eq!(status, 429, "{answer}");
+        }
+    }
+    let throttled = Some("ThrottlingException".to_string());
+    assert_eq!(
+        sequence,
+        [
+            (200, None),
+            (429, throttled.clone()),
+            (200, None),
+            (429, throttled)
+        ]
+    );
+    // A model without a price is refused, not counted as free.
+    let (status, error_type, answer) = call(
+        &stack,
+        "team-a",
+        "/model/amazon.nova-micro-v1:0/converse",
+        body(10, 5, 0),
+    )
+    .await;
+    assert_eq!(
+        (status, error_type.as_deref()),
+        (403, Some("AccessDeniedException")),
+        "{answer}"
+    );
+    assert!(answer.contains("no price"), "{answer}");
+
+    // The ledger's cost is the sum of price x tokens of what the upstream reported.
+    let expected: u64 = stack
+        .emulator_requests()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.usage)
+        .map(|u| {
+            u.input_tokens * NANO[0]
+                + u.output_tokens * NANO[1]
+                + u.cache_read_tokens * NANO[2]
+                + u.cache_write_tokens * NANO[3]
+        })
+        .sum();
+    let rows = ledger(&stack, "team-a", 12);
+    let row = rows
+        .iter()
+        .find(|r| r["model"] == "anthropic.claude-3-haiku-20240307-v1:0")
+        .unwrap_or_else(|| panic!("a row for the model: {rows:?}"));
+    assert_eq!(row["requests"].as_u64(), Some(5), "{rows:?}");
+    assert_eq!(row["refusals"].as_u64(), Some(7), "{rows:?}");
+    assert_eq!(row["cost_nano_usd"].as_u64(), Some(expected), "{rows:?}");
+    assert_eq!(expected, 4 * 1_000_250 + 625_250);
+    assert_eq!(row["cost_usd"], "0.004626250");
+}

@@ -85,7 +85,8 @@ pub fn respond(
 
 /// `GET /usage?tenant=T&from=YYYY-MM-DD&to=YYYY-MM-DD`: the ledger's rows as
 /// `{"rows":[{day, tenant, model, requests, input_tokens, output_tokens, refusals,
-/// gateway_refusals, cache_read_tokens, cache_write_tokens}]}`, sorted.
+/// gateway_refusals, cache_read_tokens, cache_write_tokens, cost_nano_usd, cost_usd}]}`,
+/// sorted.
 pub async fn usage(quotas: &QuotaEngine, query: Option<&str>) -> Answer {
     let query = match UsageQuery::from_query_string(query, quotas.today()) {
         Ok(query) => query,

@@ -195,7 +195,8 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
         serde_json::json!({"rows": [{"day": today, "tenant": "team b",
             "model": "anthropic.claude-3-haiku", "requests": 1, "input_tokens": 7,
             "output_tokens": 3, "refusals": 0, "gateway_refusals": 0,
-            "cache_read_tokens": 3, "cache_write_tokens": 1}]})
+            "cache_read_tokens": 3, "cache_write_tokens": 1, "cost_nano_usd": 3_000_000,
+            "cost_usd": "0.003000000"}]})
     );
     let (code, body) = server.get("/usage?to=2026-13-01").await;
     assert_eq!(

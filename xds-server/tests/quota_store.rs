@@ -247,6 +247,7 @@ async fn ledger(store: &dyn Store) {
         gateway_refusals: 2,
         cache_read_tokens: 300 * requests,
         cache_write_tokens: 40 * requests,
+        cost_nano_usd: 1_234_567_891 * requests,
     };
     let keep = now() + 3600;
     let entry = |key: UsageKey, totals: UsageTotals, expire_at: i64| LedgerEntry {
@@ -338,6 +339,7 @@ async fn reports_are_applied_once(store: &dyn Store) {
                 gateway_refusals: 1,
                 cache_read_tokens: 5,
                 cache_write_tokens: 6,
+                cost_nano_usd: 7,
             },
             expire_at: now() + 3600,
         }],

@@ -114,6 +114,17 @@ impl ErrorReply {
         }
     }
 
+    /// 403 for a model the configured prices do not cover (and no price for unpriced models):
+    /// its cost could not be counted.
+    pub fn unpriced_model() -> Self {
+        Self::new(
+            403,
+            "AccessDeniedException",
+            "model_unpriced",
+            "The gateway has no price for this model, so it cannot count what the call costs.",
+        )
+    }
+
     /// 400 for a path that could be read more than one way.
     pub fn ambiguous_path(error: PathError) -> Self {
         Self::validation("ambiguous_path", error.message())

@@ -387,9 +387,18 @@ impl RequestFlow {
         if let Some(identity) = &self.identity {
             env.gateway.authorize(identity, route, &models)?;
         }
-        if env.gateway.config.quota.is_some() {
+        if let Some(config) = &env.gateway.config.quota {
+            let mut context = quota_context(env.gateway, self.identity.as_deref(), route, &models);
+            if let Some(prices) = &config.prices {
+                // Priced, or refused: never counted as free.
+                context.prices = Some(
+                    prices
+                        .of(context.model.as_deref())
+                        .ok_or_else(ErrorReply::unpriced_model)?,
+                );
+            }
             self.quota = Some(Quota {
-                context: quota_context(env.gateway, self.identity.as_deref(), route, &models),
+                context,
                 admitted: false,
                 reservations: Vec::new(),
                 admitted_at: 0,
@@ -738,13 +747,21 @@ impl RequestFlow {
             Ended::RefusedByQuota => (None, Vec::new()),
             Ended::RefusedByGateway => (
                 None,
-                quota::settle(&quota.reservations, Ending::RefusedByGateway),
+                quota::settle(
+                    &quota.reservations,
+                    Ending::RefusedByGateway,
+                    quota.context.prices,
+                ),
             ),
             Ended::Forwarded => {
                 let usage = quota.usage.take().and_then(UsageParser::finish);
                 (
                     usage,
-                    quota::settle(&quota.reservations, Ending::Forwarded(usage)),
+                    quota::settle(
+                        &quota.reservations,
+                        Ending::Forwarded(usage),
+                        quota.context.prices,
+                    ),
                 )
             }
         };
@@ -779,6 +796,7 @@ fn quota_context(
         service: gateway.service_name(route).to_string(),
         operation: route.operation.name.to_string(),
         model: models.primary().map(model::key),
+        prices: None,
     }
 }
 

@@ -6,13 +6,19 @@
 use chrono_tz::Tz;
 use gateway_common::{
     model, names,
-    quota_config::{ContextKey, FailureMode, QuotaConfig, QuotaTransport, TOKENS_KEY, TokenKind},
+    quota_config::{
+        ContextKey, FailureMode, ModelPrices, Prices, QuotaConfig, QuotaTransport, TOKENS_KEY,
+        TokenKind, TokenPrices,
+    },
 };
 use redis::IntoConnectionInfo as _;
 
 use super::{
     check::{Checker, quoted},
-    file::{DescriptorSection, QuotaSection, RateLimitSection, StoreSection},
+    file::{
+        DescriptorSection, PricesSection, QuotaSection, RateLimitSection, StoreSection,
+        TokenPricesSection,
+    },
     model::{ConfigError, Env},
 };
 use crate::{
@@ -121,6 +127,23 @@ pub(super) fn check_quotas(
             None,
         ));
     }
+    let prices = raw
+        .prices
+        .as_ref()
+        .map(|prices| check_prices(check, prices))
+        .transpose()?;
+    if prices.is_none()
+        && shapes
+            .token_descriptors
+            .iter()
+            .any(|d| d.kind == TokenKind::Cost)
+    {
+        return Err(check.invalid(
+            "quotas.prices",
+            "prices for the limits on `key: tokens, value: cost` (what tokens cost is counted from them)",
+            None,
+        ));
+    }
     Ok(CheckedQuotas {
         settings: QuotaSettings {
             domain: raw.domain.clone(),
@@ -142,8 +165,102 @@ pub(super) fn check_quotas(
             chars_per_token: raw.chars_per_token,
             media_bytes_per_token: raw.media_bytes_per_token,
             report_buffer: raw.report_buffer,
+            prices,
         },
     })
+}
+
+/// `quotas.prices`: US dollars per `per_tokens` tokens, to exact nano-dollars per token.
+fn check_prices(check: &Checker<'_>, raw: &PricesSection) -> Result<Prices, ConfigError> {
+    let decimals = match raw.per_tokens {
+        1_000 => 6,
+        1_000_000 => 3,
+        other => {
+            return Err(check.invalid(
+                "quotas.prices.per_tokens",
+                "1000 or 1000000: the number of tokens the prices are for",
+                Some(other.to_string()),
+            ));
+        }
+    };
+    let price = |key: String, usd: f64| -> Result<u64, ConfigError> {
+        // USD per `per_tokens` tokens to nano-USD per token: exact when the price has no
+        // more decimals than a nano-dollar per token allows.
+        let nano = usd * 1e9 / raw.per_tokens as f64;
+        let whole = nano.round();
+        if !usd.is_finite() || usd < 0.0 || (nano - whole).abs() > 1e-6 || whole > 1e12 {
+            return Err(check.invalid(
+                &key,
+                &format!(
+                    "US dollars per {} tokens, from 0 with at most {decimals} decimals",
+                    raw.per_tokens
+                ),
+                Some(usd.to_string()),
+            ));
+        }
+        Ok(whole as u64)
+    };
+    let prices = |at: &str, p: &TokenPricesSection| -> Result<TokenPrices, ConfigError> {
+        let input = price(format!("{at}.input"), p.input)?;
+        Ok(TokenPrices {
+            input,
+            output: price(format!("{at}.output"), p.output)?,
+            cache_read: p
+                .cache_read
+                .map_or(Ok(input), |usd| price(format!("{at}.cache_read"), usd))?,
+            cache_write: p
+                .cache_write
+                .map_or(Ok(input), |usd| price(format!("{at}.cache_write"), usd))?,
+        })
+    };
+    let mut models = Vec::new();
+    for (i, entry) in raw.models.iter().enumerate() {
+        let at = format!("quotas.prices.models[{i}]");
+        let pattern = entry.model.trim().to_lowercase();
+        if pattern.is_empty() || pattern.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(check.invalid(
+                &format!("{at}.model"),
+                "a model key pattern such as anthropic.claude-3-haiku* (`*` for any run of characters)",
+                Some(quoted(&entry.model)),
+            ));
+        }
+        let nano_usd_per_token = prices(
+            &at,
+            &TokenPricesSection {
+                input: entry.input,
+                output: entry.output,
+                cache_read: entry.cache_read,
+                cache_write: entry.cache_write,
+            },
+        )?;
+        models.push(ModelPrices {
+            model: pattern,
+            nano_usd_per_token,
+        });
+    }
+    let unpriced = match &raw.unpriced {
+        None => None,
+        Some(serde_norway::Value::String(s)) if s == "refuse" => None,
+        Some(value @ serde_norway::Value::Mapping(_)) => {
+            let section: TokenPricesSection =
+                serde_norway::from_value(value.clone()).map_err(|error| {
+                    check.invalid(
+                        "quotas.prices.unpriced",
+                        &format!("`refuse` or prices {{input, output, cache_read, cache_write}} ({error})"),
+                        None,
+                    )
+                })?;
+            Some(prices("quotas.prices.unpriced", &section)?)
+        }
+        Some(_) => {
+            return Err(check.invalid(
+                "quotas.prices.unpriced",
+                "`refuse` or prices {input, output, cache_read, cache_write}",
+                None,
+            ));
+        }
+    };
+    Ok(Prices { models, unpriced })
 }
 
 fn check_store(
@@ -280,7 +397,7 @@ fn check_level(
             {
                 return Err(check.invalid(
                     &key("value"),
-                    "total, input, output, cache_read or cache_write: the tokens a `tokens` descriptor counts",
+                    "total, input, output, cache_read, cache_write or cost: the tokens a `tokens` descriptor counts",
                     node.value.as_deref().map(quoted),
                 ));
             }

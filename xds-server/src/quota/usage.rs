@@ -123,6 +123,7 @@ fn totals(record: &UsageRecord) -> UsageTotals {
             output_tokens: record.output_tokens,
             cache_read_tokens: record.cache_read_input_tokens,
             cache_write_tokens: record.cache_write_input_tokens,
+            cost_nano_usd: record.cost_nano_usd,
             ..Default::default()
         }
     }
@@ -261,6 +262,15 @@ pub struct UsageRow {
     pub gateway_refusals: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Nano-US-dollars (10^-9 USD): exact, the sum of what each request cost.
+    pub cost_nano_usd: u64,
+    /// The same in US dollars, as a decimal string (`"0.001234567"`).
+    pub cost_usd: String,
+}
+
+/// Nano-US-dollars as a decimal string of US dollars, every digit kept.
+pub fn usd(nano: u64) -> String {
+    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
 }
 
 /// Rows sorted by day, tenant and model.
@@ -282,6 +292,8 @@ pub fn rows(found: Vec<(UsageKey, UsageTotals)>) -> Vec<UsageRow> {
             gateway_refusals: totals.gateway_refusals,
             cache_read_tokens: totals.cache_read_tokens,
             cache_write_tokens: totals.cache_write_tokens,
+            cost_nano_usd: totals.cost_nano_usd,
+            cost_usd: usd(totals.cost_nano_usd),
         })
         .collect()
 }
@@ -299,6 +311,7 @@ impl From<UsageRow> for proto::UsageRow {
             gateway_refusals: row.gateway_refusals,
             cache_read_input_tokens: row.cache_read_tokens,
             cache_write_input_tokens: row.cache_write_tokens,
+            cost_nano_usd: row.cost_nano_usd,
         }
     }
 }

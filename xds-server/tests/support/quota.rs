@@ -124,6 +124,7 @@ pub fn record(tenant: &str, reserved: u64, used_in: u64, used_out: u64) -> Usage
         // What the prompt cache adds to the ledger's rows, apart from the token counters.
         cache_read_input_tokens: used_in / 2,
         cache_write_input_tokens: 1,
+        cost_nano_usd: 1_000_000 * used_out,
         refused: false,
         adjustments: vec![CounterAdjustment {
             entries: vec![

@@ -7,7 +7,7 @@ pub mod reports;
 pub mod usage;
 
 use gateway_common::proto::{CounterAdjustment, DescriptorEntry, UsageRecord};
-use gateway_common::quota_config::{ContextKey, QuotaConfig, TOKENS_KEY, TokenKind};
+use gateway_common::quota_config::{ContextKey, QuotaConfig, TOKENS_KEY, TokenKind, TokenPrices};
 use gateway_common::ratelimit::{
     Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, UInt64Value,
 };
@@ -28,6 +28,8 @@ pub struct Context {
     /// The primary model's key (`gateway_common::model::key`): one counter and one ledger row
     /// per model, however the request spelled it.
     pub model: Option<String>,
+    /// The model's prices, when prices are configured.
+    pub prices: Option<TokenPrices>,
 }
 
 impl Context {
@@ -110,7 +112,7 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
         add(
             entries,
             Some(token.kind),
-            reserved_tokens(token.kind, estimate),
+            reserved_tokens(token.kind, estimate, context.prices),
         );
     }
     (!descriptors.is_empty()).then(|| Admission {
@@ -126,25 +128,53 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
 /// What admission reserves on a token descriptor: the most the request can use of that kind.
 /// The estimate's input is the whole prompt, which may turn out uncached, read from the
 /// prompt cache or written to it, in any proportion: each prompt kind reserves all of it.
-fn reserved_tokens(kind: TokenKind, estimate: Estimate) -> u64 {
+/// `cost` reserves the most the prompt can cost (at the dearest of the three prompt prices)
+/// plus the output cap at the output price.
+fn reserved_tokens(kind: TokenKind, estimate: Estimate, prices: Option<TokenPrices>) -> u64 {
     match kind {
         TokenKind::Total => estimate.input.saturating_add(estimate.output),
         TokenKind::Input | TokenKind::CacheRead | TokenKind::CacheWrite => estimate.input,
         TokenKind::Output => estimate.output,
+        TokenKind::Cost => {
+            let prices = prices.unwrap_or_default();
+            let prompt = prices.input.max(prices.cache_read).max(prices.cache_write);
+            micro_usd(
+                estimate
+                    .input
+                    .saturating_mul(prompt)
+                    .saturating_add(estimate.output.saturating_mul(prices.output)),
+            )
+        }
     }
     .min(MAX_TOKENS)
 }
 
 /// What a response used of one kind.
-fn used_tokens(kind: TokenKind, usage: &Usage) -> u64 {
+fn used_tokens(kind: TokenKind, usage: &Usage, prices: Option<TokenPrices>) -> u64 {
     match kind {
         TokenKind::Total => usage.total(),
         TokenKind::Input => usage.input,
         TokenKind::Output => usage.output,
         TokenKind::CacheRead => usage.cache_read,
         TokenKind::CacheWrite => usage.cache_write,
+        TokenKind::Cost => micro_usd(cost_nano_usd(usage, prices.unwrap_or_default())),
     }
     .min(MAX_TOKENS)
+}
+
+/// What a response's tokens cost, in nano-US-dollars (exact: integer prices per token).
+pub fn cost_nano_usd(usage: &Usage, prices: TokenPrices) -> u64 {
+    usage
+        .input
+        .saturating_mul(prices.input)
+        .saturating_add(usage.output.saturating_mul(prices.output))
+        .saturating_add(usage.cache_read.saturating_mul(prices.cache_read))
+        .saturating_add(usage.cache_write.saturating_mul(prices.cache_write))
+}
+
+/// Nano- to micro-US-dollars, rounded up: a budget counter never counts less than was spent.
+fn micro_usd(nano: u64) -> u64 {
+    nano.div_ceil(1000)
 }
 
 /// The service's answer: admitted, or a 429 carrying the first exceeded limit's state.
@@ -186,11 +216,15 @@ pub enum Ending {
 /// Corrections of the reservations once the request ended: actual minus reserved for token
 /// descriptors; for a request the gateway refused, every charge given back. None when the
 /// usage is unknown: the reservation then stands as the charge.
-pub fn settle(reservations: &[Reservation], ending: Ending) -> Vec<CounterAdjustment> {
+pub fn settle(
+    reservations: &[Reservation],
+    ending: Ending,
+    prices: Option<TokenPrices>,
+) -> Vec<CounterAdjustment> {
     let actual = |r: &Reservation| match (ending, r.kind) {
         (Ending::RefusedByGateway, _) => Some(0),
         (Ending::Forwarded(_), None) => Some(r.reserved),
-        (Ending::Forwarded(usage), Some(kind)) => usage.map(|u| used_tokens(kind, &u)),
+        (Ending::Forwarded(usage), Some(kind)) => usage.map(|u| used_tokens(kind, &u, prices)),
     };
     reservations
         .iter()
@@ -239,6 +273,9 @@ pub fn record(
         output_tokens: usage.output,
         cache_read_input_tokens: usage.cache_read,
         cache_write_input_tokens: usage.cache_write,
+        cost_nano_usd: context
+            .prices
+            .map_or(0, |prices| cost_nano_usd(&usage, prices)),
         refused: outcome == Outcome::RefusedByQuota,
         adjustments,
         refused_by_gateway: outcome == Outcome::RefusedByGateway,

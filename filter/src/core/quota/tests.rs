@@ -28,6 +28,7 @@ fn config() -> QuotaConfig {
         chars_per_token: 4,
         media_bytes_per_token: 32,
         report_buffer: 10,
+        prices: None,
     }
 }
 
@@ -207,6 +208,7 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
             output: 5,
             ..Default::default()
         })),
+        None,
     );
     assert_eq!(
         adjustments
@@ -223,7 +225,7 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
         Some(("tokens", "total"))
     );
     assert!(
-        settle(&admission.reservations, Ending::Forwarded(None)).is_empty(),
+        settle(&admission.reservations, Ending::Forwarded(None), None).is_empty(),
         "unknown usage: the reservation stands"
     );
     assert!(
@@ -233,7 +235,8 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
                 input: 10,
                 output: 30,
                 ..Default::default()
-            }))
+            })),
+            None
         )
         .is_empty(),
         "exact estimate"
@@ -282,7 +285,7 @@ fn a_request_refused_by_the_gateway_gives_every_charge_back() {
             Some("minute/60"),
         ]),
     );
-    let adjustments = settle(&admission.reservations, Ending::RefusedByGateway);
+    let adjustments = settle(&admission.reservations, Ending::RefusedByGateway, None);
     assert_eq!(
         adjustments.iter().map(|a| a.delta).collect::<Vec<_>>(),
         [-1, -1, -40, -30]
@@ -323,6 +326,7 @@ fn huge_estimates_saturate() {
             output: 0,
             ..Default::default()
         })),
+        None,
     );
     assert!(
         adjustments
@@ -337,6 +341,7 @@ fn cache_kinds_reserve_the_whole_prompt_and_settle_to_what_was_billed() {
     config.request_descriptors.clear();
     config.token_descriptors = TokenKind::ALL
         .into_iter()
+        .filter(|kind| *kind != TokenKind::Cost)
         .map(|kind| TokenDescriptor {
             keys: vec![ContextKey::Tenant],
             kind,
@@ -372,10 +377,14 @@ fn cache_kinds_reserve_the_whole_prompt_and_settle_to_what_was_billed() {
         cache_read: 1500,
         cache_write: 200,
     };
-    let deltas: Vec<_> = settle(&admission.reservations, Ending::Forwarded(Some(usage)))
-        .into_iter()
-        .map(|a| (a.entries.last().unwrap().value.clone(), a.delta))
-        .collect();
+    let deltas: Vec<_> = settle(
+        &admission.reservations,
+        Ending::Forwarded(Some(usage)),
+        None,
+    )
+    .into_iter()
+    .map(|a| (a.entries.last().unwrap().value.clone(), a.delta))
+    .collect();
     assert_eq!(
         deltas,
         [
@@ -401,5 +410,79 @@ fn cache_kinds_reserve_the_whole_prompt_and_settle_to_what_was_billed() {
             record.cache_write_input_tokens
         ),
         (40, 60, 1500, 200)
+    );
+}
+
+#[test]
+fn cost_reserves_the_dearest_prompt_and_settles_to_the_billed_cost() {
+    use gateway_common::quota_config::{ModelPrices, Prices};
+    let haiku = TokenPrices {
+        input: 250,
+        output: 1250,
+        cache_read: 25,
+        cache_write: 300,
+    };
+    let prices = Prices {
+        models: vec![ModelPrices {
+            model: "anthropic.claude-3-haiku*".into(),
+            nano_usd_per_token: haiku,
+        }],
+        unpriced: None,
+    };
+    assert_eq!(
+        prices.of(Some("anthropic.claude-3-haiku-20240307-v1:0")),
+        Some(haiku)
+    );
+    assert_eq!(prices.of(Some("amazon.nova-pro-v1:0")), None, "unpriced");
+    assert_eq!(
+        prices.of(None),
+        Some(TokenPrices::default()),
+        "no model, no tokens"
+    );
+    let mut config = config();
+    config.request_descriptors.clear();
+    config.token_descriptors = vec![TokenDescriptor {
+        keys: vec![ContextKey::Tenant],
+        kind: TokenKind::Cost,
+    }];
+    config.prices = Some(prices);
+    let mut context = context(Some("anthropic.claude-3-haiku-20240307-v1:0"));
+    context.prices = Some(haiku);
+    let admission = admission(
+        &config,
+        &context,
+        Estimate {
+            input: 1001,
+            output: 7,
+        },
+    )
+    .unwrap();
+    // 1001 x 300 (cache write, the dearest prompt price) + 7 x 1250 = 309 050 nano: 310 micro.
+    assert_eq!(admission.reservations[0].reserved, 310);
+    assert_eq!(
+        admission.request.descriptors[0]
+            .entries
+            .last()
+            .map(|e| e.value.as_str()),
+        Some("cost")
+    );
+    let usage = Usage {
+        input: 3,
+        output: 5,
+        cache_read: 900,
+        cache_write: 1,
+    };
+    // 3 x 250 + 5 x 1250 + 900 x 25 + 1 x 300 = 29 800 nano: 30 micro (rounded up).
+    assert_eq!(cost_nano_usd(&usage, haiku), 29_800);
+    let adjustments = settle(
+        &admission.reservations,
+        Ending::Forwarded(Some(usage)),
+        context.prices,
+    );
+    assert_eq!(adjustments[0].delta, 30 - 310);
+    let record = record(&context, 1, Some(usage), adjustments, Outcome::Forwarded);
+    assert_eq!(
+        record.cost_nano_usd, 29_800,
+        "the ledger gets the exact cost"
     );
 }

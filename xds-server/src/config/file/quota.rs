@@ -70,6 +70,60 @@ pub struct QuotaSection {
     /// The limits, as a tree in the manner of envoyproxy/ratelimit. Required, at least one
     /// node, and at least one `rate_limit` somewhere.
     pub descriptors: Vec<DescriptorSection>,
+    /// What tokens cost, per model, in US dollars: needed by `key: tokens, value: cost`
+    /// limits, and gives every usage ledger row its cost. Without it nothing is priced.
+    #[serde(default)]
+    pub prices: Option<PricesSection>,
+}
+
+/// `quotas.prices`. Check every price against the AWS price list of your region: the
+/// shipped examples are not a price list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesSection {
+    /// The number of tokens the prices are for: `1000` or `1000000`. Default `1000000`.
+    #[serde(default = "default_per_tokens")]
+    pub per_tokens: u64,
+    /// Prices by model key pattern (lower case, `*` for any run of characters; the first
+    /// pattern that matches a request's model key prices it).
+    pub models: Vec<ModelPriceSection>,
+    /// `refuse` (default): a request for a model no pattern matches is refused (403
+    /// `AccessDeniedException`) rather than counted as free; or prices (`{input: ..., ...}`)
+    /// to count such requests at.
+    #[serde(default)]
+    pub unpriced: Option<serde_norway::Value>,
+}
+
+/// One `quotas.prices.models` entry: a model key pattern and US dollars per `per_tokens`
+/// tokens of each kind: `input` (prompt tokens not in the prompt cache), `output`,
+/// `cache_read`, `cache_write`. `input` and `output` are required; the cache prices default
+/// to `input`'s.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPriceSection {
+    pub model: String,
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+/// Prices without a model, for `quotas.prices.unpriced`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenPricesSection {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+fn default_per_tokens() -> u64 {
+    1_000_000
 }
 
 /// `quotas.store`.

@@ -84,6 +84,7 @@ fn defaults_and_derived_shapes() {
             chars_per_token: 4,
             media_bytes_per_token: 32,
             report_buffer: 10_000,
+            prices: None,
         }
     );
     // And the filter's JSON is still valid for the filter.
@@ -266,4 +267,70 @@ quotas:
          \"arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0\" \
          (model key \"anthropic.claude-3-haiku-20240307-v1:0\") again"
     );
+}
+
+#[test]
+fn prices_become_exact_nano_dollars_per_token() {
+    let section = "
+quotas:
+  failure_mode: closed
+  prices:
+    models:
+      - {model: 'Amazon.Nova-Micro*', input: 0.035, output: 0.14}
+      - {model: 'anthropic.claude-3-haiku*', input: 0.25, output: 1.25, cache_read: 0.03, cache_write: 0.3}
+    unpriced: {input: 3, output: 15}
+  descriptors:
+    - key: tenant
+      descriptors:
+        - key: tokens
+          value: cost
+          rate_limit: {unit: month, requests_per_unit: 500000000}
+";
+    let config = load(section, &[]).unwrap();
+    let quota = config.filter.quota.unwrap();
+    let prices = quota.prices.unwrap();
+    let nano = |input, output, cache_read, cache_write| TokenPrices {
+        input,
+        output,
+        cache_read,
+        cache_write,
+    };
+    assert_eq!(prices.models[0].model, "amazon.nova-micro*");
+    assert_eq!(prices.models[0].nano_usd_per_token, nano(35, 140, 35, 35));
+    assert_eq!(
+        prices.models[1].nano_usd_per_token,
+        nano(250, 1250, 30, 300)
+    );
+    assert_eq!(prices.unpriced, Some(nano(3000, 15000, 3000, 3000)));
+    assert_eq!(
+        quota.token_descriptors,
+        vec![TokenDescriptor {
+            keys: vec![ContextKey::Tenant],
+            kind: TokenKind::Cost
+        }]
+    );
+    // Per thousand tokens, six decimals; `refuse` is the default for unpriced models.
+    let section = "
+quotas:
+  failure_mode: closed
+  prices:
+    per_tokens: 1000
+    unpriced: refuse
+    models: [{model: 'meta.llama3-8b*', input: 0.000305, output: 0.0006}]
+  descriptors:
+    - key: tenant
+      rate_limit: {unit: minute, requests_per_unit: 10}
+";
+    let prices = load(section, &[])
+        .unwrap()
+        .filter
+        .quota
+        .unwrap()
+        .prices
+        .unwrap();
+    assert_eq!(
+        prices.models[0].nano_usd_per_token,
+        nano(305, 600, 305, 305)
+    );
+    assert_eq!(prices.unpriced, None);
 }

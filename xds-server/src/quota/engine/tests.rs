@@ -258,6 +258,7 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         output_tokens: 30,
         cache_read_input_tokens: 700,
         cache_write_input_tokens: 80,
+        cost_nano_usd: 123_456_789_012,
         refused: false,
         refused_by_gateway: false,
         adjustments: vec![CounterAdjustment {
@@ -307,6 +308,8 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
             gateway_refusals: 0,
             cache_read_tokens: 700,
             cache_write_tokens: 80,
+            cost_nano_usd: 123_456_789_012,
+            cost_usd: "123.456789012".into(),
         }]
     );
     // A refund to last month's window, which has ended, is dropped.

@@ -138,6 +138,8 @@ pub struct UsageTotals {
     pub cache_read_tokens: u64,
     /// Prompt tokens written to the prompt cache.
     pub cache_write_tokens: u64,
+    /// What the tokens cost at the filters' prices, in nano-US-dollars.
+    pub cost_nano_usd: u64,
 }
 
 impl UsageTotals {
@@ -153,6 +155,7 @@ impl UsageTotals {
         self.cache_write_tokens = self
             .cache_write_tokens
             .saturating_add(other.cache_write_tokens);
+        self.cost_nano_usd = self.cost_nano_usd.saturating_add(other.cost_nano_usd);
     }
 
     /// The usage records these totals count: each is a request, a refusal or a gateway

@@ -124,12 +124,13 @@ const REPORT_SCRIPT: &str = r"
 -- corrections, number of ledger entries, rows a day may have; per correction: delta, when its
 -- window ends; per ledger entry: index member, (other) member, expiry, then requests,
 -- input_tokens, output_tokens, refusals, gateway_refusals, cache_read_tokens,
--- cache_write_tokens (FIELDS' order; a row written before a field existed reads it as 0).
+-- cache_write_tokens, cost_nano_usd (FIELDS' order; a row written before a field existed
+-- reads it as 0).
 -- Returns {applied (0: a duplicate), records collapsed into (other) rows, count...}, -1 for a
 -- correction that changed nothing (a refund to a missing counter, a window that has ended).
 local MAX = 9007199254740991
 local FIELDS = {'requests', 'input_tokens', 'output_tokens', 'refusals', 'gateway_refusals',
-                'cache_read_tokens', 'cache_write_tokens'}
+                'cache_read_tokens', 'cache_write_tokens', 'cost_nano_usd'}
 local PER_ENTRY = 3 + #FIELDS
 local has_id = ARGV[1] == '1'
 local adjustments = tonumber(ARGV[3])
@@ -241,7 +242,7 @@ return out
 ";
 
 /// The ledger hash's fields, in the order of REPORT_SCRIPT's FIELDS.
-const FIELDS: [&str; 7] = [
+const FIELDS: [&str; 8] = [
     "requests",
     "input_tokens",
     "output_tokens",
@@ -249,6 +250,7 @@ const FIELDS: [&str; 7] = [
     "gateway_refusals",
     "cache_read_tokens",
     "cache_write_tokens",
+    "cost_nano_usd",
 ];
 
 pub struct RedisStore {
@@ -480,7 +482,8 @@ impl UsageLedger for RedisStore {
                 .arg(count(totals.refusals))
                 .arg(count(totals.gateway_refusals))
                 .arg(count(totals.cache_read_tokens))
-                .arg(count(totals.cache_write_tokens));
+                .arg(count(totals.cache_write_tokens))
+                .arg(count(totals.cost_nano_usd));
         }
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = self
@@ -569,6 +572,7 @@ impl UsageLedger for RedisStore {
                     gateway_refusals: field(FIELDS[4]),
                     cache_read_tokens: field(FIELDS[5]),
                     cache_write_tokens: field(FIELDS[6]),
+                    cost_nano_usd: field(FIELDS[7]),
                 };
                 (key, totals)
             })

@@ -60,6 +60,7 @@ fn record(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment
         refused_by_gateway: false,
         cache_read_input_tokens: 7,
         cache_write_input_tokens: 3,
+        cost_nano_usd: 1_000_000_001,
     }
 }
 
@@ -104,6 +105,7 @@ fn records_become_ledger_rows_per_local_day_tenant_and_model() {
         gateway_refusals: 0,
         cache_read_tokens: 7 * requests,
         cache_write_tokens: 3 * requests,
+        cost_nano_usd: 1_000_000_001 * requests,
     };
     assert_eq!(
         rows,
@@ -253,6 +255,7 @@ fn rows_are_merged_and_sorted() {
         gateway_refusals: 5,
         cache_read_tokens: 6,
         cache_write_tokens: 7,
+        cost_nano_usd: 8,
     };
     let sorted = rows(vec![
         (key("2026-01-02", "a", "m"), one),
@@ -286,7 +289,8 @@ fn rows_are_merged_and_sorted() {
         json,
         serde_json::json!({"day": "2026-01-01", "tenant": "a", "model": "m", "requests": 2,
             "input_tokens": 4, "output_tokens": 6, "refusals": 8, "gateway_refusals": 10,
-            "cache_read_tokens": 12, "cache_write_tokens": 14})
+            "cache_read_tokens": 12, "cache_write_tokens": 14, "cost_nano_usd": 16,
+            "cost_usd": "0.000000016"})
     );
 }
 

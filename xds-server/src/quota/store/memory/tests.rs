@@ -93,6 +93,7 @@ async fn ledger_rows_expire() {
         gateway_refusals: 1,
         cache_read_tokens: 30,
         cache_write_tokens: 40,
+        cost_nano_usd: 5,
     };
     let entry = LedgerEntry {
         key: key.clone(),
@@ -112,6 +113,7 @@ async fn ledger_rows_expire() {
         (rows[0].1.cache_read_tokens, rows[0].1.cache_write_tokens),
         (60, 80)
     );
+    assert_eq!(rows[0].1.cost_nano_usd, 10);
     assert!(store.query(&days, Some("other")).await.unwrap().is_empty());
     clock.set(6_000);
     assert!(store.query(&days, None).await.unwrap().is_empty());
