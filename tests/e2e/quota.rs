@@ -775,3 +775,129 @@ descriptors:
     assert_eq!(expected, 4 * 1_000_250 + 625_250);
     assert_eq!(row["cost_usd"], "0.004626250");
 }
+
+/// The value of the sample `name{labels}` in an OpenMetrics text (labels in their order).
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn genai_metrics_count_a_known_sequence() {
+    fresh_window(3600, 120);
+    let stack = stack(
+        "failure_mode: closed\ndescriptors:\n  - key: tenant\n    value: team-b\n    rate_limit: {unit: hour, requests_per_unit: 0}\n  - key: tenant\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {unit: month, requests_per_unit: 1000000}\n",
+    );
+    let haiku = "/model/anthropic.claude-3-haiku";
+    for text in ["one two", "three four five"] {
+        let (status, _, body) = call(
+            &stack,
+            "team-a",
+            &format!("{haiku}/converse"),
+            converse_body(text, 5, 10),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // A stream of 21 output tokens, one a chunk, 20 ms apart: the first token comes early,
+    // the other 20 at about 20 ms each.
+    let stream = json!({
+        "messages": [{"role": "user", "content": [{"text": "go"}]}],
+        "inferenceConfig": {"maxTokens": 30},
+        "additionalModelRequestFields": {"emulator": {"output_tokens": 21, "words_per_chunk": 1, "chunk_delay_ms": 20}}
+    });
+    let (status, _, body) = call(
+        &stack,
+        "team-a",
+        &format!("{haiku}/converse-stream"),
+        stream.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // team-b's limit is 0: refused by the quota.
+    let (status, _, _) = call(
+        &stack,
+        "team-b",
+        &format!("{haiku}/converse"),
+        converse_body("no", 1, 10),
+    )
+    .await;
+    assert_eq!(status, 429);
+    ledger(&stack, "team-a", 3);
+    ledger(&stack, "team-b", 1);
+
+    let model = r#"gen_ai_system="aws.bedrock",gen_ai_operation_name="Converse",gen_ai_request_model="anthropic.claude-3-haiku",tenant="team-a""#;
+    let streamed = r#"gen_ai_system="aws.bedrock",gen_ai_operation_name="ConverseStream",gen_ai_request_model="anthropic.claude-3-haiku",tenant="team-a""#;
+    let refused = r#"gen_ai_system="aws.bedrock",gen_ai_operation_name="Converse",gen_ai_request_model="anthropic.claude-3-haiku",tenant="team-b",outcome="refused_quota""#;
+    let text = stack.xds_metrics_text().unwrap();
+    let value = |name: &str, labels: &str| sample(&text, name, labels);
+    // Two Converse calls: 2 + 3 input tokens, 5 + 5 output tokens.
+    assert_eq!(
+        value(
+            "gen_ai_client_token_usage_sum",
+            &format!(r#"{model},gen_ai_token_type="input""#)
+        ),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            "gen_ai_client_token_usage_count",
+            &format!(r#"{model},gen_ai_token_type="output""#)
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            "gen_ai_client_token_usage_sum",
+            &format!(r#"{model},gen_ai_token_type="output""#)
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(
+            "gen_ai_client_token_usage_sum",
+            &format!(r#"{streamed},gen_ai_token_type="output""#)
+        ),
+        Some(21.0)
+    );
+    assert_eq!(
+        value(
+            "gen_ai_client_operation_duration_seconds_count",
+            &format!(r#"{model},outcome="ok""#)
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("gen_ai_client_operation_duration_seconds_count", refused),
+        Some(1.0)
+    );
+    // The stream: one first token, early; the 20 after it about 20 ms apart.
+    assert_eq!(
+        value("gen_ai_server_time_to_first_token_seconds_count", streamed),
+        Some(1.0)
+    );
+    let first = value("gen_ai_server_time_to_first_token_seconds_sum", streamed).unwrap();
+    let duration = value(
+        "gen_ai_client_operation_duration_seconds_sum",
+        &format!(r#"{streamed},outcome="ok""#),
+    )
+    .unwrap();
+    assert!(
+        first > 0.0 && first < duration,
+        "first {first} s, duration {duration} s"
+    );
+    assert!(duration >= 0.4, "21 chunks 20 ms apart: {duration} s");
+    let per_token = value("gen_ai_server_time_per_output_token_seconds_sum", streamed).unwrap();
+    assert!(
+        (0.015..0.2).contains(&per_token),
+        "about 20 ms a token: {per_token} s"
+    );
+    assert_eq!(
+        value("gen_ai_server_time_to_first_token_seconds_count", model),
+        None,
+        "no first token without a stream"
+    );
+}

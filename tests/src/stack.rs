@@ -415,6 +415,11 @@ impl Stack {
             .unwrap_or(0))
     }
 
+    /// xds-server's whole `/metrics` text (OpenMetrics).
+    pub fn xds_metrics_text(&self) -> anyhow::Result<String> {
+        Ok(http_get(&format!("http://{}/metrics", self.xds_http))?.1)
+    }
+
     pub fn xds_status(&self) -> anyhow::Result<serde_json::Value> {
         let (_, body) = http_get(&format!("http://{}/status", self.xds_http))?;
         Ok(serde_json::from_str(&body)?)

@@ -92,7 +92,12 @@ impl ServerStatus {
             Arc::clone(&self.identity) as _,
             Arc::clone(&self.quotas) as _,
         ];
-        metrics::encode(&components, now)
+        let text = metrics::encode(&components, now);
+        // The GenAI metrics keep their conventional names, outside the server's prefix.
+        match text.strip_suffix("# EOF\n") {
+            Some(head) => format!("{head}{}# EOF\n", self.quotas.genai_metrics()),
+            None => text,
+        }
     }
 }
 

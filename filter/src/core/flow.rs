@@ -210,6 +210,10 @@ struct Quota {
     usage: Option<UsageParser>,
     /// The usage record is queued.
     reported: bool,
+    /// The response's `:status`, once its headers arrived.
+    status: u32,
+    /// When the response's first output (a streamed content event) passed.
+    first_output: Option<SystemTime>,
 }
 
 /// One request's state.
@@ -219,6 +223,8 @@ pub struct RequestFlow {
     identity: Option<Rc<Identity>>,
     audit: AuditRecord,
     quota: Option<Quota>,
+    /// When the request headers arrived: the start of the request's duration.
+    started: Option<SystemTime>,
 }
 
 impl Default for RequestFlow {
@@ -229,6 +235,7 @@ impl Default for RequestFlow {
             identity: None,
             audit: AuditRecord::default(),
             quota: None,
+            started: None,
         }
     }
 }
@@ -241,6 +248,7 @@ impl RequestFlow {
 
     /// The request headers arrived.
     pub fn on_headers(&mut self, env: &mut Env, headers: HeaderList, end_of_stream: bool) -> Step {
+        self.started = Some(env.now());
         self.audit.request_id = find_str(&headers, REQUEST_ID).map(str::to_string);
         let incoming = match env.gateway.read(&headers) {
             Ok(incoming) => incoming,
@@ -404,6 +412,8 @@ impl RequestFlow {
                 admitted_at: 0,
                 usage: None,
                 reported: false,
+                status: 0,
+                first_output: None,
             });
         }
         self.audit.allow();
@@ -530,7 +540,7 @@ impl RequestFlow {
             }
             Err(reply) => {
                 let now = env.unix_now();
-                let report = self.report(now, Ended::RefusedByQuota);
+                let report = self.report(now, Some(env.now()), Ended::RefusedByQuota);
                 self.refuse(now, reply).after(report.into_iter().collect())
             }
         }
@@ -657,6 +667,7 @@ impl RequestFlow {
             return Step::go();
         };
         quota.usage = Some(UsageParser::new(status, headers));
+        quota.status = status;
         if end_of_stream {
             return self.forwarded_report(env);
         }
@@ -676,8 +687,13 @@ impl RequestFlow {
 
     /// A piece of the response body passed.
     pub fn on_response_body(&mut self, env: &mut Env, piece: &[u8], end_of_stream: bool) -> Step {
-        if let Some(parser) = self.quota.as_mut().and_then(|q| q.usage.as_mut()) {
+        if let Some(quota) = self.quota.as_mut()
+            && let Some(parser) = quota.usage.as_mut()
+        {
             parser.feed(piece);
+            if quota.first_output.is_none() && parser.output_started() {
+                quota.first_output = Some(env.now());
+            }
         }
         if end_of_stream {
             return self.forwarded_report(env);
@@ -694,7 +710,7 @@ impl RequestFlow {
     fn forwarded_report(&mut self, env: &Env) -> Step {
         let mut step = Step::go();
         if matches!(self.phase, Phase::Forwarded)
-            && let Some(record) = self.report(env.unix_now(), Ended::Forwarded)
+            && let Some(record) = self.report(env.unix_now(), Some(env.now()), Ended::Forwarded)
         {
             step.intents.push(record);
         }
@@ -705,7 +721,7 @@ impl RequestFlow {
     /// after it passed quota admission gives its charges back and reaches the ledger.
     fn refuse(&mut self, now: u64, reply: ErrorReply) -> Step {
         let mut intents: Vec<Intent> = self
-            .report(now, Ended::RefusedByGateway)
+            .report(now, None, Ended::RefusedByGateway)
             .into_iter()
             .collect();
         self.audit.deny(reply.reason);
@@ -731,7 +747,14 @@ impl RequestFlow {
 
     /// The usage record of this request, once: forwarded (when its response ended), refused
     /// by a quota, or refused by the gateway after admission.
-    fn report(&mut self, now: u64, outcome: Ended) -> Option<Intent> {
+    /// `now` in Unix seconds; `clock_now`, when the caller has the clock, for the record's
+    /// timings (unmeasured without it).
+    fn report(
+        &mut self,
+        now: u64,
+        clock_now: Option<SystemTime>,
+        outcome: Ended,
+    ) -> Option<Intent> {
         let forwarded = matches!(self.phase, Phase::Forwarded);
         let quota = self.quota.as_mut()?;
         let due = match outcome {
@@ -770,12 +793,25 @@ impl RequestFlow {
         } else {
             quota.admitted_at
         };
+        let since_start = |at: SystemTime| {
+            self.started
+                .and_then(|started| at.duration_since(started).ok())
+                .map_or(0, |d| {
+                    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+                })
+        };
+        let timing = quota::Timing {
+            duration_us: clock_now.map_or(0, since_start),
+            time_to_first_output_us: quota.first_output.map_or(0, since_start),
+            status: quota.status,
+        };
         Some(Intent::Report(quota::record(
             &quota.context,
             admitted_at,
             usage,
             adjustments,
             outcome,
+            timing,
         )))
     }
 }

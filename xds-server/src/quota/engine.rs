@@ -23,7 +23,7 @@ use super::{
     decide,
     settings::{QuotaError, QuotaSettings, StoreSettings},
     store::{
-        Admission, CounterStore, MAX_REPORT_ID_BYTES, Report, StoreError, UsageLedger,
+        Admission, Charge, CounterStore, MAX_REPORT_ID_BYTES, Report, StoreError, UsageLedger,
         memory::MemoryStore, redis::RedisStore,
     },
     usage::{self, UsageQuery, UsageRow},
@@ -100,6 +100,7 @@ pub struct QuotaEngine {
     clock: Arc<dyn Clock>,
     counters: Counters,
     health: Mutex<Health>,
+    genai: super::genai::GenAiMetrics,
 }
 
 impl QuotaEngine {
@@ -109,7 +110,13 @@ impl QuotaEngine {
             clock,
             counters: Counters::default(),
             health: Mutex::default(),
+            genai: super::genai::GenAiMetrics::default(),
         }
+    }
+
+    /// The GenAI metrics of the reports applied so far (OpenMetrics text, no `# EOF`).
+    pub fn genai_metrics(&self) -> String {
+        self.genai.encode()
     }
 
     /// An engine without quotas, for tests of its neighbours.
@@ -245,6 +252,7 @@ impl QuotaEngine {
             counters.duplicate_reports.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
+        self.genai.record(records);
         let gone = outcome
             .counts
             .iter()
@@ -294,6 +302,29 @@ impl QuotaEngine {
                 .await,
         )?;
         Ok(usage::rows(found))
+    }
+
+    /// The settings in force; `None` without quotas.
+    pub fn settings(&self) -> Option<Arc<QuotaSettings>> {
+        self.active.load().as_ref().map(|a| Arc::clone(&a.settings))
+    }
+
+    /// The counts of these counters now (0 for one that does not exist), read without changing
+    /// them: an admission of 0 hits under no limit counts nothing and creates no counter.
+    pub async fn read_counters(&self, keys: &[String]) -> Result<Vec<u64>, QuotaError> {
+        let active = self.active()?;
+        let charges: Vec<Charge> = keys
+            .iter()
+            .map(|key| Charge {
+                key: key.clone(),
+                hits: 0,
+                limit: None,
+                expire_at: 0,
+            })
+            .collect();
+        Ok(self
+            .checked(active.store.counters.admit(&charges).await)?
+            .counts)
     }
 
     /// Today in the quotas' time zone (UTC without quotas).

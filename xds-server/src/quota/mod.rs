@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod engine;
+pub mod genai;
 pub mod grpc;
 pub mod keys;
 pub mod settings;

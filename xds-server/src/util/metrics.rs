@@ -139,7 +139,24 @@ struct Escaped<'a>(&'a str);
 
 impl EncodeLabelValue for Escaped<'_> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
-        for c in self.0.chars() {
+        escape(self.0, encoder)
+    }
+}
+
+/// An owned label value, escaped like [`Escaped`]: for label sets of metric families kept
+/// between scrapes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelText(pub String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        escape(&self.0, encoder)
+    }
+}
+
+fn escape(value: &str, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+    {
+        for c in value.chars() {
             match c {
                 '\\' => encoder.write_str("\\\\")?,
                 '"' => encoder.write_str("\\\"")?,

@@ -254,6 +254,17 @@ pub enum Outcome {
     RefusedByGateway,
 }
 
+/// How long a request took, as the filter saw it; 0 where not measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// From the request's headers to the end of its response (or its refusal).
+    pub duration_us: u64,
+    /// From the request's headers to the response's first streamed output.
+    pub time_to_first_output_us: u64,
+    /// The response's `:status`; 0 when none came.
+    pub status: u32,
+}
+
 /// The ledger record of a finished (or refused) request.
 pub fn record(
     context: &Context,
@@ -261,6 +272,7 @@ pub fn record(
     usage: Option<Usage>,
     adjustments: Vec<CounterAdjustment>,
     outcome: Outcome,
+    timing: Timing,
 ) -> UsageRecord {
     let usage = usage.unwrap_or_default();
     UsageRecord {
@@ -276,6 +288,9 @@ pub fn record(
         cost_nano_usd: context
             .prices
             .map_or(0, |prices| cost_nano_usd(&usage, prices)),
+        duration_us: timing.duration_us,
+        time_to_first_output_us: timing.time_to_first_output_us,
+        status_code: timing.status,
         refused: outcome == Outcome::RefusedByQuota,
         adjustments,
         refused_by_gateway: outcome == Outcome::RefusedByGateway,

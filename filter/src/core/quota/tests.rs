@@ -251,6 +251,7 @@ fn settlement_gives_back_or_charges_the_difference_in_the_charged_window() {
         }),
         adjustments,
         Outcome::Forwarded,
+        Timing::default(),
     );
     assert_eq!(
         (
@@ -297,6 +298,7 @@ fn a_request_refused_by_the_gateway_gives_every_charge_back() {
         None,
         adjustments,
         Outcome::RefusedByGateway,
+        Timing::default(),
     );
     assert!(record.refused_by_gateway && !record.refused);
     assert_eq!((record.input_tokens, record.output_tokens), (0, 0));
@@ -401,6 +403,7 @@ fn cache_kinds_reserve_the_whole_prompt_and_settle_to_what_was_billed() {
         Some(usage),
         Vec::new(),
         Outcome::Forwarded,
+        Timing::default(),
     );
     assert_eq!(
         (
@@ -480,7 +483,14 @@ fn cost_reserves_the_dearest_prompt_and_settles_to_the_billed_cost() {
         context.prices,
     );
     assert_eq!(adjustments[0].delta, 30 - 310);
-    let record = record(&context, 1, Some(usage), adjustments, Outcome::Forwarded);
+    let record = record(
+        &context,
+        1,
+        Some(usage),
+        adjustments,
+        Outcome::Forwarded,
+        Timing::default(),
+    );
     assert_eq!(
         record.cost_nano_usd, 29_800,
         "the ledger gets the exact cost"

@@ -50,6 +50,9 @@ pub struct UsageParser {
     from_headers: Option<Usage>,
     found: Option<Usage>,
     body: Body,
+    /// A streamed event carrying output passed (ConverseStream `contentBlockDelta`,
+    /// InvokeModelWithResponseStream `chunk`).
+    output_started: bool,
 }
 
 impl UsageParser {
@@ -93,6 +96,7 @@ impl UsageParser {
             from_headers,
             found: None,
             body,
+            output_started: false,
         }
     }
 
@@ -123,6 +127,10 @@ impl UsageParser {
                                     HeaderValue::String(s) => Some(s.as_str().to_string()),
                                     _ => None,
                                 });
+                            if matches!(event_type.as_deref(), Some("contentBlockDelta" | "chunk"))
+                            {
+                                self.output_started = true;
+                            }
                             if let Some(usage) =
                                 event_usage(event_type.as_deref(), message.payload())
                             {
@@ -139,6 +147,12 @@ impl UsageParser {
                 }
             }
         }
+    }
+
+    /// Whether a streamed event carrying output has passed: the first one marks the time to
+    /// first token.
+    pub fn output_started(&self) -> bool {
+        self.output_started
     }
 
     /// The response is complete: its usage, if it reported one. Failed responses used nothing.

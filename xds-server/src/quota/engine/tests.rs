@@ -259,6 +259,9 @@ async fn reports_settle_reservations_and_fill_the_ledger() {
         cache_read_input_tokens: 700,
         cache_write_input_tokens: 80,
         cost_nano_usd: 123_456_789_012,
+        duration_us: 0,
+        time_to_first_output_us: 0,
+        status_code: 200,
         refused: false,
         refused_by_gateway: false,
         adjustments: vec![CounterAdjustment {

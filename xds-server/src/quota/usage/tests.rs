@@ -61,6 +61,7 @@ fn record(tenant: &str, model: &str, at: i64, adjustments: Vec<CounterAdjustment
         cache_read_input_tokens: 7,
         cache_write_input_tokens: 3,
         cost_nano_usd: 1_000_000_001,
+        ..Default::default()
     }
 }
 

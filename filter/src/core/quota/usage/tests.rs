@@ -164,3 +164,21 @@ fn prompt_cache_counts_in_every_form() {
     assert_eq!(parser.finish(), Some(CACHED), "invocation metrics");
     assert_eq!(CACHED.total(), 1333);
 }
+
+#[test]
+fn the_first_streamed_output_is_noticed() {
+    let mut parser = UsageParser::new(200, &h(STREAM));
+    parser.feed(&frame("messageStart", r#"{"role":"assistant"}"#));
+    assert!(!parser.output_started(), "messageStart carries no output");
+    let delta = frame(
+        "contentBlockDelta",
+        r#"{"contentBlockIndex":0,"delta":{"text":"hi"}}"#,
+    );
+    parser.feed(&delta[..5]);
+    assert!(!parser.output_started(), "half a frame");
+    parser.feed(&delta[5..]);
+    assert!(parser.output_started());
+    let mut parser = UsageParser::new(200, &h(&[("content-type", "application/json")]));
+    parser.feed(br#"{"output":{}}"#);
+    assert!(!parser.output_started(), "not a stream");
+}
