@@ -22,6 +22,9 @@ apt_ensure skopeo skopeo
 apt_ensure docker-registry docker-registry
 # The mesh-shaped test makes a CA and a certificate for the Bedrock hosts.
 apt_ensure openssl openssl
+# The usage page is checked in a real headless browser (test_usage_page.py, with Selenium).
+apt_ensure chromium chromium
+apt_ensure chromedriver chromium-driver
 # The compose tests seed their base images from Debian's packages (tests/docker/seed-images.sh)
 # and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then

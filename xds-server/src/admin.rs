@@ -1,11 +1,12 @@
 //! The HTTP admin port: `GET /healthz`, `GET /status` (JSON), `GET /metrics` (OpenMetrics
-//! text, which Prometheus reads) and `GET /usage` (the usage ledger, JSON). [`respond`] maps a request to an answer
-//! (pure) except for `/usage`, which [`usage`] answers from the quota store; [`serve_admin`]
-//! runs hyper.
+//! text, which Prometheus reads), `GET /usage` (the usage ledger, JSON) and the ledger for
+//! people ([`usage_page`]: `GET /usage.csv`, `GET /usage/budgets`, `GET /usage.html`).
+//! [`respond`] maps a request to an answer (pure) except for the paths answered from the quota
+//! store ([`from_store`]); [`serve_admin`] runs hyper.
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{HeaderName, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Bytes, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
@@ -16,43 +17,52 @@ use tracing::{debug, warn};
 use crate::{
     quota::{QuotaEngine, QuotaError, usage::UsageQuery},
     status::ServerStatus,
+    usage_page,
     util::{Clock, metrics::CONTENT_TYPE as METRICS_TEXT},
 };
 
 /// How long open admin connections get to finish once the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An answer: status, content type and body.
+/// An answer: status, content type, other headers and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: &'static str,
+    /// Headers besides `Content-Type` and `Cache-Control` (always `no-store`).
+    pub headers: Vec<(HeaderName, String)>,
     pub body: String,
 }
 
 impl Answer {
-    fn text(status: StatusCode, body: &str) -> Self {
+    pub(crate) fn text(status: StatusCode, body: &str) -> Self {
         Self {
             status,
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
             body: format!("{body}\n"),
         }
     }
 }
 
-/// The answer to `method path` given the server's status at `now`; `None` for `GET /usage`,
-/// which [`usage`] answers.
+/// Paths answered from the quota store, by [`from_store`].
+const STORE_PATHS: [&str; 3] = ["/usage", "/usage.csv", "/usage/budgets"];
+
+/// The answer to `method path` given the server's status at `now`; `None` for the paths
+/// answered from the quota store ([`from_store`]).
 pub fn respond(
     method: &Method,
     path: &str,
     status: &ServerStatus,
     now: std::time::SystemTime,
 ) -> Option<Answer> {
-    let known = matches!(path, "/healthz" | "/status" | "/metrics" | "/usage");
+    let known = matches!(path, "/healthz" | "/status" | "/metrics" | "/usage.html")
+        || STORE_PATHS.contains(&path);
     if !known {
         return Some(Answer::text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /status, /metrics or /usage",
+            "not found: try /healthz, /status, /metrics, /usage, /usage.csv, /usage/budgets or \
+             /usage.html",
         ));
     }
     if method != Method::GET && method != Method::HEAD {
@@ -62,7 +72,8 @@ pub fn respond(
         ));
     }
     Some(match path {
-        "/usage" => return None,
+        _ if STORE_PATHS.contains(&path) => return None,
+        "/usage.html" => usage_page::page(),
         "/healthz" if status.is_draining() => {
             Answer::text(StatusCode::SERVICE_UNAVAILABLE, "draining: stopping soon")
         }
@@ -71,6 +82,7 @@ pub fn respond(
             Ok(json) => Answer {
                 status: StatusCode::OK,
                 content_type: "application/json",
+                headers: Vec::new(),
                 body: json + "\n",
             },
             Err(e) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
@@ -78,6 +90,7 @@ pub fn respond(
         _ => Answer {
             status: StatusCode::OK,
             content_type: METRICS_TEXT,
+            headers: Vec::new(),
             body: status.prometheus(now),
         },
     })
@@ -97,18 +110,37 @@ pub async fn usage(quotas: &QuotaEngine, query: Option<&str>) -> Answer {
             Ok(json) => Answer {
                 status: StatusCode::OK,
                 content_type: "application/json",
+                headers: Vec::new(),
                 body: json + "\n",
             },
             Err(e) => Answer::text(StatusCode::INTERNAL_SERVER_ERROR, &format!("usage: {e}")),
         },
-        Err(error) => {
-            let code = match error {
-                QuotaError::NotConfigured => StatusCode::NOT_FOUND,
-                QuotaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-                QuotaError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-            };
-            Answer::text(code, &error.to_string())
-        }
+        Err(error) => quota_error(error),
+    }
+}
+
+/// A quota error as an answer: 404 without quotas, 503 when the store fails, 400 for a bad
+/// argument.
+pub(crate) fn quota_error(error: QuotaError) -> Answer {
+    let code = match error {
+        QuotaError::NotConfigured => StatusCode::NOT_FOUND,
+        QuotaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        QuotaError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+    };
+    Answer::text(code, &error.to_string())
+}
+
+/// The answer to `GET path?query` for the paths [`respond`] leaves to the quota store.
+pub async fn from_store(
+    path: &str,
+    query: Option<&str>,
+    quotas: &QuotaEngine,
+    now: std::time::SystemTime,
+) -> Answer {
+    match path {
+        "/usage.csv" => usage_page::csv(quotas, query).await,
+        "/usage/budgets" => usage_page::budgets(quotas, query, now).await,
+        _ => usage(quotas, query).await,
     }
 }
 
@@ -138,28 +170,30 @@ pub async fn serve_admin(
         let quotas = Arc::clone(&quotas);
         let clock = Arc::clone(&clock);
         let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let ready = respond(request.method(), request.uri().path(), &status, clock.now());
+            let now = clock.now();
+            let ready = respond(request.method(), request.uri().path(), &status, now);
+            let path = request.uri().path().to_string();
             let query = request.uri().query().map(str::to_string);
             let head = request.method() == Method::HEAD;
             let quotas = Arc::clone(&quotas);
             async move {
                 let answer = match ready {
                     Some(answer) => answer,
-                    None => usage(&quotas, query.as_deref()).await,
+                    None => from_store(&path, query.as_deref(), &quotas, now).await,
                 };
                 let body = if head {
                     Bytes::new()
                 } else {
                     Bytes::from(answer.body)
                 };
-                Ok::<_, Infallible>(
-                    Response::builder()
-                        .status(answer.status)
-                        .header(header::CONTENT_TYPE, answer.content_type)
-                        .header(header::CACHE_CONTROL, "no-store")
-                        .body(Full::new(body))
-                        .unwrap_or_default(),
-                )
+                let mut response = Response::builder()
+                    .status(answer.status)
+                    .header(header::CONTENT_TYPE, answer.content_type)
+                    .header(header::CACHE_CONTROL, "no-store");
+                for (name, value) in answer.headers {
+                    response = response.header(name, value);
+                }
+                Ok::<_, Infallible>(response.body(Full::new(body)).unwrap_or_default())
             }
         });
         let connection = hyper::server::conn::http1::Builder::new()

@@ -125,6 +125,9 @@ pub fn record(tenant: &str, reserved: u64, used_in: u64, used_out: u64) -> Usage
         cache_read_input_tokens: used_in / 2,
         cache_write_input_tokens: 1,
         cost_nano_usd: 1_000_000 * used_out,
+        duration_us: 1_000,
+        time_to_first_output_us: 0,
+        status_code: 200,
         refused: false,
         adjustments: vec![CounterAdjustment {
             entries: vec![
