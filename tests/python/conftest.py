@@ -5,6 +5,7 @@ import json
 import os
 import pathlib
 import subprocess
+import tempfile
 import urllib.request
 
 import pytest
@@ -55,6 +56,14 @@ def start_stack(*args: str) -> Stack:
         process.wait(timeout=10)
         pytest.fail(f"gateway-stack exited with {process.returncode} before reporting its addresses")
     return Stack(process, json.loads(line))
+
+
+def start_stack_with(overlay: str, *args: str) -> Stack:
+    """The stack with `overlay` (YAML merged into its gateway configuration at start)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = pathlib.Path(directory) / "overlay.yaml"
+        path.write_text(overlay)
+        return start_stack(*args, "--config-overlay", str(path))
 
 
 @pytest.fixture(scope="session")

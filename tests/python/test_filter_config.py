@@ -4,7 +4,6 @@ documented example, and `xds-server validate-filter-config` accepts those and na
 a broken one."""
 
 import json
-import pathlib
 import re
 import subprocess
 

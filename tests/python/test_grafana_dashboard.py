@@ -5,16 +5,14 @@ Converse, ConverseStream, and a request refused by a quota), with the labels the
 select on."""
 
 import json
-import pathlib
 import re
-import tempfile
 import time
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, start_stack
+from conftest import ROOT, start_stack_with
 from test_boto3 import MODEL, user
 from test_quota import client, fresh_window
 
@@ -43,27 +41,24 @@ PROMQL_WORDS = {
 @pytest.fixture(scope="module")
 def scraped():
     fresh_window()
-    with tempfile.TemporaryDirectory() as directory:
-        overlay = pathlib.Path(directory) / "overlay.yaml"
-        overlay.write_text(QUOTAS)
-        stack = start_stack("--auth", "dev", "--config-overlay", str(overlay))
-        try:
-            runtime = client(stack, "team-a")
-            runtime.converse(modelId=MODEL, messages=user("hello"))
-            list(runtime.converse_stream(modelId=MODEL, messages=user("a stream"))["stream"])
-            with pytest.raises(ClientError):
-                client(stack, "team-over").converse(modelId=MODEL, messages=user("refused"))
-            deadline = time.monotonic() + 15
-            while True:
-                with urllib.request.urlopen(f"{stack.info['xds_http']}/metrics") as response:
-                    text = response.read().decode()
-                if "gen_ai_server_time_to_first_token_seconds_count{" in text and 'outcome="refused_quota"' in text:
-                    break
-                assert time.monotonic() < deadline, text
-                time.sleep(0.2)
-            yield text
-        finally:
-            stack.stop()
+    stack = start_stack_with(QUOTAS, "--auth", "dev")
+    try:
+        runtime = client(stack, "team-a")
+        runtime.converse(modelId=MODEL, messages=user("hello"))
+        list(runtime.converse_stream(modelId=MODEL, messages=user("a stream"))["stream"])
+        with pytest.raises(ClientError):
+            client(stack, "team-over").converse(modelId=MODEL, messages=user("refused"))
+        deadline = time.monotonic() + 15
+        while True:
+            with urllib.request.urlopen(f"{stack.info['xds_http']}/metrics") as response:
+                text = response.read().decode()
+            if "gen_ai_server_time_to_first_token_seconds_count{" in text and 'outcome="refused_quota"' in text:
+                break
+            assert time.monotonic() < deadline, text
+            time.sleep(0.2)
+        yield text
+    finally:
+        stack.stop()
 
 
 def _series(text: str) -> dict:

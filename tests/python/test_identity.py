@@ -3,7 +3,6 @@ boto3 configured by environment variables alone (AWS_BEARER_TOKEN_BEDROCK, an en
 the gateway's CA: boto3 sends bearer tokens only over HTTPS), against a gateway whose
 development issuer's tokens are minted with `xds-server mint-token`."""
 
-import json
 import subprocess
 
 import boto3

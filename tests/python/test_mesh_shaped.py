@@ -26,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, start_stack
+from conftest import ROOT, start_stack_with
 from test_boto3 import MODEL, gateway_client, stock_client, user
 
 CONTROL = "outbound|18000||xds-server.bedrock-gateway.svc.cluster.local"
@@ -205,11 +205,7 @@ QUOTAS = """quotas:
 
 @pytest.fixture(scope="module")
 def mesh():
-    overlay = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-    overlay.write(QUOTAS)
-    overlay.close()
-    stack = start_stack("--config-overlay", overlay.name)
-    os.unlink(overlay.name)
+    stack = start_stack_with(QUOTAS)
     info = stack.info
     rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
                               capture_output=True, text=True, timeout=60)

@@ -3,15 +3,13 @@
 served, and the usage ledger answers over HTTP."""
 
 import json
-import pathlib
-import tempfile
 import urllib.request
 
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import start_stack
+from conftest import start_stack_with
 from test_boto3 import MODEL, REGION, user
 from test_identity import mint
 
@@ -37,12 +35,9 @@ def fresh_window(seconds: int = 3600, needed: int = 120) -> None:
 @pytest.fixture(scope="module")
 def quota_stack():
     fresh_window()
-    with tempfile.TemporaryDirectory() as directory:
-        overlay = pathlib.Path(directory) / "overlay.yaml"
-        overlay.write_text(QUOTAS)
-        running = start_stack("--auth", "dev", "--config-overlay", str(overlay))
-        yield running
-        running.stop()
+    running = start_stack_with(QUOTAS, "--auth", "dev")
+    yield running
+    running.stop()
 
 
 def client(stack, tenant: str, attempts: int = 1):

@@ -7,9 +7,7 @@ shows as text. A screenshot of the page is kept in target/usage-page.png."""
 import csv
 import io
 import json
-import pathlib
 import shutil
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +15,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, start_stack
+from conftest import ROOT, start_stack_with
 from test_quota import client
 
 SONNET = "us.anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -82,12 +80,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def usage_stack():
-    with tempfile.TemporaryDirectory() as directory:
-        overlay = pathlib.Path(directory) / "overlay.yaml"
-        overlay.write_text(QUOTAS)
-        running = start_stack("--auth", "dev", "--config-overlay", str(overlay))
-        yield running
-        running.stop()
+    running = start_stack_with(QUOTAS, "--auth", "dev")
+    yield running
+    running.stop()
 
 
 def get(url: str):
