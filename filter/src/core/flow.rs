@@ -248,7 +248,10 @@ impl RequestFlow {
 
     /// The request headers arrived.
     pub fn on_headers(&mut self, env: &mut Env, headers: HeaderList, end_of_stream: bool) -> Step {
-        self.started = Some(env.now());
+        // Timings are reported with usage, which only quotas send: no clock read without them.
+        if env.gateway.config.quota.is_some() {
+            self.started = Some(env.now());
+        }
         self.audit.request_id = find_str(&headers, REQUEST_ID).map(str::to_string);
         let incoming = match env.gateway.read(&headers) {
             Ok(incoming) => incoming,
