@@ -6,7 +6,7 @@
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use http::{HeaderName, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::{body::Bytes, service::service_fn};
 use hyper_util::{rt::TokioIo, server::graceful::GracefulShutdown};
@@ -14,8 +14,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+pub use crate::answer::Answer;
+use crate::answer::quota_error;
 use crate::{
-    quota::{QuotaEngine, QuotaError, usage::UsageQuery},
+    quota::{QuotaEngine, usage::UsageQuery},
     status::ServerStatus,
     usage_page,
     util::{Clock, metrics::CONTENT_TYPE as METRICS_TEXT},
@@ -23,27 +25,6 @@ use crate::{
 
 /// How long open admin connections get to finish once the server stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An answer: status, content type, other headers and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub content_type: &'static str,
-    /// Headers besides `Content-Type` and `Cache-Control` (always `no-store`).
-    pub headers: Vec<(HeaderName, String)>,
-    pub body: String,
-}
-
-impl Answer {
-    pub(crate) fn text(status: StatusCode, body: &str) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            headers: Vec::new(),
-            body: format!("{body}\n"),
-        }
-    }
-}
 
 /// Paths answered from the quota store, by [`from_store`].
 const STORE_PATHS: [&str; 3] = ["/usage", "/usage.csv", "/usage/budgets"];
@@ -117,17 +98,6 @@ pub async fn usage(quotas: &QuotaEngine, query: Option<&str>) -> Answer {
         },
         Err(error) => quota_error(error),
     }
-}
-
-/// A quota error as an answer: 404 without quotas, 503 when the store fails, 400 for a bad
-/// argument.
-pub(crate) fn quota_error(error: QuotaError) -> Answer {
-    let code = match error {
-        QuotaError::NotConfigured => StatusCode::NOT_FOUND,
-        QuotaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        QuotaError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
-    };
-    Answer::text(code, &error.to_string())
 }
 
 /// The answer to `GET path?query` for the paths [`respond`] leaves to the quota store.

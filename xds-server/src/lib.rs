@@ -10,6 +10,7 @@
 
 pub mod active;
 pub mod admin;
+pub mod answer;
 pub mod config;
 pub mod control;
 pub mod control_api;

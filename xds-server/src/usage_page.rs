@@ -14,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    admin::{Answer, quota_error},
+    answer::{Answer, quota_error},
     csv,
     quota::{
         QuotaEngine, QuotaSettings,
