@@ -206,25 +206,26 @@ QUOTAS = """quotas:
 @pytest.fixture(scope="module")
 def mesh():
     stack = start_stack_with(QUOTAS)
-    info = stack.info
-    rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
-                              capture_output=True, text=True, timeout=60)
-    assert rendered.returncode == 0, rendered.stderr
-    document = json.loads(rendered.stdout)
-    # The mesh's names for the control service come from the manifest (_wasm); the services'
-    # own cluster names go unused.
-    ports = {name: _free_port() for name in ("listen", "admin", "unpatched", "bedrock")}
     work = tempfile.mkdtemp(prefix="bgw-mesh-")
-    config = os.path.join(work, "envoy.json")
-    emulator = info["emulator_api"].removeprefix("http://")
-    with open(config, "w") as out:
-        json.dump(_bootstrap(json.dumps(document), ports, info["xds_grpc"], emulator, _pki(work)), out)
-    listen, admin = ports["listen"], ports["admin"]
-    envoy = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
-    log = open(os.path.join(work, "envoy.log"), "w")
-    process = subprocess.Popen([envoy, "-c", config, "--disable-hot-restart", "--base-id", str(listen),
-                                "--concurrency", "1", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
+    process = log = None
     try:
+        info = stack.info
+        rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
+                                  capture_output=True, text=True, timeout=60)
+        assert rendered.returncode == 0, rendered.stderr
+        document = json.loads(rendered.stdout)
+        # The mesh's names for the control service come from the manifest (_wasm); the
+        # services' own cluster names go unused.
+        ports = {name: _free_port() for name in ("listen", "admin", "unpatched", "bedrock")}
+        config = os.path.join(work, "envoy.json")
+        emulator = info["emulator_api"].removeprefix("http://")
+        with open(config, "w") as out:
+            json.dump(_bootstrap(json.dumps(document), ports, info["xds_grpc"], emulator, _pki(work)), out)
+        listen, admin = ports["listen"], ports["admin"]
+        envoy = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
+        log = open(os.path.join(work, "envoy.log"), "w")
+        process = subprocess.Popen([envoy, "-c", config, "--disable-hot-restart", "--base-id", str(listen),
+                                    "--concurrency", "1", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -242,9 +243,11 @@ def mesh():
         stack.mesh_admin_ports = ports
         yield stack
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+        if log is not None:
+            log.close()
         stack.stop()
         subprocess.run(["rm", "-rf", work], check=False)
 
