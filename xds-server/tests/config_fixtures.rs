@@ -317,7 +317,10 @@ fn jwt_fixture_names_every_key_source() {
         (2000, 5, 120)
     );
     assert_eq!(jwt.access.tenants["team-a"][0].models, ["anthropic.*"]);
-    assert_eq!(config.audit_log, Path::new("/var/log/gateway/audit.log"));
+    assert_eq!(
+        config.audit_log.as_deref(),
+        Some(Path::new("/var/log/gateway/audit.log"))
+    );
 
     let sources: Vec<&str> = config.identity.iter().map(|s| s.source.label()).collect();
     assert_eq!(

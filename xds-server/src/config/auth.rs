@@ -19,7 +19,7 @@ use gateway_common::{
 use super::{
     check::{Checker, MAX_DURATION_SECONDS, indexed, quoted, resolve},
     file::{
-        AuthMode, AuthSection, DEFAULT_AUDIT_LOG, DEFAULT_CACHE_MAX_ENTRIES,
+        AUDIT_LOG_OFF, AuthMode, AuthSection, DEFAULT_AUDIT_LOG, DEFAULT_CACHE_MAX_ENTRIES,
         DEFAULT_KEYS_REFRESH_SECONDS, DEFAULT_UNKNOWN_KID_REFRESH_SECONDS, IssuerSection,
     },
     key_source::{SourceKind, key_source, source_kind},
@@ -38,7 +38,8 @@ const MAX_CLOCK_SKEW_SECONDS: u64 = 3600;
 pub(super) struct CheckedAuth {
     pub authentication: Authentication,
     pub identity: Vec<IssuerKeySource>,
-    pub audit_log: PathBuf,
+    /// `None`: `off`.
+    pub audit_log: Option<PathBuf>,
 }
 
 pub(super) fn check_auth(
@@ -48,15 +49,16 @@ pub(super) fn check_auth(
     env: Env<'_>,
 ) -> Result<CheckedAuth, ConfigError> {
     let audit_log = match auth.and_then(|a| a.audit_log.as_ref()) {
-        None => PathBuf::from(DEFAULT_AUDIT_LOG),
+        None => Some(PathBuf::from(DEFAULT_AUDIT_LOG)),
         Some(path) if path.as_os_str().is_empty() => {
             return Err(check.invalid(
                 "auth.audit_log",
-                "a file path such as /dev/stdout or /var/log/gateway/audit.log",
+                "a file path such as /dev/stdout or /var/log/gateway/audit.log, or off",
                 Some(quoted("")),
             ));
         }
-        Some(path) => resolve(base_dir, path),
+        Some(path) if path.as_os_str() == AUDIT_LOG_OFF => None,
+        Some(path) => Some(resolve(base_dir, path)),
     };
     let mode = auth.map(|a| a.mode).unwrap_or_default();
     if mode == AuthMode::None {

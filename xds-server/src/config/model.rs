@@ -31,8 +31,8 @@ pub struct GatewayConfig {
     pub wasm_path: PathBuf,
     /// The filter's configuration, validated with [`FilterConfig::validate`].
     pub filter: FilterConfig,
-    /// Absolute path of the audit access log on Envoy's machine.
-    pub audit_log: PathBuf,
+    /// Absolute path of the audit access log on Envoy's machine; `None` when it is off.
+    pub audit_log: Option<PathBuf>,
     /// The `jwt` issuers' key sources, for the key manager; empty in mode `none`.
     pub identity: Vec<IssuerKeySource>,
     /// The rate limit service's settings; `None` without a `quotas` section.

@@ -110,7 +110,12 @@ pub fn listener(config: &GatewayConfig, filter_json: &str, routes: RouteSource) 
         merge_slashes: false,
         path_with_escaped_slashes_action: PathWithEscapedSlashesAction::KeepUnchanged as i32,
         local_reply_config: Some(super::local_reply::local_reply_config()),
-        access_log: vec![audit_log(config)],
+        access_log: config
+            .audit_log
+            .as_deref()
+            .map(audit_log)
+            .into_iter()
+            .collect(),
         http_filters: vec![
             HttpFilter {
                 name: WASM_FILTER_NAME.to_string(),
@@ -239,10 +244,10 @@ pub fn audit_log_condition() -> String {
     format!("'{}' in filter_state", audit_filter_state_key())
 }
 
-/// The audit access log of `auth.audit_log`.
-pub fn audit_log(config: &GatewayConfig) -> AccessLog {
+/// The audit access log of `auth.audit_log`, written to `path`.
+pub fn audit_log(path: &std::path::Path) -> AccessLog {
     let file = FileAccessLog {
-        path: config.audit_log.display().to_string(),
+        path: path.display().to_string(),
         access_log_format: Some(file_access_log::AccessLogFormat::LogFormat(
             SubstitutionFormatString {
                 format: Some(substitution_format_string::Format::TextFormatSource(

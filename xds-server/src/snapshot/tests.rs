@@ -408,6 +408,12 @@ fn the_audit_log_records_only_requests_the_filter_saw() {
             "'wasm.bedrock_gateway.audit' in filter_state"
         );
     }
+    let off = BASE.replace(
+        "auth: {mode: none}\n",
+        "auth: {mode: none, audit_log: off}\n",
+    );
+    let listener = listener::listener(&gateway(&off), "{}", listener::RouteSource::Ads);
+    assert!(connection_manager(&listener).access_log.is_empty());
 }
 
 #[test]

@@ -112,7 +112,10 @@ auth:
             .unwrap()
             .contains(SECRET)
     );
-    assert_eq!(config.audit_log, Path::new("/etc/gateway/logs/audit.log"));
+    assert_eq!(
+        config.audit_log.as_deref(),
+        Some(Path::new("/etc/gateway/logs/audit.log"))
+    );
 
     let corp = &config.identity[0];
     assert_eq!(
@@ -150,7 +153,7 @@ fn defaults_of_a_minimal_issuer() {
         ),
         (10_000, 10, 60)
     );
-    assert_eq!(config.audit_log, Path::new("/dev/stdout"));
+    assert_eq!(config.audit_log.as_deref(), Some(Path::new("/dev/stdout")));
     let source = &config.identity[0];
     assert_eq!(
         source.source,
@@ -189,7 +192,7 @@ auth:
         panic!("jwt");
     };
     assert_eq!(jwt.issuers[1].algorithms, [Algorithm::EdDSA]);
-    assert_eq!(config.audit_log, Path::new("/dev/stdout"));
+    assert_eq!(config.audit_log.as_deref(), Some(Path::new("/dev/stdout")));
 }
 
 #[test]
@@ -218,7 +221,17 @@ fn mode_none_takes_no_jwt_keys_but_an_audit_log() {
     let config = parse("auth: {mode: none, audit_log: /var/log/audit.log}\n").unwrap();
     assert_eq!(config.filter.authentication, Authentication::None);
     assert!(config.identity.is_empty());
-    assert_eq!(config.audit_log, Path::new("/var/log/audit.log"));
+    assert_eq!(
+        config.audit_log.as_deref(),
+        Some(Path::new("/var/log/audit.log"))
+    );
+    let off = parse("auth: {mode: none, audit_log: off}\n").unwrap();
+    assert_eq!(off.audit_log, None);
+    let file_named_off = parse("auth: {mode: none, audit_log: ./off}\n").unwrap();
+    assert_eq!(
+        file_named_off.audit_log.as_deref(),
+        Some(Path::new("/etc/gateway/./off"))
+    );
     assert_eq!(
         error("auth: {mode: none, keys_refresh_seconds: 5}\n"),
         "gateway.yaml: auth.keys_refresh_seconds: expected no value with `auth.mode: none` (it only applies to `mode: jwt`)"

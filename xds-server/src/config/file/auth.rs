@@ -50,7 +50,8 @@ pub struct AuthSection {
     /// The audit access log: one JSON line per request the filter handled (time, request id,
     /// tenant, subject, issuer, service, operation, model, decision, reason, status, duration,
     /// bytes), in both modes. A path on the machine where Envoy runs; a relative path is
-    /// relative to this file's directory. Default (also when `null`) `/dev/stdout`.
+    /// relative to this file's directory; `off`: no audit log on the listener (the filter
+    /// still publishes its record as filter state). Default (also when `null`) `/dev/stdout`.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
 }
@@ -189,6 +190,8 @@ pub const DEFAULT_UNKNOWN_KID_REFRESH_SECONDS: u64 = 10;
 pub const DEFAULT_KEYS_REFRESH_SECONDS: u64 = 60;
 /// Default of `auth.audit_log`.
 pub const DEFAULT_AUDIT_LOG: &str = "/dev/stdout";
+/// The value of `auth.audit_log` that turns it off (a file of that name: `./off`).
+pub const AUDIT_LOG_OFF: &str = "off";
 
 fn default_tenant_claim() -> String {
     "tenant".to_string()
