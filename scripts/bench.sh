@@ -17,6 +17,8 @@ apt_ensure redis-server redis-server
 command -v taskset >/dev/null || apt_ensure taskset util-linux
 
 build_filter
+log "building the reference filters of the Wasm floor (bench/floor, wasm32-wasip1, release)"
+cargo build --quiet -p gateway-bench-floor --target wasm32-wasip1 --release
 # The servers exactly as scripts/run.sh builds them (one cargo invocation with the bench
 # would unify features differently and rebuild them), then the bench on its own.
 build_servers release

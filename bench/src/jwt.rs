@@ -1,4 +1,4 @@
-//! What token verification costs per request, in one run on one machine:
+//! What the gateway and token verification cost per request, in one run on one machine:
 //!
 //! | configuration | what each request goes through |
 //! |---|---|
@@ -7,15 +7,20 @@
 //! | `jwt_authn+cache` | the same with `jwt_cache_config` (Envoy's verified-JWT cache) |
 //! | `jwt_authn+sigv4` | jwt_authn and aws_request_signing: Envoy's native chain doing the gateway's work |
 //! | `jwt_authn+cache+sigv4` | the same chain with jwt_authn's cache |
+//! | `wasm(empty)` | a proxy-wasm filter that does nothing (`bench/floor`): the price of Wasm |
+//! | `wasm(minimal)` | one that does only the host work a signing gateway cannot avoid: the floor |
+//! | `wasm(minimal) in the gateway's Envoy` | the same filter in place of the gateway's, in the Envoy xds-server configures |
 //! | `gateway(auth none)` | the gateway filter: routing, header rewriting, SigV4 over the body |
+//! | `gateway(auth none, no audit log)` | the same with `auth.audit_log: off` |
 //! | `gateway(jwt cold)` | the filter with JWT verification on every request (a new token each time) |
 //! | `gateway(jwt cached)` | the filter with its verified-token cache (the same token again) |
 //!
 //! Every configuration runs in its own Envoy with one worker in front of the same upstream (an
 //! Envoy answering 200 at once). Rounds interleave the configurations, so drift on a noisy
 //! machine hits all of them alike; the report shows medians and the added cost per request
-//! relative to Envoy alone in CPU time of the Envoy under test per request (throughput and
-//! latency are shown too, but on a two-core machine they mostly measure contention).
+//! relative to Envoy alone in CPU time of the processes doing work for it (the Envoy under
+//! test and, for the gateway, its xds-server), per request. Throughput and latency are shown
+//! too, but on a two-core machine they mostly measure contention.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -54,6 +59,7 @@ pub struct Options {
     only: Vec<String>,
 }
 
+const FLOOR_IN_GATEWAY: &str = "wasm(minimal) in the gateway's Envoy";
 const ISSUER: &str = "https://idp.bench.example";
 const AUDIENCE: &str = "bedrock-gateway";
 const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
@@ -65,6 +71,8 @@ struct Target {
     script: PathBuf,
     /// The Envoy whose CPU time each request costs.
     pid: u32,
+    /// Other processes working for its requests (the gateway's xds-server).
+    also: Vec<u32>,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -111,7 +119,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let warm = script(work, "warm", Some(&warm_token), &[])?;
     let cold = script(work, "cold", None, &cold_tokens)?;
     let mut targets = Vec::new();
-    let natives: [(&'static str, String, &PathBuf); 5] = [
+    let floor = floor_wasm(&paths)?;
+    let natives: [(&'static str, String, &PathBuf); 7] = [
         ("envoy", String::new(), &plain),
         ("jwt_authn", jwt_authn(&jwks, false), &warm),
         ("jwt_authn+cache", jwt_authn(&jwks, true), &warm),
@@ -125,6 +134,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             format!("{}{}", jwt_authn(&jwks, true), SIGV4),
             &warm,
         ),
+        ("wasm(empty)", floor_filter(&floor, "empty"), &plain),
+        ("wasm(minimal)", floor_filter(&floor, "minimal"), &plain),
     ];
     for (name, filters, script) in natives {
         let port = free_port()?.port();
@@ -140,15 +151,33 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             url: format!("http://{address}{MODEL_PATH}"),
             script: script.clone(),
             pid: child.pid(),
+            also: Vec::new(),
         });
         children.push(child);
     }
 
     let mut stacks = Vec::new();
-    let mut gateways: Vec<(&'static str, Option<u32>, &PathBuf, Option<&Path>)> = vec![
-        ("gateway(auth none)", None, &plain, None),
-        ("gateway(jwt cold)", Some(1), &cold, None),
-        ("gateway(jwt cached)", Some(10_000), &warm, None),
+    // (name, verified-token cache size in jwt mode, requests, another filter build, audit log)
+    type Gateway<'a> = (
+        &'static str,
+        Option<u32>,
+        &'a PathBuf,
+        Option<&'a Path>,
+        bool,
+    );
+    let mut gateways: Vec<Gateway> = vec![
+        ("gateway(auth none)", None, &plain, None, true),
+        (
+            "gateway(auth none, no audit log)",
+            None,
+            &plain,
+            None,
+            false,
+        ),
+        // The floor filter in the gateway's own Envoy (as xds-server configures it).
+        (FLOOR_IN_GATEWAY, None, &plain, Some(floor.as_path()), true),
+        ("gateway(jwt cold)", Some(1), &cold, None, true),
+        ("gateway(jwt cached)", Some(10_000), &warm, None, true),
     ];
     if let Some(wasm) = options.baseline_wasm.as_deref() {
         anyhow::ensure!(
@@ -156,16 +185,26 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "--baseline-wasm {}: no such file",
             wasm.display()
         );
-        gateways.push(("baseline gateway(auth none)", None, &plain, Some(wasm)));
+        gateways.push((
+            "baseline gateway(auth none)",
+            None,
+            &plain,
+            Some(wasm),
+            true,
+        ));
         gateways.push((
             "baseline gateway(jwt cached)",
             Some(10_000),
             &warm,
             Some(wasm),
+            true,
         ));
     }
-    for (name, auth, script, wasm) in gateways {
-        let stack = gateway(upstream_port, &jwks_file, auth, wasm)?;
+    if !options.only.is_empty() {
+        gateways.retain(|g| options.only.iter().any(|o| g.0.contains(o.as_str())));
+    }
+    for (name, auth, script, wasm, audit) in gateways {
+        let stack = gateway(upstream_port, &jwks_file, auth, wasm, audit)?;
         targets.push(Target {
             name,
             url: format!("{}{MODEL_PATH}", stack.gateway_url()),
@@ -173,6 +212,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             pid: stack
                 .envoy_pid()
                 .context("the gateway's Envoy is not running")?,
+            also: vec![
+                stack
+                    .xds_pid()
+                    .context("the gateway's xds-server is not running")?,
+            ],
         });
         stacks.push(stack);
     }
@@ -184,7 +228,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     // Warm up (Wasm compilation, connections, first credentials), then measure.
     for target in &targets {
-        wrk::run(&target.url, &target.script, 4, 2, target.pid)
+        wrk::run(&target.url, &target.script, 4, 2, target.pid, &target.also)
             .with_context(|| format!("warming up {}", target.name))?;
     }
     let mut results: Vec<Vec<wrk::Measurement>> = vec![Vec::new(); targets.len()];
@@ -200,10 +244,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 options.connections,
                 options.seconds,
                 target.pid,
+                &target.also,
             )?;
             eprintln!(
-                "round {round}: {:<22} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  {:.1} µs CPU/request",
-                target.name, m.requests_per_second, m.p50_ms, m.p99_ms, m.cpu_us_per_request
+                "round {round}: {:<32} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  {:.1} µs CPU/request (+{:.1} xds-server)",
+                target.name,
+                m.requests_per_second,
+                m.p50_ms,
+                m.p99_ms,
+                m.cpu_us_per_request,
+                m.also_cpu_us_per_request
             );
             results[i].push(m);
         }
@@ -237,6 +287,41 @@ fn jwt_authn(jwks: &str, cache: bool) -> String {
     )
 }
 
+/// The reference filters of `bench/floor`, built beside the gateway's.
+fn floor_wasm(paths: &Paths) -> anyhow::Result<PathBuf> {
+    let wasm = paths.wasm.with_file_name("gateway_bench_floor.wasm");
+    anyhow::ensure!(
+        wasm.exists(),
+        "{} is not built (scripts/bench.sh builds it)",
+        wasm.display()
+    );
+    Ok(wasm)
+}
+
+/// A floor filter (`mode`: `empty` or `minimal`) with the VM settings xds-server gives the
+/// gateway's (runtime, failure policy, headers held until the body is there).
+fn floor_filter(wasm: &Path, mode: &str) -> String {
+    format!(
+        r#"                  - name: envoy.filters.http.wasm
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+                      config:
+                        name: floor
+                        root_id: floor
+                        vm_config:
+                          vm_id: floor
+                          runtime: envoy.wasm.runtime.v8
+                          code: {{ local: {{ filename: "{wasm}" }} }}
+                        configuration:
+                          "@type": type.googleapis.com/google.protobuf.StringValue
+                          value: {mode}
+                        failure_policy: FAIL_RELOAD
+                        allow_on_headers_stop_iteration: true
+"#,
+        wasm = wasm.display()
+    )
+}
+
 /// Envoy's SigV4 signer over the whole body, with inline credentials.
 const SIGV4: &str = r#"                  - name: envoy.filters.http.aws_request_signing
                     typed_config:
@@ -257,7 +342,9 @@ fn gateway(
     jwks_file: &Path,
     cache: Option<u32>,
     wasm: Option<&Path>,
+    audit: bool,
 ) -> anyhow::Result<Stack> {
+    let audit_log = if audit { "/dev/null" } else { "off" };
     let jwks_file = jwks_file.to_path_buf();
     let wasm = wasm.map(Path::to_path_buf);
     Stack::start(StackOptions {
@@ -267,12 +354,12 @@ fn gateway(
             if let Some(wasm) = &wasm {
                 c["filter"]["wasm_path"] = wasm.display().to_string().into();
             }
-            c["auth"]["audit_log"] = "/dev/null".into();
+            c["auth"]["audit_log"] = audit_log.into();
             if let Some(cache) = cache {
                 let jwt: Yaml = serde_norway::from_str(&format!(
                     r#"
 mode: jwt
-audit_log: /dev/null
+audit_log: {audit_log}
 cache_max_entries: {cache}
 # Measure verification itself, not the budget that protects it.
 max_verifications_per_second: 1000000
@@ -326,60 +413,106 @@ fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement
     let median =
         |i: usize, f: fn(&wrk::Measurement) -> f64| wrk::median(results[i].iter().map(f).collect());
     let index = |name: &str| targets.iter().position(|t| t.name == name);
-    let cpu = |name: &str| index(name).map_or(f64::NAN, |i| median(i, |m| m.cpu_us_per_request));
+    let total = |m: &wrk::Measurement| m.cpu_us_per_request + m.also_cpu_us_per_request;
+    // CPU per request of every process doing work for it (median of the rounds).
+    let cpu = |name: &str| index(name).map_or(f64::NAN, |i| median(i, total));
     let baseline = cpu("envoy");
-    let jwt_authn = cpu("jwt_authn") - baseline;
+    let added = |name: &str| cpu(name) - baseline;
+    let jwt_authn = added("jwt_authn");
     let mut out = format!(
         "{} rounds x {} s, wrk 1 thread {} connections, each Envoy 1 worker, RS256 tokens (2048-bit key). \
-         CPU µs/request: CPU time of the Envoy under test (all its threads) per request answered.\n\n\
-         | configuration | CPU µs/request | added vs Envoy alone | added / jwt_authn's | req/s | p50 ms | p99 ms |\n\
+         CPU µs/request: CPU time of the Envoy under test (all its threads) per request answered; \
+         xds-server: the gateway's control service for the same requests; added: both, over Envoy alone.\n\n\
+         | configuration | CPU µs/request | xds-server µs/request | added vs Envoy alone | req/s | p50 ms | p99 ms |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
         options.rounds, options.seconds, options.connections
     );
     for (i, target) in targets.iter().enumerate() {
-        let cost = median(i, |m| m.cpu_us_per_request);
-        let added = cost - baseline;
-        let ratio = if target.name == "envoy" {
-            "-".to_string()
-        } else {
-            format!("{:.2}", added / jwt_authn)
-        };
         let _ = writeln!(
             out,
-            "| {} | {cost:.1} | {added:.1} | {ratio} | {:.0} | {:.3} | {:.3} |",
+            "| {} | {:.1} | {} | {:.1} | {:.0} | {:.3} | {:.3} |",
             target.name,
+            median(i, |m| m.cpu_us_per_request),
+            if target.also.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(i, |m| m.also_cpu_us_per_request))
+            },
+            median(i, total) - baseline,
             median(i, |m| m.requests_per_second),
             median(i, |m| m.p50_ms),
             median(i, |m| m.p99_ms),
         );
     }
-    // Verification alone: jwt_authn over Envoy alone, against the gateway with and without
-    // its verified-token cache over the same gateway without auth.
-    let gateway_none = cpu("gateway(auth none)");
-    let cached = cpu("gateway(jwt cached)") - gateway_none;
-    let cold = cpu("gateway(jwt cold)") - gateway_none;
+    let verdict = |ratio: f64, goal: f64| {
+        if ratio.is_nan() {
+            "not measured".to_string()
+        } else if ratio <= goal {
+            format!("**{ratio:.2}x, goal ≤ {goal}x: met**")
+        } else {
+            format!("**{ratio:.2}x, goal ≤ {goal}x: not met**")
+        }
+    };
+    let floor = added("wasm(minimal)");
+    let base = added("gateway(auth none)");
+    let whole = added("gateway(jwt cached)");
     let _ = writeln!(
         out,
-        "\nToken verification alone, CPU µs per request: jwt_authn {jwt_authn:.1}, jwt_authn with its cache {:.1}; \
-         the gateway cached {cached:.1} (gateway(jwt cached) − gateway(auth none)), cold {cold:.1}. \
-         **Gateway cached / jwt_authn = {:.2}.**",
-        cpu("jwt_authn+cache") - baseline,
+        "\nThe Wasm floor, added CPU µs per request: an empty proxy-wasm filter {:.1}, the minimal \
+         signing-gateway host work {floor:.1}. Against the minimal filter: base path (gateway(auth none)) \
+         {base:.1}, {}; whole chain (gateway(jwt cached)) {whole:.1}, {}. Above the floor: base path \
+         {:.1}, whole chain {:.1}.",
+        added("wasm(empty)"),
+        verdict(base / floor, 1.2),
+        verdict(whole / floor, 1.4),
+        base - floor,
+        whole - floor,
+    );
+    if index(FLOOR_IN_GATEWAY).is_some() {
+        let _ = writeln!(
+            out,
+            "\nWhere the base path goes, added CPU µs per request: the gateway's Envoy configuration \
+             (access log, request id, route header removal, cluster header) {:.1} (the minimal filter in \
+             the gateway's Envoy − in plain Envoy); the gateway filter's own work {:.1} (gateway(auth none) \
+             − the minimal filter in the gateway's Envoy).",
+            cpu(FLOOR_IN_GATEWAY) - cpu("wasm(minimal)"),
+            cpu("gateway(auth none)") - cpu(FLOOR_IN_GATEWAY),
+        );
+    }
+    if index("gateway(auth none, no audit log)").is_some() {
+        let _ = writeln!(
+            out,
+            "\nThe audit log (the filter's record, Envoy's access log with its condition, the write to \
+             /dev/null): {:.1} CPU µs per request (gateway(auth none) − gateway(auth none, no audit log)).",
+            cpu("gateway(auth none)") - cpu("gateway(auth none, no audit log)"),
+        );
+    }
+    // Verification alone: jwt_authn over Envoy alone (it verifies every request), against
+    // the gateway with and without its verified-token cache over the gateway without auth.
+    let cached = cpu("gateway(jwt cached)") - cpu("gateway(auth none)");
+    let cold = cpu("gateway(jwt cold)") - cpu("gateway(auth none)");
+    let _ = writeln!(
+        out,
+        "\nToken verification alone, CPU µs per request (every process): jwt_authn {jwt_authn:.1}, \
+         jwt_authn with its cache {:.1}; the gateway cached {cached:.1} (gateway(jwt cached) − \
+         gateway(auth none)), cold {cold:.1} (gateway(jwt cold) − gateway(auth none)). \
+         Cold token against jwt_authn's verification: {}. Cached against jwt_authn: {:.2}x.",
+        added("jwt_authn+cache"),
+        verdict(cold / jwt_authn, 3.0),
         cached / jwt_authn,
     );
-    let whole = cpu("gateway(jwt cached)") - baseline;
     let _ = writeln!(
         out,
-        "\nWhole chain (verify, route, sign), added CPU µs per request: gateway(jwt cached) {whole:.1}; \
-         jwt_authn+sigv4 {:.1} ({:.2}x); jwt_authn+cache+sigv4 {:.1} ({:.2}x).",
-        cpu("jwt_authn+sigv4") - baseline,
-        whole / (cpu("jwt_authn+sigv4") - baseline),
-        cpu("jwt_authn+cache+sigv4") - baseline,
-        whole / (cpu("jwt_authn+cache+sigv4") - baseline),
+        "\nWhole chain (verify, route, sign) against Envoy's native filters, added CPU µs per request: \
+         gateway(jwt cached) {whole:.1}; jwt_authn+sigv4 {:.1} ({:.2}x); jwt_authn+cache+sigv4 {:.1} ({:.2}x).",
+        added("jwt_authn+sigv4"),
+        whole / added("jwt_authn+sigv4"),
+        added("jwt_authn+cache+sigv4"),
+        whole / added("jwt_authn+cache+sigv4"),
     );
     if index("baseline gateway(jwt cached)").is_some() {
-        let before = cpu("baseline gateway(jwt cached)") - baseline;
-        let before_base = cpu("baseline gateway(auth none)") - baseline;
-        let base = gateway_none - baseline;
+        let before = added("baseline gateway(jwt cached)");
+        let before_base = added("baseline gateway(auth none)");
         let _ = writeln!(
             out,
             "\nThis build against the baseline build of the filter, added CPU µs per request: whole chain \

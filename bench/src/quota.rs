@@ -265,25 +265,22 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
         ("gateway with quotas, unary calls", &unary),
     ];
     for (_, stack) in saturated {
-        wrk::run(&url(stack), &script, 4, 2, envoy_pid(stack)?)?;
+        wrk::run(&url(stack), &script, 4, 2, envoy_pid(stack)?, &[])?;
     }
     // At saturation: the most each configuration answers, and its CPU per request there.
     let mut at_most: Vec<[Vec<f64>; 3]> = vec![Default::default(); saturated.len()];
     for round in 1..=options.rounds {
         for ((name, stack), values) in saturated.iter().zip(at_most.iter_mut()) {
             let xds = stack.xds_pid().context("no xds-server")?;
-            let xds_before = wrk::cpu_nanoseconds(&[xds])?;
             let measured = wrk::run(
                 &url(stack),
                 &script,
                 16,
                 options.seconds as u32,
                 envoy_pid(stack)?,
+                &[xds],
             )?;
-            let requests = measured.requests_per_second * options.seconds as f64;
-            let xds_us = wrk::cpu_nanoseconds(&[xds])?.saturating_sub(xds_before) as f64
-                / 1000.0
-                / requests.max(1.0);
+            let xds_us = measured.also_cpu_us_per_request;
             eprintln!(
                 "round {round}: {name:<38} at most {:.0} req/s, per request: Envoy {:.1} µs CPU, xds-server {xds_us:.1} µs CPU",
                 measured.requests_per_second, measured.cpu_us_per_request

@@ -13,18 +13,23 @@ pub struct Measurement {
     /// CPU time (µs, every thread) the measured process spent per request answered: its cost
     /// per request, much less sensitive than throughput to what else the machine runs.
     pub cpu_us_per_request: f64,
+    /// The same for the other processes that work for its requests (`also`).
+    pub also_cpu_us_per_request: f64,
 }
 
 /// One wrk run: `connections` connections on one thread for `seconds`, requests from `script`;
-/// `pid` is the process whose CPU time is charged to the requests (the Envoy under test).
+/// `pid` is the process whose CPU time is charged to the requests (the Envoy under test),
+/// `also` other processes that do work for them (the gateway's xds-server).
 pub fn run(
     url: &str,
     script: &Path,
     connections: u32,
     seconds: u32,
     pid: u32,
+    also: &[u32],
 ) -> anyhow::Result<Measurement> {
     let cpu_before = cpu_nanoseconds(&[pid])?;
+    let also_before = cpu_nanoseconds(also)?;
     let output = Command::new("wrk")
         .args([
             "-t1",
@@ -38,6 +43,7 @@ pub fn run(
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let cpu = cpu_nanoseconds(&[pid])?.saturating_sub(cpu_before);
+    let also_cpu = cpu_nanoseconds(also)?.saturating_sub(also_before);
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -66,6 +72,7 @@ pub fn run(
         .parse()?;
     Ok(Measurement {
         cpu_us_per_request: cpu as f64 / 1000.0 / requests.max(1) as f64,
+        also_cpu_us_per_request: also_cpu as f64 / 1000.0 / requests.max(1) as f64,
         requests_per_second: field("Requests/sec:")?.parse()?,
         p50_ms: milliseconds(field("50%")?)?,
         p99_ms: milliseconds(field("99%")?)?,
