@@ -706,3 +706,47 @@ fn assert_lookups_bounded(stack: &Stack, before: u64, elapsed: usize, what: &str
         "{what} cost {asked} key lookups in {elapsed} s"
     );
 }
+
+/// A gauge of the gateway's Envoy (`wasmcustom.bedrock_gateway.NAME`).
+fn filter_gauge(stack: &Stack, name: &str) -> Option<u64> {
+    let stats = stack
+        .envoy_admin_get(&format!("/stats?filter=bedrock_gateway.{name}$"))
+        .ok()?;
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("wasmcustom.bedrock_gateway.{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_filter_reports_its_vm_memory_and_cached_tokens() {
+    let s = setup();
+    // Seven tokens, each used once: each is verified and cached by one worker.
+    for n in 0..7 {
+        let token = s
+            .keys
+            .es256
+            .sign(claims(&s.corp, "team-a").with_jwt_id(format!("gauge-{n}")))
+            .unwrap();
+        let (status, _, body) = converse(&s.stack, "anthropic.claude-3-haiku", &token, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while filter_gauge(&s.stack, "token_cache_entries") != Some(7) && Instant::now() < deadline {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    assert_eq!(filter_gauge(&s.stack, "token_cache_entries"), Some(7));
+    // Two workers and the main thread, each at least a few 64 KiB pages.
+    let memory = filter_gauge(&s.stack, "vm_memory_bytes").unwrap();
+    assert!(memory >= 3 * 2 * 65_536, "{memory}");
+    assert_eq!(memory % 65_536, 0, "{memory}");
+    // A configuration change replaces the root contexts: the old caches leave the gauge.
+    let mut config = s.stack.config().unwrap();
+    config["auth"]["cache_max_entries"] = 500.into();
+    s.stack.write_config(&config).unwrap();
+    let deadline = Instant::now() + StdDuration::from_secs(15);
+    while filter_gauge(&s.stack, "token_cache_entries") != Some(0) && Instant::now() < deadline {
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert_eq!(filter_gauge(&s.stack, "token_cache_entries"), Some(0));
+}

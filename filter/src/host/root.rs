@@ -48,6 +48,8 @@ pub(super) struct Root {
     scheduled_at_ms: u64,
     /// The tick period in use.
     tick: Duration,
+    /// What this context last added to the `token_cache_entries` gauge.
+    cache_entries_reported: Cell<i64>,
 }
 
 impl Root {
@@ -58,6 +60,7 @@ impl Root {
             calls: HashMap::new(),
             scheduled_at_ms: 0,
             tick: TICK,
+            cache_entries_reported: Cell::new(0),
         }
     }
 
@@ -122,6 +125,15 @@ impl Root {
             }
         }
         self.send_reports(&shared);
+        shared.metrics.report_vm_memory();
+        if let Some(auth) = &shared.auth {
+            let entries = auth.borrow().cached_tokens();
+            Metrics::move_gauge(
+                shared.metrics.token_cache_entries,
+                &self.cache_entries_reported,
+                entries,
+            );
+        }
     }
 
     /// Sends queued usage, one batch at a time. A batch whose delivery is not confirmed is
@@ -146,12 +158,18 @@ impl Root {
 
 impl Drop for Root {
     /// A report call in flight dies with its root context (a configuration change replaced
-    /// it): the batch goes again, under its id, from the worker's queue.
+    /// it): the batch goes again, under its id, from the worker's queue. Its cached tokens
+    /// leave the gauge with it.
     fn drop(&mut self) {
-        if let Some(shared) = &self.shared
-            && self.calls.values().any(|call| matches!(call, Call::Report))
-        {
-            shared.reports.borrow_mut().unconfirmed();
+        if let Some(shared) = &self.shared {
+            if self.calls.values().any(|call| matches!(call, Call::Report)) {
+                shared.reports.borrow_mut().unconfirmed();
+            }
+            Metrics::move_gauge(
+                shared.metrics.token_cache_entries,
+                &self.cache_entries_reported,
+                0,
+            );
         }
     }
 }

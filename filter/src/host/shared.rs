@@ -26,9 +26,14 @@ use crate::core::flow::{Env, Step};
 use crate::core::quota::reports::Reports;
 use crate::core::schedule::Schedule;
 
-/// Counters in Envoy's stats (`wasmcustom.bedrock_gateway.*`).
+/// Counters and gauges in Envoy's stats (`wasmcustom.bedrock_gateway.*`).
 #[derive(Default, Clone, Copy)]
 pub(super) struct Metrics {
+    /// The linear memory of this Envoy's filter VMs (one per worker and the main thread's),
+    /// in bytes: the sum of what each VM reports on its tick.
+    pub(super) vm_memory_bytes: Option<u32>,
+    /// Verified tokens cached, summed over this Envoy's workers.
+    pub(super) token_cache_entries: Option<u32>,
     pub(super) quota_failures_open: Option<u32>,
     pub(super) quota_failures_closed: Option<u32>,
     pub(super) reports_dropped: Option<u32>,
@@ -39,13 +44,39 @@ pub(super) struct Metrics {
 impl Metrics {
     pub(super) fn define() -> Self {
         let counter = |name: &str| hostcalls::define_metric(MetricType::Counter, name).ok();
+        let gauge = |name: &str| hostcalls::define_metric(MetricType::Gauge, name).ok();
         Self {
+            vm_memory_bytes: gauge("bedrock_gateway.vm_memory_bytes"),
+            token_cache_entries: gauge("bedrock_gateway.token_cache_entries"),
             quota_failures_open: counter("bedrock_gateway.quota_failures_open"),
             quota_failures_closed: counter("bedrock_gateway.quota_failures_closed"),
             reports_dropped: counter("bedrock_gateway.usage_reports_dropped"),
             reports_failed: counter("bedrock_gateway.usage_report_calls_failed"),
             quota_streams_opened: counter("bedrock_gateway.quota_streams_opened"),
         }
+    }
+
+    /// Moves a gauge that sums the values of several VMs or contexts by the change of this
+    /// one's value: `reported` holds what it last added.
+    pub(super) fn move_gauge(id: Option<u32>, reported: &Cell<i64>, value: usize) {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        let delta = value - reported.get();
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = id {
+            match hostcalls::increment_metric(id, delta) {
+                Ok(()) => reported.set(value),
+                Err(e) => debug!("cannot set a gauge: {e:?}"),
+            }
+        }
+    }
+
+    /// This VM's linear memory now, into `vm_memory_bytes`.
+    pub(super) fn report_vm_memory(&self) {
+        VM_MEMORY_REPORTED.with(|reported| {
+            Metrics::move_gauge(self.vm_memory_bytes, reported, vm_memory_bytes())
+        });
     }
 
     pub(super) fn add(id: Option<u32>, n: usize) {
@@ -57,7 +88,23 @@ impl Metrics {
     }
 }
 
+/// The VM's linear memory in bytes (0 off Wasm, in unit tests).
+fn vm_memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size::<0>() * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
 thread_local! {
+    /// What this VM last added to `vm_memory_bytes`: every root context of the VM reports
+    /// the same memory, once.
+    static VM_MEMORY_REPORTED: Cell<i64> = const { Cell::new(0) };
+
     /// This worker's usage records (each Envoy worker thread runs its own VM). Every root
     /// context of the worker uses this one queue, so that when a configuration change
     /// replaces the root context, the new one delivers what the old one had not: during an

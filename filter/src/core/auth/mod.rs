@@ -71,6 +71,11 @@ impl Authenticator {
         self.keys.as_ref().map(|k| k.version)
     }
 
+    /// Verified tokens in the cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
     pub fn key_count(&self) -> usize {
         self.keys.as_ref().map_or(0, KeyStore::key_count)
     }
