@@ -6,6 +6,8 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use gateway_common::proto::SigningCredentials;
+use hmac::{Hmac, KeyInit};
+use sha2::Sha256;
 
 use super::schedule::Schedule;
 
@@ -24,12 +26,14 @@ pub struct SigningIdentity {
     signing_key: RefCell<Option<DerivedKey>>,
 }
 
-/// A SigV4 signing key and what it was derived for.
+/// A SigV4 signing key and what it was derived for, and the HMAC keyed with it (its inner and
+/// outer key blocks already absorbed: each signature costs only its own blocks).
 struct DerivedKey {
     date: String,
     region: String,
     service: String,
     key: Vec<u8>,
+    mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SigningIdentity {
@@ -74,13 +78,35 @@ impl SigningIdentity {
 
     /// The SigV4 signing key for `date` (`YYYYMMDD` of `now`), region and service.
     pub fn signing_key(&self, date: &str, region: &str, service: &str, now: SystemTime) -> Vec<u8> {
+        self.derived(date, region, service, now, |d| d.key.clone())
+    }
+
+    /// An HMAC-SHA256 keyed with [`Self::signing_key`], ready for the string to sign.
+    pub fn signing_mac(
+        &self,
+        date: &str,
+        region: &str,
+        service: &str,
+        now: SystemTime,
+    ) -> Hmac<Sha256> {
+        self.derived(date, region, service, now, |d| d.mac.clone())
+    }
+
+    fn derived<T>(
+        &self,
+        date: &str,
+        region: &str,
+        service: &str,
+        now: SystemTime,
+        take: impl FnOnce(&DerivedKey) -> T,
+    ) -> T {
         let mut cached = self.signing_key.borrow_mut();
         if let Some(derived) = cached.as_ref()
             && derived.date == date
             && derived.region == region
             && derived.service == service
         {
-            return derived.key.clone();
+            return take(derived);
         }
         let key = aws_sigv4::sign::v4::generate_signing_key(
             &self.secret_access_key,
@@ -90,13 +116,17 @@ impl SigningIdentity {
         )
         .as_ref()
         .to_vec();
-        *cached = Some(DerivedKey {
+        // HMAC takes a key of any length: the fallback is never taken.
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        let derived = cached.insert(DerivedKey {
             date: date.to_string(),
             region: region.to_string(),
             service: service.to_string(),
-            key: key.clone(),
+            key,
+            mac,
         });
-        key
+        take(derived)
     }
 
     fn usable_at(&self, now: u64) -> bool {

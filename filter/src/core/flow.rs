@@ -344,7 +344,12 @@ impl RequestFlow {
         routed: Result<Route, ErrorReply>,
         may_refresh: bool,
     ) -> Step {
-        let now = env.unix_now();
+        // The clock is read only to authenticate.
+        let now = if env.auth.is_some() {
+            env.unix_now()
+        } else {
+            0
+        };
         let identity = match env.auth.as_deref_mut() {
             None => None,
             Some(auth) => match auth.authenticate(&headers, now, may_refresh) {
@@ -456,7 +461,6 @@ impl RequestFlow {
                 Err(reply) => return self.refuse(env.unix_now(), reply),
             }
         }
-        let now = env.unix_now();
         if let (Some(quota), Some(config)) = (
             self.quota.as_mut().filter(|q| !q.admitted),
             env.gateway.config.quota.as_ref(),
@@ -469,7 +473,7 @@ impl RequestFlow {
             match quota::admission(config, &quota.context, estimate) {
                 None => {
                     quota.admitted = true;
-                    quota.admitted_at = now;
+                    quota.admitted_at = env.unix_now();
                 }
                 Some(admission) => {
                     quota.reservations = admission.reservations;
@@ -712,7 +716,9 @@ impl RequestFlow {
 
     fn forwarded_report(&mut self, env: &Env) -> Step {
         let mut step = Step::go();
+        // Without quotas there is no record, and no reason to read the clock.
         if matches!(self.phase, Phase::Forwarded)
+            && self.quota.as_ref().is_some_and(|q| !q.reported)
             && let Some(record) = self.report(env.unix_now(), Some(env.now()), Ended::Forwarded)
         {
             step.intents.push(record);

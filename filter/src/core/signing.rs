@@ -2,14 +2,16 @@
 //!
 //! The canonical request is built here, in one pass over the headers the filter already holds,
 //! and the key derivation (four HMACs) is done once per day and credential instead of on every
-//! request; the cryptography itself is aws-sigv4's (`generate_signing_key`,
-//! `calculate_signature`). The canonical form follows aws-sigv4's default settings exactly
+//! request, as is keying the HMAC that signs (the key's inner and outer blocks); the key is
+//! aws-sigv4's (`generate_signing_key`), the HMAC the `hmac` crate's that aws-sigv4 uses. The canonical form follows aws-sigv4's default settings exactly
 //! (path normalized and double-encoded, query decoded and re-encoded, header values trimmed),
 //! and a property test checks every signature against aws-sigv4's own `sign()`. The body is
 //! hashed by the caller as it streams through (see `BodyHasher`).
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use hmac::Mac;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
@@ -51,9 +53,10 @@ pub fn signature_headers(
     credentials: &SigningIdentity,
 ) -> Result<Vec<(String, String)>, SignError> {
     let (date, amz_date) = timestamps(input.now);
+    let (date, amz_date) = (text(&date), text(&amz_date));
     let token = credentials.session_token();
 
-    let mut signed: Vec<(&str, String)> = Vec::with_capacity(8);
+    let mut signed: Vec<(&str, Cow<'_, str>)> = Vec::with_capacity(8);
     for (name, value) in input.headers {
         let name = if name == AUTHORITY {
             "host"
@@ -68,9 +71,9 @@ pub fn signature_headers(
             .ok_or_else(|| SignError::UnsignableHeader(name.to_string()))?;
         signed.push((name, trim_spaces(value)));
     }
-    signed.push(("x-amz-date", amz_date.clone()));
+    signed.push(("x-amz-date", Cow::Borrowed(amz_date)));
     if let Some(token) = token {
-        signed.push(("x-amz-security-token", token.to_string()));
+        signed.push(("x-amz-security-token", Cow::Borrowed(token)));
     }
     // Stable: several values of one header keep their order, and are joined with commas.
     signed.sort_by(|a, b| a.0.cmp(b.0));
@@ -81,8 +84,11 @@ pub fn signature_headers(
     canonical.push('\n');
     canonical.extend(utf8_percent_encode(&normalize_path(path), ENCODED_PATH));
     canonical.push('\n');
-    canonical.push_str(&canonical_query(query));
+    if !query.is_empty() {
+        canonical.push_str(&canonical_query(query));
+    }
     canonical.push('\n');
+    let names_start = canonical.len();
     let mut names = String::with_capacity(96);
     for (i, (name, value)) in signed.iter().enumerate() {
         let continues = i > 0 && signed[i - 1].0 == *name;
@@ -99,40 +105,83 @@ pub fn signature_headers(
         }
         canonical.push_str(value);
     }
+    debug_assert!(canonical.len() > names_start);
     canonical.push_str("\n\n");
     canonical.push_str(&names);
     canonical.push('\n');
     canonical.push_str(input.payload_sha256_hex);
 
-    let scope = format!(
-        "{date}/{}/{}/aws4_request",
-        input.region, input.signing_name
-    );
-    let string_to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
-    let key = credentials.signing_key(&date, input.region, input.signing_name, input.now);
-    let signature = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign.as_bytes());
+    // The scope, then the string to sign that contains it.
+    let mut string_to_sign = String::with_capacity(160);
+    string_to_sign.push_str("AWS4-HMAC-SHA256\n");
+    string_to_sign.push_str(amz_date);
+    string_to_sign.push('\n');
+    let scope_start = string_to_sign.len();
+    for part in [
+        date,
+        "/",
+        input.region,
+        "/",
+        input.signing_name,
+        "/aws4_request",
+    ] {
+        string_to_sign.push_str(part);
+    }
+    let scope_end = string_to_sign.len();
+    string_to_sign.push('\n');
+    string_to_sign.push_str(text(&hex32(&Sha256::digest(canonical.as_bytes()).into())));
+    let mut mac = credentials.signing_mac(date, input.region, input.signing_name, input.now);
+    mac.update(string_to_sign.as_bytes());
+    let signature = hex32(&mac.finalize().into_bytes().into());
+    let scope = &string_to_sign[scope_start..scope_end];
 
+    let mut authorization = String::with_capacity(
+        64 + credentials.access_key_id.len() + scope.len() + names.len() + 64,
+    );
+    for part in [
+        "AWS4-HMAC-SHA256 Credential=",
+        &credentials.access_key_id,
+        "/",
+        scope,
+        ", SignedHeaders=",
+        &names,
+        ", Signature=",
+        text(&signature),
+    ] {
+        authorization.push_str(part);
+    }
     let mut out = Vec::with_capacity(3);
-    out.push(("x-amz-date".to_string(), amz_date));
+    out.push(("x-amz-date".to_string(), amz_date.to_string()));
     if let Some(token) = token {
         out.push(("x-amz-security-token".to_string(), token.to_string()));
     }
-    out.push((
-        "authorization".to_string(),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={names}, Signature={signature}",
-            credentials.access_key_id
-        ),
-    ));
+    out.push(("authorization".to_string(), authorization));
     Ok(out)
 }
 
+/// Lower-case hex of a SHA-256 digest (or an HMAC-SHA256 tag).
+pub fn hex32(bytes: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, byte) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    out
+}
+
+/// ASCII bytes this module wrote as text.
+fn text(ascii: &[u8]) -> &str {
+    std::str::from_utf8(ascii).unwrap_or_default()
+}
+
 /// Removes leading and trailing spaces and collapses runs of spaces; other whitespace (tabs)
-/// is kept, as AWS does.
-fn trim_spaces(value: &str) -> String {
+/// is kept, as AWS does. Borrowed when there is nothing to remove (the usual case).
+fn trim_spaces(value: &str) -> Cow<'_, str> {
+    let clean = !value.starts_with(' ') && !value.ends_with(' ') && !value.contains("  ");
+    if clean {
+        return Cow::Borrowed(value);
+    }
     let mut out = String::with_capacity(value.len());
     for word in value.split(' ').filter(|w| !w.is_empty()) {
         if !out.is_empty() {
@@ -140,19 +189,19 @@ fn trim_spaces(value: &str) -> String {
         }
         out.push_str(word);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// RFC 3986 §5.2.4 dot-segment removal (and empty segments dropped), as SigV4 specifies for
 /// every service but S3.
-fn normalize_path(path: &str) -> String {
+fn normalize_path(path: &str) -> Cow<'_, str> {
     if path.is_empty() {
-        return "/".to_string();
+        return Cow::Borrowed("/");
     }
-    let absolute = if path.starts_with('/') {
-        path.to_string()
+    let absolute: Cow<'_, str> = if path.starts_with('/') {
+        Cow::Borrowed(path)
     } else {
-        format!("/{path}")
+        Cow::Owned(format!("/{path}"))
     };
     if !(absolute.contains('.') || absolute.contains("//")) {
         return absolute;
@@ -174,7 +223,7 @@ fn normalize_path(path: &str) -> String {
     if trailing && !result.ends_with('/') {
         result.push('/');
     }
-    result
+    Cow::Owned(result)
 }
 
 /// Query parameters decoded, re-encoded and sorted by name, then value.
@@ -203,21 +252,32 @@ fn canonical_query(query: &str) -> String {
     out
 }
 
-/// `(YYYYMMDD, YYYYMMDDTHHMMSSZ)` in UTC.
-fn timestamps(now: SystemTime) -> (String, String) {
+/// `(YYYYMMDD, YYYYMMDDTHHMMSSZ)` in UTC, as ASCII.
+fn timestamps(now: SystemTime) -> ([u8; 8], [u8; 16]) {
     let secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    let date = format!("{y:04}{m:02}{d:02}");
-    let time = format!(
-        "{date}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
+    let digits = |out: &mut [u8], value: u64| {
+        let mut value = value;
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    let mut date = [0u8; 8];
+    digits(&mut date[..4], y.clamp(0, 9999) as u64);
+    digits(&mut date[4..6], u64::from(m));
+    digits(&mut date[6..], u64::from(d));
+    let mut time = [0u8; 16];
+    time[..8].copy_from_slice(&date);
+    time[8] = b'T';
+    digits(&mut time[9..11], rem / 3600);
+    digits(&mut time[11..13], rem % 3600 / 60);
+    digits(&mut time[13..15], rem % 60);
+    time[15] = b'Z';
     (date, time)
 }
 
@@ -257,7 +317,7 @@ impl BodyHasher {
     }
 
     pub fn finish_hex(self) -> String {
-        hex::encode(self.hasher.finalize())
+        text(&hex32(&self.hasher.finalize().into())).to_string()
     }
 }
 

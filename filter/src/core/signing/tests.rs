@@ -225,6 +225,12 @@ fn refuses_to_sign_control_characters() {
 #[test]
 fn empty_hash_constant() {
     assert_eq!(BodyHasher::default().finish_hex(), EMPTY_SHA256);
+    let mut hasher = BodyHasher::default();
+    hasher.update(b"abc");
+    assert_eq!(
+        hasher.finish_hex(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }
 
 #[test]
@@ -234,7 +240,11 @@ fn calendar() {
     assert_eq!(civil_from_days(20_779), (2026, 11, 22));
     assert_eq!(
         timestamps(UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME)),
-        ("20150830".into(), "20150830T123600Z".into())
+        (*b"20150830", *b"20150830T123600Z")
+    );
+    assert_eq!(
+        timestamps(UNIX_EPOCH + Duration::from_secs(4_102_444_799)),
+        (*b"20991231", *b"20991231T235959Z")
     );
 }
 
