@@ -27,7 +27,7 @@ use super::auth::{Authenticator, Identity, Outcome};
 use super::body::{BodyFacts, BodyReader};
 use super::credentials::{CredentialCache, SigningIdentity};
 use super::errors::ErrorReply;
-use super::headers::{HeaderList, REQUEST_ID, find_str};
+use super::headers::{HeaderEdits, HeaderList, REQUEST_ID, find_str};
 use super::operations::Models;
 use super::quota::estimate::{self, Estimate};
 use super::quota::usage::UsageParser;
@@ -111,9 +111,9 @@ pub enum Intent {
     /// Get signing credentials, then [`RequestFlow::lookup_over`];
     /// [`RequestFlow::credentials_unavailable`] if they cannot be asked for.
     AskCredentials,
-    /// Set the upstream request headers (the request then goes);
+    /// Edit the request headers into the upstream ones (the request then goes);
     /// [`RequestFlow::headers_not_set`] if that fails.
-    SetHeaders(HeaderList),
+    EditHeaders(HeaderEdits),
     /// Queue this usage record for the next report.
     Report(UsageRecord),
     /// The rate limit service did not decide (`error`) and the failure mode applied.
@@ -508,7 +508,7 @@ impl RequestFlow {
         match env.gateway.sign(plan, hash, credentials, env.now()) {
             Ok(headers) => {
                 self.phase = Phase::Forwarded;
-                Step::go().with(Intent::SetHeaders(headers))
+                Step::go().with(Intent::EditHeaders(headers))
             }
             Err(reply) => self.refuse(env.unix_now(), reply),
         }

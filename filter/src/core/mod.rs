@@ -32,7 +32,7 @@ use gateway_common::filter_config::{Authentication, FilterConfig};
 use auth::Identity;
 use credentials::SigningIdentity;
 use errors::ErrorReply;
-use headers::{CONTENT_LENGTH, ENDPOINT_PREFIX, HeaderList, METHOD, PATH, find_str};
+use headers::{CONTENT_LENGTH, ENDPOINT_PREFIX, HeaderEdits, HeaderList, METHOD, PATH, find_str};
 use operations::{Models, Operation};
 use routing::ServiceRouter;
 use signing::{SigningInput, signature_headers};
@@ -73,6 +73,9 @@ pub struct ForwardPlan {
     pub route: Route,
     /// The upstream header map, without the signature.
     pub headers: HeaderList,
+    /// The client's headers it leaves out, and where the ones the gateway writes begin.
+    removed: Vec<String>,
+    written_from: usize,
 }
 
 impl Gateway {
@@ -198,7 +201,8 @@ impl Gateway {
         identity: Option<&Identity>,
     ) -> ForwardPlan {
         let service = &self.config.services[route.service];
-        let mut headers = headers::upstream_headers(incoming, service, &self.stripped);
+        let upstream = headers::upstream_headers(incoming, service, &self.stripped);
+        let mut headers = upstream.headers;
         if let Some(identity) = identity {
             let roles = identity.roles.join(",");
             let values = [
@@ -214,17 +218,23 @@ impl Gateway {
                 }
             }
         }
-        ForwardPlan { route, headers }
+        ForwardPlan {
+            route,
+            headers,
+            removed: upstream.removed,
+            written_from: upstream.written_from,
+        }
     }
 
-    /// The final upstream header map: the plan's headers plus the signature.
+    /// What makes the client's header map the signed upstream one: the plan's headers plus
+    /// the signature.
     pub fn sign(
         &self,
         plan: ForwardPlan,
         payload_sha256_hex: &str,
         credentials: &SigningIdentity,
         now: SystemTime,
-    ) -> Result<HeaderList, ErrorReply> {
+    ) -> Result<HeaderEdits, ErrorReply> {
         let service = &self.config.services[plan.route.service];
         let input = SigningInput {
             method: &plan.route.method,
@@ -236,9 +246,13 @@ impl Gateway {
             now,
         };
         let signature = signature_headers(&input, credentials)?;
-        let mut headers = plan.headers;
-        headers.extend(signature.into_iter().map(|(n, v)| (n, v.into_bytes())));
-        Ok(headers)
+        let mut write = plan.headers;
+        write.drain(..plan.written_from);
+        write.extend(signature.into_iter().map(|(n, v)| (n, v.into_bytes())));
+        Ok(HeaderEdits {
+            remove: plan.removed,
+            write,
+        })
     }
 }
 

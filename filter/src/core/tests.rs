@@ -89,11 +89,14 @@ fn routes_plans_and_signs_a_converse_call() {
         ),
         (0, "Converse", Some("m:1"))
     );
-    let plan = gw.forward(headers, route, None);
+    let plan = gw.forward(headers.clone(), route, None);
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let headers = gw
+    let edits = gw
         .sign(plan, signing::EMPTY_SHA256, &credentials(), now)
         .unwrap();
+    // The client's token goes before anything is written; its host is replaced.
+    assert_eq!(edits.remove, ["authorization"]);
+    let headers = edits.apply(&headers);
     let get = |n: &str| find_str(&headers, n).map(str::to_string);
     assert_eq!(
         get(":authority").as_deref(),

@@ -194,12 +194,20 @@ impl State {
                     Err(e) => Some(shared.step(|env| self.flow.decision_not_asked(env, e))),
                 }
             }
-            Intent::SetHeaders(headers) => {
-                let pairs: Vec<(&str, &[u8])> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_slice()))
-                    .collect();
-                match hostcalls::set_map_bytes(MapType::HttpRequestHeaders, pairs) {
+            Intent::EditHeaders(edits) => {
+                let removed = edits.remove.iter().try_for_each(|name| {
+                    hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None)
+                });
+                let written = removed.and_then(|()| {
+                    edits.write.iter().try_for_each(|(name, value)| {
+                        hostcalls::set_map_value_bytes(
+                            MapType::HttpRequestHeaders,
+                            name,
+                            Some(value),
+                        )
+                    })
+                });
+                match written {
                     Ok(()) => None,
                     Err(e) => {
                         error!("cannot set the upstream headers: {e:?}");

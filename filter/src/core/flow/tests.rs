@@ -222,9 +222,10 @@ fn reply(step: &Step) -> Option<(u32, &'static str)> {
     })
 }
 
+/// The headers a step writes to sign the request, if it does.
 fn signed(step: &Step) -> Option<&HeaderList> {
     step.intents.iter().find_map(|i| match i {
-        Intent::SetHeaders(headers) => Some(headers),
+        Intent::EditHeaders(edits) => Some(&edits.write),
         _ => None,
     })
 }
