@@ -30,6 +30,23 @@ pub struct JwtAuthentication {
     /// a flood of forged tokens from taking the CPU that callers with cached tokens need.
     #[serde(default = "default_max_verifications_per_second")]
     pub max_verifications_per_second: u32,
+    /// Where the signatures of tokens a worker has not verified yet are checked.
+    #[serde(default)]
+    pub signature_checks: SignatureChecks,
+}
+
+/// Where token signatures are checked (everything else about a token is checked by the
+/// filter either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum SignatureChecks {
+    /// By xds-server, natively, over a stream per Envoy worker; by the filter while that
+    /// stream is not there or an xds-server does not answer.
+    #[default]
+    XdsServer,
+    /// By the filter (in Wasm, many times slower for RSA and ECDSA).
+    Filter,
 }
 
 /// One trusted token issuer.

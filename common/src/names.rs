@@ -24,6 +24,8 @@ pub const GET_SIGNING_CREDENTIALS: &str = "GetSigningCredentials";
 pub const GET_IDENTITY_KEYS: &str = "GetIdentityKeys";
 pub const REPORT_USAGE: &str = "ReportUsage";
 pub const STREAM_RATE_LIMIT: &str = "StreamRateLimit";
+/// Its method for signature checks (a bidirectional stream per Envoy worker).
+pub const CHECK_SIGNATURES: &str = "CheckSignatures";
 
 /// Request headers through which the filter tells later filters in the same Envoy who the
 /// caller is. A client-sent header of the same name is always removed first, and the route

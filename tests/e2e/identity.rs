@@ -750,3 +750,87 @@ async fn the_filter_reports_its_vm_memory_and_cached_tokens() {
     }
     assert_eq!(filter_gauge(&s.stack, "token_cache_entries"), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_tokens_are_checked_by_xds_server_and_by_the_filter_without_it() {
+    let s = setup();
+    let checks = |verdict: &str| {
+        s.stack
+            .xds_metric(&format!("signature_checks_total{{verdict=\"{verdict}\"}}"))
+            .unwrap()
+    };
+    let fresh = |n: u32| {
+        [
+            s.keys
+                .rsa
+                .sign(claims(&s.corp, "team-a").with_jwt_id(format!("rs-{n}"))),
+            s.keys
+                .es256
+                .sign(claims(&s.corp, "team-a").with_jwt_id(format!("es-{n}"))),
+            s.keys
+                .ed
+                .sign(claims(&s.corp, "team-a").with_jwt_id(format!("ed-{n}"))),
+        ]
+        .map(Result::unwrap)
+    };
+    let good = s.keys.es256.sign(claims(&s.corp, "team-a")).unwrap();
+    let (signed, _) = good.rsplit_once('.').unwrap();
+    let other = s.keys.es256.sign(claims(&s.corp, "team-b")).unwrap();
+    let forged = format!("{signed}.{}", other.rsplit_once('.').unwrap().1);
+    let model = "anthropic.claude-3-haiku";
+
+    // Each fresh token's signature is checked once, by xds-server; a forged one is refused.
+    for token in fresh(1) {
+        assert_eq!(converse(&s.stack, model, &token, &[]).await.0, 200);
+        assert_eq!(converse(&s.stack, model, &token, &[]).await.0, 200);
+    }
+    assert_eq!(converse(&s.stack, model, &forged, &[]).await.0, 401);
+    let (valid, invalid) = (checks("valid"), checks("invalid"));
+    assert!(
+        (3..=6).contains(&valid),
+        "one per token and worker at most: {valid}"
+    );
+    assert_eq!(invalid, 1);
+
+    // `signature_checks: filter`: the filter checks them itself.
+    let mut config = s.stack.config().unwrap();
+    config["auth"]["signature_checks"] = "filter".into();
+    s.stack.write_config(&config).unwrap();
+    filter_config_applied(&s.stack, r#"\"signature_checks\":\"filter\""#, true).await;
+    for token in fresh(2) {
+        assert_eq!(converse(&s.stack, model, &token, &[]).await.0, 200);
+    }
+    assert_eq!(converse(&s.stack, model, &forged, &[]).await.0, 401);
+    assert_eq!((checks("valid"), checks("invalid")), (valid, invalid));
+
+    // Back to xds-server, which then goes away: the filter checks fresh tokens itself.
+    config["auth"]["signature_checks"] = "xds-server".into();
+    s.stack.write_config(&config).unwrap();
+    filter_config_applied(&s.stack, r#"\"signature_checks\":\"filter\""#, false).await;
+    assert_eq!(converse(&s.stack, model, &fresh(3)[0], &[]).await.0, 200);
+    let mut stack = s.stack;
+    stack.stop_xds();
+    for token in fresh(4) {
+        let (status, _, body) = converse(&stack, model, &token, &[]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(converse(&stack, model, &forged, &[]).await.0, 401);
+}
+
+/// Waits until the filter configuration in Envoy's config dump has (or no longer has)
+/// `needle`, then a moment for every worker to take it.
+async fn filter_config_applied(stack: &Stack, needle: &str, present: bool) {
+    let deadline = Instant::now() + StdDuration::from_secs(20);
+    loop {
+        let dump = stack.envoy_admin_get("/config_dump").unwrap_or_default();
+        if dump.contains(needle) == present {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Envoy did not take the configuration"
+        );
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+}

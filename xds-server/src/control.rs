@@ -1,6 +1,7 @@
 //! `bedrock_gateway.v1.GatewayControl`, the control API the filter calls: signing
 //! credentials ([`crate::credentials::grpc`]), the issuers' verification keys
-//! ([`crate::identity::manager`]), rate limit decisions on a stream, usage reports and the
+//! ([`crate::identity::manager`]), signature checks of the callers' tokens on a stream
+//! ([`crate::identity::signatures`]), rate limit decisions on a stream, usage reports and the
 //! usage ledger ([`crate::quota::grpc`]).
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use gateway_common::{
     proto::{
         GetIdentityKeysRequest, GetSigningCredentialsRequest, GetUsageRequest, GetUsageResponse,
         IdentityKeys, RateLimitStreamRequest, RateLimitStreamResponse, ReportUsageRequest,
-        ReportUsageResponse, SigningCredentials,
+        ReportUsageResponse, SignatureCheck, SignatureVerdict, SigningCredentials,
     },
 };
 use tokio::sync::watch;
@@ -25,7 +26,10 @@ use crate::{
     config::file::DEFAULT_KEYS_REFRESH_SECONDS,
     control_api::gateway_control_server::GatewayControl,
     credentials::{CredentialStore, grpc::signing_credentials},
-    identity::KeyManager,
+    identity::{
+        KeyManager,
+        signatures::{self, SignatureChecker},
+    },
     quota::{QuotaEngine, grpc as quota_grpc},
     util::Clock,
 };
@@ -33,6 +37,7 @@ use crate::{
 pub struct ControlService {
     store: Arc<CredentialStore>,
     keys: Arc<KeyManager>,
+    signatures: Arc<SignatureChecker>,
     quotas: Arc<QuotaEngine>,
     clock: Arc<dyn Clock>,
     config: watch::Receiver<Arc<ActiveConfig>>,
@@ -44,6 +49,7 @@ impl ControlService {
     pub fn new(
         store: Arc<CredentialStore>,
         keys: Arc<KeyManager>,
+        signatures: Arc<SignatureChecker>,
         quotas: Arc<QuotaEngine>,
         clock: Arc<dyn Clock>,
         config: watch::Receiver<Arc<ActiveConfig>>,
@@ -52,6 +58,7 @@ impl ControlService {
         Self {
             store,
             keys,
+            signatures,
             quotas,
             clock,
             config,
@@ -144,6 +151,19 @@ impl GatewayControl for ControlService {
     ) -> Result<Response<Self::StreamRateLimitStream>, Status> {
         Ok(Response::new(quota_grpc::stream_rate_limit(
             Arc::clone(&self.quotas),
+            request.into_inner(),
+            self.shutdown.clone(),
+        )))
+    }
+
+    type CheckSignaturesStream = ReceiverStream<Result<SignatureVerdict, Status>>;
+
+    async fn check_signatures(
+        &self,
+        request: Request<Streaming<SignatureCheck>>,
+    ) -> Result<Response<Self::CheckSignaturesStream>, Status> {
+        Ok(Response::new(signatures::check_signatures(
+            Arc::clone(&self.signatures),
             request.into_inner(),
             self.shutdown.clone(),
         )))

@@ -184,6 +184,7 @@ pub async fn serve(
     let control = ControlService::new(
         store,
         keys,
+        Arc::clone(&status.signatures),
         Arc::clone(&quotas),
         clock,
         subscribe,

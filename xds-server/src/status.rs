@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::{
     credentials::{CredentialStore, refresher::CredentialsReport},
+    identity::signatures::SignatureChecker,
     identity::{KeyManager, manager::IdentityReport},
     quota::{QuotaEngine, engine::QuotaReport},
     util::metrics::{self, Collect},
@@ -22,6 +23,8 @@ use crate::{
 pub struct ServerStatus {
     pub reloads: Arc<ReloadStatus>,
     pub streams: Arc<StreamCounters>,
+    /// The signature checks the control service makes for the filter.
+    pub signatures: Arc<SignatureChecker>,
     /// Stopping: health checks fail while the server still serves (see `ServeOptions::drain`).
     draining: std::sync::atomic::AtomicBool,
     credentials: Arc<CredentialStore>,
@@ -66,6 +69,7 @@ impl ServerStatus {
         Self {
             reloads: Arc::new(ReloadStatus::new(config_file, config_version, loaded_at)),
             streams: Arc::default(),
+            signatures: Arc::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             credentials,
             identity,
@@ -85,11 +89,12 @@ impl ServerStatus {
 
     /// Every component's metrics, in the OpenMetrics text format.
     pub fn prometheus(&self, now: SystemTime) -> String {
-        let components: [Arc<dyn Collect>; 5] = [
+        let components: [Arc<dyn Collect>; 6] = [
             Arc::clone(&self.reloads) as _,
             Arc::clone(&self.streams) as _,
             Arc::clone(&self.credentials) as _,
             Arc::clone(&self.identity) as _,
+            Arc::clone(&self.signatures) as _,
             Arc::clone(&self.quotas) as _,
         ];
         let text = metrics::encode(&components, now);

@@ -102,6 +102,7 @@ pub fn jwt_config() -> JwtAuthentication {
         unknown_kid_refresh_seconds: 10,
         keys_refresh_seconds: 60,
         max_verifications_per_second: 1000,
+        signature_checks: Default::default(),
     }
 }
 

@@ -17,13 +17,13 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway_common::model;
-use gateway_common::proto::UsageRecord;
+use gateway_common::proto::{SignatureCheck, UsageRecord};
 use gateway_common::quota_config::{FailureMode, QuotaTransport};
 use gateway_common::ratelimit::RateLimitResponse;
 use prost::Message;
 
 use super::audit::AuditRecord;
-use super::auth::{Authenticator, Identity, Outcome};
+use super::auth::{Authenticator, Identity, Outcome, PendingCheck, Verdict};
 use super::body::{BodyFacts, BodyReader};
 use super::credentials::{CredentialCache, SigningIdentity};
 use super::errors::ErrorReply;
@@ -42,6 +42,8 @@ pub struct Env<'a> {
     /// Present in `jwt` mode.
     pub auth: Option<&'a mut Authenticator>,
     pub credentials: &'a CredentialCache,
+    /// Token signatures may be checked by the control service (its stream is open).
+    pub remote_checks: bool,
     clock: &'a dyn Fn() -> SystemTime,
     now: Cell<Option<SystemTime>>,
 }
@@ -57,6 +59,7 @@ impl<'a> Env<'a> {
             gateway,
             auth,
             credentials,
+            remote_checks: false,
             clock,
             now: Cell::new(None),
         }
@@ -108,6 +111,10 @@ pub enum Intent {
     /// stream when `stream` and one is open, else with a `ShouldRateLimit` call), then
     /// [`RequestFlow::decision`].
     AskDecision { request: Vec<u8>, stream: bool },
+    /// Ask the control service whether the token's signature is valid (on the worker's
+    /// signature check stream), then [`RequestFlow::signature_checked`] (with
+    /// [`Verdict::Failed`] when it cannot be asked or does not answer in time).
+    CheckSignature(SignatureCheck),
     /// Get signing credentials, then [`RequestFlow::lookup_over`];
     /// [`RequestFlow::credentials_unavailable`] if they cannot be asked for.
     AskCredentials,
@@ -171,6 +178,12 @@ enum Phase {
     AwaitingKeys {
         headers: HeaderList,
         routed: Result<Route, ErrorReply>,
+    },
+    /// The decision waits for the control service's verdict on the token's signature.
+    AwaitingSignature {
+        headers: HeaderList,
+        routed: Result<Route, ErrorReply>,
+        pending: Box<PendingCheck>,
     },
     /// Held until the body's end. `authorized`: access was decided at the headers (otherwise
     /// the operation names its models in the body, and it is decided at its end).
@@ -350,18 +363,62 @@ impl RequestFlow {
         } else {
             0
         };
-        let identity = match env.auth.as_deref_mut() {
+        let remote = env.remote_checks;
+        let outcome = env
+            .auth
+            .as_deref_mut()
+            .map(|auth| auth.authenticate_with(&headers, now, may_refresh, remote));
+        self.authenticated(env, headers, routed, outcome)
+    }
+
+    /// The control service's verdict on the signature the request waited for.
+    pub fn signature_checked(&mut self, env: &mut Env, verdict: Verdict) -> Step {
+        let (headers, routed, pending) = match std::mem::replace(&mut self.phase, Phase::Start) {
+            Phase::AwaitingSignature {
+                headers,
+                routed,
+                pending,
+            } => (headers, routed, pending),
+            other => {
+                self.phase = other;
+                return Step::pause();
+            }
+        };
+        let now = env.unix_now();
+        let outcome = env
+            .auth
+            .as_deref_mut()
+            .map(|auth| auth.signature_checked(*pending, verdict, now));
+        self.authenticated(env, headers, routed, outcome)
+    }
+
+    /// Goes on once authentication has an outcome (`None`: mode `none`).
+    fn authenticated(
+        &mut self,
+        env: &mut Env,
+        headers: HeaderList,
+        routed: Result<Route, ErrorReply>,
+        outcome: Option<Outcome>,
+    ) -> Step {
+        let identity = match outcome {
             None => None,
-            Some(auth) => match auth.authenticate(&headers, now, may_refresh) {
-                Outcome::Authenticated(identity) => Some(identity),
-                Outcome::NeedKeys { issuer, kid } => {
-                    self.phase = Phase::AwaitingKeys { headers, routed };
-                    return Step::pause().with(Intent::AskKeys { issuer, kid });
-                }
-                Outcome::Refused(error) => {
-                    return self.refuse(env.unix_now(), ErrorReply::unauthenticated(error));
-                }
-            },
+            Some(Outcome::Authenticated(identity)) => Some(identity),
+            Some(Outcome::NeedKeys { issuer, kid }) => {
+                self.phase = Phase::AwaitingKeys { headers, routed };
+                return Step::pause().with(Intent::AskKeys { issuer, kid });
+            }
+            Some(Outcome::NeedSignature(pending)) => {
+                let check = pending.check.clone();
+                self.phase = Phase::AwaitingSignature {
+                    headers,
+                    routed,
+                    pending,
+                };
+                return Step::pause().with(Intent::CheckSignature(check));
+            }
+            Some(Outcome::Refused(error)) => {
+                return self.refuse(env.unix_now(), ErrorReply::unauthenticated(error));
+            }
         };
         if let Some(identity) = &identity {
             self.audit.identify(identity);

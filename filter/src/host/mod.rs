@@ -8,10 +8,12 @@
 //! - `control`: asking the control service for credentials and keys, one lookup per kind at a
 //!   time (`lookups`), and storing what it answers;
 //! - `request`: one request's callbacks, driving its `core::flow::RequestFlow`;
-//! - `decisions`: the worker's rate limit decision stream;
+//! - `decisions`: the worker's rate limit decision stream, and `checks` its signature check
+//!   stream (both `tagged` streams);
 //! - `shared`: what a worker's contexts share, and the metrics they count;
 //! - `grpc`: gRPC calls and the clock.
 
+mod checks;
 mod control;
 mod decisions;
 mod grpc;
@@ -19,6 +21,7 @@ mod lookups;
 mod request;
 mod root;
 mod shared;
+mod tagged;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

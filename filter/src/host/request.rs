@@ -17,9 +17,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::decisions::StreamAnswer;
+use super::checks::{self, CHECK_TIMEOUT_MS};
+use super::decisions::{self, StreamAnswer};
 use super::grpc::{self, now_ms, unix_now};
 use super::shared::{Metrics, Shared};
+use crate::core::auth::Verdict;
 use crate::core::errors::ErrorReply;
 use crate::core::flow::{Flow, Intent, RequestFlow, Step};
 use crate::core::headers::find_str;
@@ -158,6 +160,17 @@ impl State {
                     }
                 }
             }
+            Intent::CheckSignature(check) => {
+                let sent = shared.checks.borrow_mut().send(
+                    checks::message(check),
+                    &self.handle,
+                    CHECK_TIMEOUT_MS,
+                    now_ms(),
+                );
+                // No stream: checked here.
+                (!sent)
+                    .then(|| shared.step(|env| self.flow.signature_checked(env, Verdict::Failed)))
+            }
             Intent::AskCredentials => match shared.need_credentials(&self.handle, now_ms()) {
                 Ok(call) => {
                     self.made(shared, call, Call::Credentials);
@@ -172,7 +185,7 @@ impl State {
                 let config = shared.gateway.config.quota.as_ref()?;
                 if stream
                     && shared.decisions.borrow_mut().send(
-                        &request,
+                        decisions::message(&request),
                         &self.handle,
                         config.timeout_ms,
                         now_ms(),
@@ -258,6 +271,16 @@ impl State {
             // Nothing was decided (or counted): the same request, as a call.
             StreamAnswer::AskAgain => self.flow.ask_decision_again(),
         };
+        self.perform(shared, step)
+    }
+
+    /// The control service's verdict on the request's token signature (or `Failed`).
+    pub(super) fn signature_verdict(
+        &mut self,
+        shared: &Shared<Handle>,
+        verdict: Verdict,
+    ) -> Action {
+        let step = shared.step(|env| self.flow.signature_checked(env, verdict));
         self.perform(shared, step)
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use gateway_common::filter_config::Authentication;
 use gateway_common::names::REPORT_USAGE;
-use gateway_common::proto::RateLimitStreamResponse;
+use gateway_common::proto::{RateLimitStreamResponse, SignatureVerdict};
 use gateway_common::ratelimit::RateLimitResponse;
 use log::{debug, error, info, warn};
 use prost::Message;
@@ -19,13 +19,16 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::decisions::{Decisions, StreamAnswer, Waiter};
+use super::checks::{self, CHECK_TIMEOUT_MS, STREAM_MAX_AGE_MS};
+use super::decisions::{self, StreamAnswer};
 use super::grpc::{now_ms, unix_now};
 use super::lookups::{Lookups, Want};
 use super::request::{Handle, Request};
 use super::shared::{Metrics, Shared, worker_reports};
+use super::tagged::Waiter;
 use crate::core::Gateway;
 use crate::core::auth::Authenticator;
+use crate::core::auth::Verdict;
 use crate::core::credentials::CredentialCache;
 use crate::core::schedule::Schedule;
 
@@ -64,15 +67,25 @@ impl Root {
         }
     }
 
-    /// Fails overdue decisions and (re-)opens the decision stream when it is due.
-    fn maintain_decisions(&self) {
+    /// Fails overdue decisions and checks, and (re-)opens the decision and signature check
+    /// streams when due.
+    fn maintain_streams(&self) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        let now = now_ms();
+        if shared.checks_signatures_remotely() {
+            let overdue = shared.checks.borrow_mut().expired(now);
+            deliver_verdicts(&shared, overdue, Verdict::Failed);
+            shared.checks.borrow_mut().open_if_due(
+                &shared.gateway.config.control.cluster,
+                STREAM_MAX_AGE_MS,
+                now,
+            );
+        }
         let Some(quota) = shared.stream_quota() else {
             return;
         };
-        let now = now_ms();
         let overdue = shared.decisions.borrow_mut().expired(now);
         let timed_out = StreamAnswer::Decided(Err("no decision within the timeout".into()));
         deliver_all(&shared, overdue, &timed_out);
@@ -216,6 +229,9 @@ impl Context for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        if shared.checks.borrow().is_stream(token) {
+            return signature_verdict(&shared, message_size);
+        }
         if !shared.decisions.borrow().is_stream(token) {
             return;
         }
@@ -260,12 +276,57 @@ impl Context for Root {
             .ok()
             .and_then(|(_, message)| message)
             .unwrap_or_default();
-        let (waiters, answer) =
+        if shared.checks.borrow().is_stream(token) {
+            let (waiters, _) =
+                shared
+                    .checks
+                    .borrow_mut()
+                    .closed(token, status_code, detail, now_ms());
+            // Checked here instead, whatever ended the stream.
+            return deliver_verdicts(&shared, waiters, Verdict::Failed);
+        }
+        let (waiters, closed) =
             shared
                 .decisions
                 .borrow_mut()
                 .closed(token, status_code, detail, now_ms());
-        deliver_all(&shared, waiters, &answer);
+        deliver_all(&shared, waiters, &StreamAnswer::after(closed));
+    }
+}
+
+/// A verdict from the signature check stream, for the request waiting on it.
+fn signature_verdict(shared: &Shared<Handle>, message_size: usize) {
+    let message = match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, message_size) {
+        Ok(bytes) => SignatureVerdict::decode(bytes.unwrap_or_default().as_slice()),
+        Err(e) => {
+            warn!("cannot read a signature verdict: {e:?}");
+            return;
+        }
+    };
+    let message = match message {
+        Ok(message) => message,
+        Err(e) => {
+            // Its request times out, then checks the token itself.
+            warn!("undecodable signature verdict: {e}");
+            return;
+        }
+    };
+    let waiter = shared.checks.borrow_mut().answered(message.id);
+    match waiter {
+        Some(waiter) => deliver_verdicts(shared, vec![waiter], checks::verdict(&message)),
+        None => debug!(
+            "signature verdict {} arrived after its request gave up",
+            message.id
+        ),
+    }
+}
+
+/// Hands every waiting request the same signature verdict.
+fn deliver_verdicts(shared: &Shared<Handle>, waiters: Vec<Waiter<Handle>>, verdict: Verdict) {
+    for waiter in waiters {
+        waiter
+            .handle
+            .deliver(shared, |state| state.signature_verdict(shared, verdict));
     }
 }
 
@@ -330,7 +391,8 @@ impl RootContext for Root {
             reports,
             metrics,
             node_id,
-            decisions: RefCell::new(Decisions::default()),
+            decisions: RefCell::new(decisions::decisions()),
+            checks: RefCell::new(checks::checks()),
             delegating: Cell::new(false),
             delegated: RefCell::new(HashMap::new()),
             lookups: RefCell::new(Lookups::default()),
@@ -338,21 +400,29 @@ impl RootContext for Root {
         }));
         // Overdue decisions of the decision stream are found on the tick: tick often enough
         // for the quota timeout to hold within a quarter of itself.
-        let tick = match self.shared.as_ref().and_then(|s| s.stream_quota()) {
+        let mut tick = match self.shared.as_ref().and_then(|s| s.stream_quota()) {
             Some(quota) => TICK.min(Duration::from_millis((quota.timeout_ms / 4).max(10))),
             None => TICK,
         };
+        // Overdue signature checks too.
+        if self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.checks_signatures_remotely())
+        {
+            tick = tick.min(Duration::from_millis(CHECK_TIMEOUT_MS / 4));
+        }
         if let Err(e) = hostcalls::set_tick_period(tick) {
             warn!("cannot set the tick period: {e:?}");
         }
         self.tick = tick;
-        self.maintain_decisions();
+        self.maintain_streams();
         self.on_schedule();
         true
     }
 
     fn on_tick(&mut self) {
-        self.maintain_decisions();
+        self.maintain_streams();
         if let Some(shared) = self.shared.clone() {
             shared.wake_waiters(now_ms());
         }

@@ -11,11 +11,14 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use gateway_common::auth_config::SignatureChecks;
+use gateway_common::filter_config::Authentication;
 use gateway_common::quota_config::{QuotaConfig, QuotaTransport};
 use log::debug;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
+use super::checks::Checks;
 use super::decisions::Decisions;
 use super::grpc;
 use super::lookups::Lookups;
@@ -142,6 +145,8 @@ pub(super) struct Shared<W> {
     pub(super) node_id: String,
     /// The worker's rate limit decision stream and the requests waiting on it.
     pub(super) decisions: RefCell<Decisions<W>>,
+    /// The worker's signature check stream and the requests waiting on it.
+    pub(super) checks: RefCell<Checks<W>>,
     /// Set while the root context acts for a request (hands it an answer).
     pub(super) delegating: Cell<bool>,
     /// Calls made while acting for a request: their answers reach the root context.
@@ -162,6 +167,14 @@ impl<W> Shared<W> {
             .filter(|q| q.transport == QuotaTransport::Stream)
     }
 
+    /// Whether token signatures go to the control service.
+    pub(super) fn checks_signatures_remotely(&self) -> bool {
+        matches!(
+            &self.gateway.config.authentication,
+            Authentication::Jwt(jwt) if jwt.signature_checks == SignatureChecks::XdsServer
+        )
+    }
+
     /// Runs one step of a request's flow with what the worker knows now.
     pub(super) fn step(&self, run: impl FnOnce(&mut Env) -> Step) -> Step {
         let mut auth = self.auth.as_ref().map(RefCell::borrow_mut);
@@ -172,6 +185,7 @@ impl<W> Shared<W> {
             &credentials,
             &grpc::system_now,
         );
+        env.remote_checks = self.checks.borrow().is_open();
         run(&mut env)
     }
 

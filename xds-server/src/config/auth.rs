@@ -76,6 +76,7 @@ pub(super) fn check_auth(
                     "max_verifications_per_second",
                     auth.max_verifications_per_second.is_some(),
                 ),
+                ("signature_checks", auth.signature_checks.is_some()),
             ];
             if let Some((key, _)) = jwt_only.iter().find(|(_, present)| *present) {
                 return Err(check.invalid(
@@ -122,6 +123,7 @@ pub(super) fn check_auth(
         max_verifications_per_second: auth
             .and_then(|a| a.max_verifications_per_second)
             .unwrap_or(DEFAULT_MAX_VERIFICATIONS_PER_SECOND),
+        signature_checks: auth.and_then(|a| a.signature_checks).unwrap_or_default(),
     };
     Ok(CheckedAuth {
         authentication: Authentication::Jwt(jwt),

@@ -11,6 +11,7 @@ pub mod key;
 pub mod manager;
 pub mod mint;
 pub mod schedule;
+pub mod signatures;
 pub mod source;
 
 pub use key::{Curve, KeyMaterial, VerifyingKey};

@@ -48,20 +48,23 @@ impl Verifier {
 struct LoadedKey {
     kid: String,
     verifiers: Vec<(Algorithm, Verifier)>,
+    /// As the control service sent it: what a signature check sends back to it.
+    key: VerificationKey,
 }
 
 impl LoadedKey {
-    fn verifier_for(&self, algorithm: Algorithm) -> Option<&Verifier> {
+    fn verifier_for(&self, algorithm: Algorithm) -> Option<(&Verifier, &VerificationKey)> {
         self.verifiers
             .iter()
             .find(|(alg, _)| *alg == algorithm)
-            .map(|(_, v)| v)
+            .map(|(_, v)| (v, &self.key))
     }
 }
 
 /// What looking a key up found.
 pub enum Lookup<'k> {
-    Found(&'k Verifier),
+    /// The verifier, and the key it was made of.
+    Found(&'k Verifier, &'k VerificationKey),
     /// No key of the issuer has this id (or the token names none and no key fits).
     UnknownKey,
 }
@@ -104,6 +107,7 @@ impl KeyStore {
                     Some(LoadedKey {
                         kid: key.kid.clone(),
                         verifiers,
+                        key: key.clone(),
                     })
                 })
                 .collect()
@@ -141,11 +145,13 @@ impl KeyStore {
                 }
             }
         };
-        found.map_or(Lookup::UnknownKey, Lookup::Found)
+        found.map_or(Lookup::UnknownKey, |(verifier, key)| {
+            Lookup::Found(verifier, key)
+        })
     }
 }
 
-fn verifier(key: &VerificationKey, alg: Algorithm) -> Option<Verifier> {
+pub(super) fn verifier(key: &VerificationKey, alg: Algorithm) -> Option<Verifier> {
     use Algorithm::*;
     let verifier = match alg {
         RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {

@@ -37,6 +37,7 @@ fn config(issuers: Vec<Issuer>) -> JwtAuthentication {
         unknown_kid_refresh_seconds: 10,
         keys_refresh_seconds: 60,
         max_verifications_per_second: 1000,
+        signature_checks: Default::default(),
     }
 }
 
@@ -104,8 +105,88 @@ fn bearer(token: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 fn check(auth: &mut Authenticator, token: &str) -> Outcome {
-    auth.authenticate(&bearer(token), NOW, true)
+    authenticate(auth, &bearer(token), NOW, true)
 }
+
+thread_local! {
+    /// The test runs with signatures checked by the "control service" ([`oracle`]).
+    static REMOTE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Authenticates as the filter would, with the signature checked remotely when the test
+/// runs so: every test of this file then holds for both ways of checking.
+fn authenticate(
+    auth: &mut Authenticator,
+    headers: &[(String, Vec<u8>)],
+    now: u64,
+    may_refresh: bool,
+) -> Outcome {
+    if !REMOTE.get() {
+        return auth.authenticate(headers, now, may_refresh);
+    }
+    match auth.authenticate_with(headers, now, may_refresh, true) {
+        Outcome::NeedSignature(pending) => {
+            let verdict = oracle(&pending);
+            auth.signature_checked(*pending, verdict, now)
+        }
+        other => other,
+    }
+}
+
+/// The control service's verdict on a check, from an independent verification of the
+/// signature alone (jwt-simple with the check's key, accepting any claims and times).
+fn oracle(pending: &PendingCheck) -> Verdict {
+    let check = &pending.check;
+    let algorithm = Algorithm::from_name(&check.algorithm).expect("an algorithm");
+    let key = check.key.as_ref().expect("a key");
+    let verifier = keys::verifier(key, algorithm).expect("the key fits the algorithm");
+    // Whatever the token's times, this is within them.
+    let options = VerificationOptions {
+        artificial_time: Some(UnixTimeStamp::from_secs(2_000_000_000)),
+        time_tolerance: Some(Duration::from_secs(1_999_999_999)),
+        ..VerificationOptions::default()
+    };
+    let (input, _) = pending.token.rsplit_once('.').unwrap();
+    assert_eq!(check.signing_input, input.as_bytes());
+    match verifier.verify(&pending.token, options) {
+        Ok(_) => Verdict::Valid,
+        Err(e)
+            if matches!(
+                e.downcast_ref::<JWTError>(),
+                Some(JWTError::InvalidSignature)
+            ) =>
+        {
+            Verdict::Invalid
+        }
+        Err(e) => panic!("the oracle cannot judge {}: {e}", pending.token),
+    }
+}
+
+/// Each test of this file again, with signatures checked remotely.
+macro_rules! remotely {
+    ($($test:ident),* $(,)?) => {
+        mod remotely {
+            $(
+                #[test]
+                fn $test() {
+                    super::REMOTE.set(true);
+                    super::$test();
+                }
+            )*
+        }
+    };
+}
+
+remotely!(
+    every_algorithm_family_is_accepted,
+    bad_tokens_are_refused_for_the_right_reason,
+    algorithm_confusion_with_hs256_allowed_still_fails,
+    unknown_kids_ask_for_keys_at_a_bounded_rate,
+    cache_honours_expiry_and_key_removal,
+    verifications_per_second_are_bounded_but_cached_tokens_pass,
+    no_keys_yet,
+    negative_timestamps_are_refused_even_when_signed,
+);
 
 fn tenant_of(outcome: Outcome) -> String {
     match outcome {
@@ -280,13 +361,13 @@ fn bad_tokens_are_refused_for_the_right_reason() {
     ];
     for (token, reason) in cases {
         assert_eq!(
-            auth.authenticate(&bearer(&token), NOW, false),
+            authenticate(&mut auth, &bearer(&token), NOW, false),
             Outcome::Refused(reason),
             "{token}"
         );
     }
     assert_eq!(
-        auth.authenticate(&[], NOW, true),
+        authenticate(&mut auth, &[], NOW, true),
         Outcome::Refused(AuthError::MissingToken)
     );
     // Within the skew an expired token still passes; beyond it, not.
@@ -308,7 +389,7 @@ fn algorithm_confusion_with_hs256_allowed_still_fails() {
         .authenticate(tenant())
         .unwrap();
     assert_eq!(
-        auth.authenticate(&bearer(&confused), NOW, false),
+        authenticate(&mut auth, &bearer(&confused), NOW, false),
         Outcome::Refused(AuthError::UnknownKey)
     );
 }
@@ -341,12 +422,12 @@ fn unknown_kids_ask_for_keys_at_a_bounded_rate() {
             Outcome::Refused(AuthError::UnknownKey)
         );
         assert_eq!(
-            auth.authenticate(&bearer(token), NOW + 9, true),
+            authenticate(&mut auth, &bearer(token), NOW + 9, true),
             Outcome::Refused(AuthError::UnknownKey)
         );
     }
     assert_eq!(
-        auth.authenticate(&bearer(&other), NOW + 10, true),
+        authenticate(&mut auth, &bearer(&other), NOW + 10, true),
         need("other")
     );
     // The key arrives: accepted; without refresh a still-unknown kid is refused.
@@ -362,7 +443,7 @@ fn unknown_kids_ask_for_keys_at_a_bounded_rate() {
     ));
     assert_eq!(tenant_of(check(&mut auth, &token)), "team-a");
     assert_eq!(
-        auth.authenticate(&bearer(&other), NOW, false),
+        authenticate(&mut auth, &bearer(&other), NOW, false),
         Outcome::Refused(AuthError::UnknownKey)
     );
 }
@@ -384,11 +465,11 @@ fn cache_honours_expiry_and_key_removal() {
     assert_eq!(auth.cache.len(), 1);
     // Cached: still accepted right up to exp + skew, refused after.
     assert!(matches!(
-        auth.authenticate(&bearer(&token), NOW + 3600 + 30, false),
+        authenticate(&mut auth, &bearer(&token), NOW + 3600 + 30, false),
         Outcome::Authenticated(_)
     ));
     assert_eq!(
-        auth.authenticate(&bearer(&token), NOW + 3600 + 31, false),
+        authenticate(&mut auth, &bearer(&token), NOW + 3600 + 31, false),
         Outcome::Refused(AuthError::Expired)
     );
     // Same version again: nothing changes. A new version without the key: refused at once.
@@ -397,7 +478,7 @@ fn cache_honours_expiry_and_key_removal() {
     assert_eq!(auth.cache.len(), 1);
     auth.set_keys(&keys(2, vec![]));
     assert_eq!(
-        auth.authenticate(&bearer(&token), NOW, false),
+        authenticate(&mut auth, &bearer(&token), NOW, false),
         Outcome::Refused(AuthError::UnknownKey)
     );
 }
@@ -477,7 +558,7 @@ fn verifications_per_second_are_bounded_but_cached_tokens_pass() {
         Outcome::Authenticated(_)
     ));
     assert!(matches!(
-        auth.authenticate(&bearer(&tokens[2]), NOW + 1, true),
+        authenticate(&mut auth, &bearer(&tokens[2]), NOW + 1, true),
         Outcome::Authenticated(_)
     ));
 }
@@ -497,7 +578,7 @@ fn no_keys_yet() {
         }
     );
     assert_eq!(
-        auth.authenticate(&bearer(&token), NOW, false),
+        authenticate(&mut auth, &bearer(&token), NOW, false),
         Outcome::Refused(AuthError::NoKeys)
     );
 }
@@ -538,14 +619,14 @@ mod fuzz {
         #[test]
         fn random_tokens(token in "\\PC{0,600}") {
             let (mut auth, _) = authenticator();
-            let outcome = auth.authenticate(&bearer(&token), NOW, true);
+            let outcome = authenticate(&mut auth, &bearer(&token), NOW, true);
             prop_assert!(!matches!(outcome, Outcome::Authenticated(_)));
         }
 
         #[test]
         fn random_jwt_shaped_tokens(header in "[A-Za-z0-9_-]{0,80}", payload in "[A-Za-z0-9_-]{0,200}", signature in "[A-Za-z0-9_-]{0,120}") {
             let (mut auth, _) = authenticator();
-            let outcome = auth.authenticate(&bearer(&format!("{header}.{payload}.{signature}")), NOW, true);
+            let outcome = authenticate(&mut auth, &bearer(&format!("{header}.{payload}.{signature}")), NOW, true);
             prop_assert!(!matches!(outcome, Outcome::Authenticated(_)));
         }
 
@@ -556,7 +637,7 @@ mod fuzz {
             let at = position.index(bytes.len());
             bytes[at] = byte;
             let mutated = String::from_utf8_lossy(&bytes).into_owned();
-            let outcome = auth.authenticate(&bearer(&mutated), NOW, false);
+            let outcome = authenticate(&mut auth, &bearer(&mutated), NOW, false);
             if mutated != token {
                 // A change may only be accepted if it decodes to the same signed bytes
                 // (base64url's unused trailing bits).
@@ -566,7 +647,7 @@ mod fuzz {
                 }
             }
             let truncated = &token[..cut.index(token.len())];
-            let outcome = auth.authenticate(&bearer(truncated), NOW, false);
+            let outcome = authenticate(&mut auth, &bearer(truncated), NOW, false);
             prop_assert!(!matches!(outcome, Outcome::Authenticated(_)));
         }
     }
@@ -588,9 +669,163 @@ fn negative_timestamps_are_refused_even_when_signed() {
         }
         let token = rsa.sign(c).unwrap();
         assert_eq!(
-            auth.authenticate(&bearer(&token), NOW, false),
+            authenticate(&mut auth, &bearer(&token), NOW, false),
             Outcome::Refused(AuthError::Malformed),
             "{field}: -1"
         );
     }
+}
+
+/// What the remote check asks for, and what each verdict makes of it.
+#[test]
+fn remote_checks_send_the_signature_and_follow_the_verdict() {
+    let rsa = rsa_pair().with_key_id("rsa");
+    let mut c = config(vec![issuer(&[Algorithm::RS256, Algorithm::HS256])]);
+    c.max_verifications_per_second = 5;
+    let hs_secret = b"0123456789abcdef0123456789abcdef-dev";
+    let mut auth = Authenticator::new(c);
+    auth.set_keys(&keys(
+        1,
+        vec![
+            rsa_key("rsa"),
+            VerificationKey {
+                kid: "hs".into(),
+                kty: "oct".into(),
+                k: hs_secret.to_vec(),
+                ..Default::default()
+            },
+        ],
+    ));
+    let ask = |auth: &mut Authenticator, token: &str| {
+        auth.authenticate_with(&bearer(token), NOW, true, true)
+    };
+    let token = rsa.sign(tenant()).unwrap();
+    let Outcome::NeedSignature(pending) = ask(&mut auth, &token) else {
+        panic!("not asked");
+    };
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    assert_eq!(pending.check.algorithm, "RS256");
+    assert_eq!(pending.check.key, Some(rsa_key("rsa")));
+    assert_eq!(pending.check.signing_input, input.as_bytes());
+    assert_eq!(
+        pending.check.signature,
+        Base64UrlSafeNoPadding::decode_to_vec(signature, None).unwrap()
+    );
+    // The service's word is taken: even a good signature it calls invalid is refused, and
+    // busy is 429; without a verdict the token is verified here, and then cached.
+    assert_eq!(
+        auth.signature_checked((*pending).clone(), Verdict::Invalid, NOW),
+        Outcome::Refused(AuthError::BadSignature)
+    );
+    assert_eq!(
+        auth.signature_checked((*pending).clone(), Verdict::Busy, NOW),
+        Outcome::Refused(AuthError::Busy)
+    );
+    for verdict in [Verdict::Unsupported, Verdict::Failed, Verdict::Valid] {
+        assert_eq!(
+            tenant_of(auth.signature_checked((*pending).clone(), verdict, NOW)),
+            "team-a"
+        );
+    }
+    assert_eq!(auth.cached_tokens(), 1);
+    assert_eq!(
+        tenant_of(ask(&mut auth, &token)),
+        "team-a",
+        "cached: not asked"
+    );
+    // One verification of the budget per token however it was checked: 1 so far.
+    for i in 0..4 {
+        let fresh = rsa
+            .sign(at(claims(json!({"custom:tenant": format!("t{i}")})), NOW))
+            .unwrap();
+        assert!(matches!(ask(&mut auth, &fresh), Outcome::NeedSignature(_)));
+    }
+    let sixth = rsa
+        .sign(at(claims(json!({"custom:tenant": "t9"})), NOW))
+        .unwrap();
+    assert_eq!(ask(&mut auth, &sixth), Outcome::Refused(AuthError::Busy));
+
+    let mut auth = Authenticator::new(config(vec![issuer(&[Algorithm::RS256, Algorithm::HS256])]));
+    auth.set_keys(&keys(1, vec![rsa_key("rsa")]));
+    // The claims are judged after the signature: expired is told only of a valid one.
+    let expired = rsa
+        .sign(at(claims(json!({"custom:tenant": "t"})), NOW - 7200))
+        .unwrap();
+    let Outcome::NeedSignature(pending) = ask(&mut auth, &expired) else {
+        panic!("not asked");
+    };
+    assert_eq!(
+        auth.signature_checked((*pending).clone(), Verdict::Valid, NOW),
+        Outcome::Refused(AuthError::Expired)
+    );
+    assert_eq!(
+        auth.signature_checked(*pending, Verdict::Invalid, NOW),
+        Outcome::Refused(AuthError::BadSignature)
+    );
+    // The header before: a critical extension is refused without asking.
+    let b64 = |s: &str| Base64UrlSafeNoPadding::encode_to_string(s).unwrap();
+    let (_, rest) = token.split_once('.').unwrap();
+    let critical = format!(
+        "{}.{rest}",
+        b64(r#"{"alg":"RS256","kid":"rsa","crit":["exp"]}"#)
+    );
+    assert_eq!(
+        ask(&mut auth, &critical),
+        Outcome::Refused(AuthError::Malformed)
+    );
+    // Keys that changed while the check was out: the verdict is not enough, the token is
+    // verified again with the keys there are now.
+    let Outcome::NeedSignature(pending) = ask(
+        &mut auth,
+        &rsa.sign(at(claims(json!({"custom:tenant": "u"})), NOW))
+            .unwrap(),
+    ) else {
+        panic!("not asked");
+    };
+    auth.set_keys(&keys(2, vec![]));
+    assert_eq!(
+        auth.signature_checked(*pending, Verdict::Valid, NOW),
+        Outcome::Refused(AuthError::UnknownKey)
+    );
+}
+
+#[test]
+fn shared_secrets_and_salted_headers_are_checked_here() {
+    let secret = b"0123456789abcdef0123456789abcdef-dev";
+    let mut auth = Authenticator::new(config(vec![issuer(&[Algorithm::HS256, Algorithm::RS256])]));
+    auth.set_keys(&keys(
+        1,
+        vec![
+            rsa_key("rsa"),
+            VerificationKey {
+                kid: "hs".into(),
+                kty: "oct".into(),
+                k: secret.to_vec(),
+                ..Default::default()
+            },
+        ],
+    ));
+    let hs = HS256Key::from_bytes(secret)
+        .with_key_id("hs")
+        .authenticate(tenant())
+        .unwrap();
+    assert_eq!(
+        tenant_of(auth.authenticate_with(&bearer(&hs), NOW, true, true)),
+        "team-a"
+    );
+    // jwt-simple's `salt` member: the RSA verification ignores it, as before.
+    let b64 = |s: &str| Base64UrlSafeNoPadding::encode_to_string(s).unwrap();
+    let header = b64(r#"{"alg":"RS256","kid":"rsa","salt":"c2FsdA"}"#);
+    let (_, payload) = rsa_pair()
+        .sign(tenant())
+        .unwrap()
+        .split_once('.')
+        .map(|(h, r)| (h.to_string(), r.to_string()))
+        .unwrap();
+    let payload = payload.split_once('.').unwrap().0.to_string();
+    let salted = format!("{header}.{payload}.c2ln");
+    assert_eq!(
+        auth.authenticate_with(&bearer(&salted), NOW, true, true),
+        Outcome::Refused(AuthError::BadSignature)
+    );
 }

@@ -44,6 +44,8 @@ pub struct Unverified {
     pub algorithm: Algorithm,
     pub kid: Option<String>,
     pub issuer: String,
+    /// The header has jwt-simple's `salt` member (which only its MAC keys check).
+    pub salted: bool,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +53,8 @@ struct Header {
     alg: String,
     #[serde(default)]
     kid: Option<String>,
+    #[serde(default)]
+    salt: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +84,7 @@ pub fn inspect(token: &str, max_bytes: usize) -> Result<Unverified, AuthError> {
         algorithm,
         kid: header.kid,
         issuer: payload.iss.ok_or(AuthError::UnknownIssuer)?,
+        salted: header.salt.is_some(),
     })
 }
 
@@ -122,6 +127,7 @@ mod tests {
             unknown_kid_refresh_seconds: 10,
             keys_refresh_seconds: 60,
             max_verifications_per_second: 10,
+            signature_checks: Default::default(),
         }
     }
 
@@ -175,7 +181,8 @@ mod tests {
             Ok(Unverified {
                 algorithm: Algorithm::RS256,
                 kid: Some("k1".into()),
-                issuer: "https://idp".into()
+                issuer: "https://idp".into(),
+                salted: false,
             })
         );
     }

@@ -28,6 +28,8 @@ struct Host {
     gateway: Gateway,
     auth: Option<Authenticator>,
     credentials: CredentialCache,
+    /// The worker's signature check stream is open.
+    remote_checks: bool,
 }
 
 impl Host {
@@ -43,6 +45,7 @@ impl Host {
             gateway,
             auth,
             credentials: CredentialCache::default(),
+            remote_checks: false,
         };
         host.give_credentials();
         host
@@ -91,6 +94,7 @@ impl Host {
 
     fn step(&mut self, run: impl FnOnce(&mut Env) -> Step) -> Step {
         let mut env = Env::new(&self.gateway, self.auth.as_mut(), &self.credentials, &clock);
+        env.remote_checks = self.remote_checks;
         run(&mut env)
     }
 
@@ -803,4 +807,76 @@ fn an_operation_the_gateway_does_not_know_is_forwarded_signed() {
         Some(&b"bedrock-runtime.us-east-1.amazonaws.com"[..])
     );
     assert_eq!(step.flow, Flow::Continue);
+}
+
+/// A worker with an Ed25519 issuer whose signatures the control service checks, and a token
+/// of it for a tenant that may call any model.
+fn with_remote_checks() -> (Host, String) {
+    let key = Ed25519KeyPair::generate().with_key_id("ed");
+    let mut auth = jwt();
+    auth["issuers"][0]["algorithms"] = json!(["EdDSA"]);
+    let mut host = Host::new(config(auth, None));
+    host.auth.as_mut().unwrap().set_keys(&IdentityKeys {
+        version: 1,
+        issuers: vec![IssuerKeys {
+            issuer: ISSUER.into(),
+            keys: vec![VerificationKey {
+                kid: "ed".into(),
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: key.public_key().to_bytes(),
+                ..Default::default()
+            }],
+        }],
+        refresh_after_seconds: 60,
+    });
+    host.remote_checks = true;
+    (host, key.sign(claims("team-any")).unwrap())
+}
+
+fn asked_signature(step: &Step) -> Option<&SignatureCheck> {
+    step.intents.iter().find_map(|i| match i {
+        Intent::CheckSignature(check) => Some(check),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_fresh_token_waits_for_its_signature_verdict_while_the_body_arrives() {
+    for verdict in [Verdict::Valid, Verdict::Failed, Verdict::Unsupported] {
+        let (mut host, token) = with_remote_checks();
+        let mut flow = RequestFlow::default();
+        let step = host.headers(&mut flow, &h(&converse(HAIKU, Some(&token))), true);
+        assert_eq!(step.flow, Flow::Pause);
+        assert_eq!(asked_signature(&step).unwrap().algorithm, "EdDSA");
+        assert!(audit(&step).is_none(), "not decided yet");
+        // The body is hashed meanwhile; the request still waits.
+        let step = host.body(&mut flow, BODY, 7);
+        assert_eq!((step.flow, signed(&step)), (Flow::Pause, None));
+        let step = host.step(|env| flow.signature_checked(env, verdict));
+        assert_eq!(step.flow, Flow::Continue, "{verdict:?}");
+        assert_eq!(audit(&step).unwrap()["tenant"], "team-any");
+        assert!(signed(&step).is_some());
+        // The next request with the token is not asked about.
+        let mut again = RequestFlow::default();
+        let step = host.headers(&mut again, &h(&converse(HAIKU, Some(&token))), false);
+        assert!(asked_signature(&step).is_none());
+        assert!(signed(&step).is_some());
+    }
+}
+
+#[test]
+fn a_signature_the_control_service_refuses_is_refused() {
+    for (verdict, status) in [(Verdict::Invalid, 401), (Verdict::Busy, 429)] {
+        let (mut host, token) = with_remote_checks();
+        let mut flow = RequestFlow::default();
+        let step = host.headers(&mut flow, &h(&converse(HAIKU, Some(&token))), true);
+        assert!(asked_signature(&step).is_some());
+        let step = host.step(|env| flow.signature_checked(env, verdict));
+        assert_eq!(reply(&step).map(|r| r.0), Some(status), "{verdict:?}");
+        assert_eq!(audit(&step).unwrap()["decision"], "deny");
+        // Body pieces after the refusal change nothing.
+        let step = host.body(&mut flow, BODY, 100);
+        assert!(signed(&step).is_none());
+    }
 }

@@ -60,6 +60,7 @@ auth:
   unknown_kid_refresh_seconds: 20
   keys_refresh_seconds: 30
   max_verifications_per_second: 50
+  signature_checks: filter
   audit_log: logs/audit.log
 "#,
     )
@@ -103,7 +104,8 @@ auth:
             "cache_max_entries": 500,
             "unknown_kid_refresh_seconds": 20,
             "keys_refresh_seconds": 30,
-            "max_verifications_per_second": 50
+            "max_verifications_per_second": 50,
+            "signature_checks": "filter"
         })
     );
     // No secret in what Envoy gets.

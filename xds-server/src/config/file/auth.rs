@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use gateway_common::auth_config::{AccessPolicy, TokenHeader};
+use gateway_common::auth_config::{AccessPolicy, SignatureChecks, TokenHeader};
 use serde::Deserialize;
 
 /// How callers are authenticated, and the audit log of their requests.
@@ -43,6 +43,11 @@ pub struct AuthSection {
     /// that callers with cached tokens need. At least 1. Default `200`.
     #[serde(default)]
     pub max_verifications_per_second: Option<u32>,
+    /// `jwt` only: where the signatures of tokens an Envoy worker has not verified yet are
+    /// checked: `xds-server` (natively, over a stream per worker; the filter checks them
+    /// itself while that stream is down) or `filter` (in Wasm). Default `xds-server`.
+    #[serde(default)]
+    pub signature_checks: Option<SignatureChecks>,
     /// `jwt` only: seconds between the filter's requests for the issuers' keys when this
     /// server gives no earlier hint; above 0. Default `60`.
     #[serde(default)]
