@@ -27,7 +27,7 @@ cargo build --quiet --release -p gateway-bench
 export GATEWAY_BIN_PROFILE=release
 
 if [ $# -eq 0 ]; then
-  for bench in jwt quota; do
+  for bench in jwt flood quota; do
     log "benchmark: $bench"
     target/release/gateway-bench "$bench"
   done

@@ -12,7 +12,8 @@
 //! | `wasm(minimal) in the gateway's Envoy` | the same filter in place of the gateway's, in the Envoy xds-server configures |
 //! | `gateway(auth none)` | the gateway filter: routing, header rewriting, SigV4 over the body |
 //! | `gateway(auth none, no audit log)` | the same with `auth.audit_log: off` |
-//! | `gateway(jwt cold)` | the filter with JWT verification on every request (a new token each time) |
+//! | `gateway(jwt cold)` | a token the worker has not verified on every request (256 round-robin, a cache of 1), its signature checked by xds-server |
+//! | `gateway(jwt cold, signatures checked in the filter)` | the same with `auth.signature_checks: filter` (RSA in Wasm) |
 //! | `gateway(jwt cached)` | the filter with its verified-token cache (the same token again) |
 //!
 //! Every configuration runs in its own Envoy with one worker in front of the same upstream (an
@@ -29,9 +30,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
-use jwt_simple::prelude::*;
 use serde_norway::Value as Yaml;
 
+use crate::identity::{AUDIENCE, BenchIdp, ISSUER, JwtSettings};
 use crate::support::{envoy, template, wait_listening};
 use crate::wrk;
 
@@ -59,11 +60,10 @@ pub struct Options {
     only: Vec<String>,
 }
 
+const COLD_IN_FILTER: &str = "gateway(jwt cold, signatures checked in the filter)";
 const FLOOR_IN_GATEWAY: &str = "wasm(minimal) in the gateway's Envoy";
-const ISSUER: &str = "https://idp.bench.example";
-const AUDIENCE: &str = "bedrock-gateway";
-const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
-const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}]}"#;
+pub const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
+pub const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}]}"#;
 
 struct Target {
     name: &'static str,
@@ -82,25 +82,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .tempdir()?;
     let work = dir.path();
 
-    let key = RS256KeyPair::from_pem(include_str!(
-        "../../filter/src/core/auth/testdata/rsa-2048.pem"
-    ))?
-    .with_key_id("bench-1");
-    let mut jwk: serde_json::Value = serde_json::from_str(&key.public_key().to_jwk())?;
-    jwk["alg"] = "RS256".into();
-    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
-    let jwks_file = work.join("jwks.json");
-    std::fs::write(&jwks_file, &jwks)?;
-    let token = |n: usize| -> anyhow::Result<String> {
-        let claims = Claims::with_custom_claims(
-            serde_json::json!({"tenant": "bench", "n": n}),
-            Duration::from_hours(2),
-        )
-        .with_issuer(ISSUER)
-        .with_audience(AUDIENCE)
-        .with_subject("bench-user");
-        key.sign(claims)
-    };
+    let idp = BenchIdp::new(work)?;
+    let jwks = idp.jwks.clone();
+    let token = |n: usize| idp.token("bench", n);
     let warm_token = token(0)?;
     let cold_tokens: Vec<String> = (1..=options.cold_tokens)
         .map(token)
@@ -157,27 +141,35 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
 
     let mut stacks = Vec::new();
-    // (name, verified-token cache size in jwt mode, requests, another filter build, audit log)
-    type Gateway<'a> = (
-        &'static str,
-        Option<u32>,
-        &'a PathBuf,
-        Option<&'a Path>,
-        bool,
-    );
-    let mut gateways: Vec<Gateway> = vec![
-        ("gateway(auth none)", None, &plain, None, true),
-        (
-            "gateway(auth none, no audit log)",
-            None,
-            &plain,
-            None,
-            false,
-        ),
+    let base = |name, script| GatewayRun {
+        name,
+        script,
+        auth: None,
+        wasm: None,
+        audit: true,
+        checks_in_filter: false,
+    };
+    let jwt = |name, script, cache| GatewayRun {
+        auth: Some(cache),
+        ..base(name, script)
+    };
+    let mut gateways = vec![
+        base("gateway(auth none)", &plain),
+        GatewayRun {
+            audit: false,
+            ..base("gateway(auth none, no audit log)", &plain)
+        },
         // The floor filter in the gateway's own Envoy (as xds-server configures it).
-        (FLOOR_IN_GATEWAY, None, &plain, Some(floor.as_path()), true),
-        ("gateway(jwt cold)", Some(1), &cold, None, true),
-        ("gateway(jwt cached)", Some(10_000), &warm, None, true),
+        GatewayRun {
+            wasm: Some(floor.as_path()),
+            ..base(FLOOR_IN_GATEWAY, &plain)
+        },
+        jwt("gateway(jwt cold)", &cold, 1),
+        GatewayRun {
+            checks_in_filter: true,
+            ..jwt(COLD_IN_FILTER, &cold, 1)
+        },
+        jwt("gateway(jwt cached)", &warm, 10_000),
     ];
     if let Some(wasm) = options.baseline_wasm.as_deref() {
         anyhow::ensure!(
@@ -185,26 +177,21 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "--baseline-wasm {}: no such file",
             wasm.display()
         );
-        gateways.push((
-            "baseline gateway(auth none)",
-            None,
-            &plain,
-            Some(wasm),
-            true,
-        ));
-        gateways.push((
-            "baseline gateway(jwt cached)",
-            Some(10_000),
-            &warm,
-            Some(wasm),
-            true,
-        ));
+        gateways.push(GatewayRun {
+            wasm: Some(wasm),
+            ..base("baseline gateway(auth none)", &plain)
+        });
+        gateways.push(GatewayRun {
+            wasm: Some(wasm),
+            ..jwt("baseline gateway(jwt cached)", &warm, 10_000)
+        });
     }
     if !options.only.is_empty() {
-        gateways.retain(|g| options.only.iter().any(|o| g.0.contains(o.as_str())));
+        gateways.retain(|g| options.only.iter().any(|o| g.name.contains(o.as_str())));
     }
-    for (name, auth, script, wasm, audit) in gateways {
-        let stack = gateway(upstream_port, &jwks_file, auth, wasm, audit)?;
+    for run in gateways {
+        let (name, script) = (run.name, run.script);
+        let stack = gateway(upstream_port, &idp, &run)?;
         targets.push(Target {
             name,
             url: format!("{}{MODEL_PATH}", stack.gateway_url()),
@@ -334,19 +321,37 @@ const SIGV4: &str = r#"                  - name: envoy.filters.http.aws_request_
                         inline_credential: { access_key_id: AKIDBENCHMARK, secret_access_key: bench-secret-not-real }
 "#;
 
-/// A gateway stack (xds-server + Envoy with the filter, one worker) in front of the upstream;
-/// `cache` is the verified-token cache size in jwt mode, `None` for auth none; `wasm` another
-/// build of the filter.
-fn gateway(
-    upstream_port: u16,
-    jwks_file: &Path,
-    cache: Option<u32>,
-    wasm: Option<&Path>,
+/// A gateway configuration of the benchmark.
+struct GatewayRun<'a> {
+    name: &'static str,
+    script: &'a PathBuf,
+    /// The verified-token cache size in jwt mode; `None` for auth none.
+    auth: Option<u32>,
+    /// Another build of the filter.
+    wasm: Option<&'a Path>,
     audit: bool,
-) -> anyhow::Result<Stack> {
-    let audit_log = if audit { "/dev/null" } else { "off" };
-    let jwks_file = jwks_file.to_path_buf();
-    let wasm = wasm.map(Path::to_path_buf);
+    /// `auth.signature_checks: filter`.
+    checks_in_filter: bool,
+}
+
+/// A gateway stack (xds-server + Envoy with the filter, one worker) in front of the upstream.
+fn gateway(upstream_port: u16, idp: &BenchIdp, run: &GatewayRun<'_>) -> anyhow::Result<Stack> {
+    let audit_log = if run.audit { "/dev/null" } else { "off" };
+    let auth = match run.auth {
+        None => None,
+        Some(cache) => Some(idp.auth(&JwtSettings {
+            cache_max_entries: cache as usize,
+            // Measure verification itself, not the budget that protects it.
+            max_verifications_per_second: 1_000_000,
+            signature_checks: if run.checks_in_filter {
+                "filter"
+            } else {
+                "xds-server"
+            },
+            audit_log,
+        })?),
+    };
+    let wasm = run.wasm.map(Path::to_path_buf);
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
@@ -355,27 +360,8 @@ fn gateway(
                 c["filter"]["wasm_path"] = wasm.display().to_string().into();
             }
             c["auth"]["audit_log"] = audit_log.into();
-            if let Some(cache) = cache {
-                let jwt: Yaml = serde_norway::from_str(&format!(
-                    r#"
-mode: jwt
-audit_log: {audit_log}
-cache_max_entries: {cache}
-# Measure verification itself, not the budget that protects it.
-max_verifications_per_second: 1000000
-issuers:
-  - name: corp
-    issuer: {ISSUER}
-    audiences: [{AUDIENCE}]
-    algorithms: [RS256]
-    jwks_file: {jwks}
-access:
-  default: [{{models: ["*"]}}]
-"#,
-                    jwks = jwks_file.display()
-                ))
-                .unwrap_or_default();
-                c["auth"] = jwt;
+            if let Some(auth) = &auth {
+                c["auth"] = auth.clone();
             }
         }),
         ..StackOptions::default()
@@ -383,7 +369,7 @@ access:
 }
 
 /// A wrk script posting the Converse body, with one token, or tokens round-robin.
-fn script(
+pub fn script(
     work: &Path,
     name: &str,
     token: Option<&str>,
@@ -496,10 +482,13 @@ fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement
         "\nToken verification alone, CPU µs per request (every process): jwt_authn {jwt_authn:.1}, \
          jwt_authn with its cache {:.1}; the gateway cached {cached:.1} (gateway(jwt cached) − \
          gateway(auth none)), cold {cold:.1} (gateway(jwt cold) − gateway(auth none)). \
-         Cold token against jwt_authn's verification: {}. Cached against jwt_authn: {:.2}x.",
+         Cold token against jwt_authn's verification: {}. Cached against jwt_authn: {:.2}x. \
+         Cold with its signature checked in the filter (Wasm): {:.1} ({:.2}x jwt_authn's).",
         added("jwt_authn+cache"),
         verdict(cold / jwt_authn, 3.0),
         cached / jwt_authn,
+        cpu(COLD_IN_FILTER) - cpu("gateway(auth none)"),
+        (cpu(COLD_IN_FILTER) - cpu("gateway(auth none)")) / jwt_authn,
     );
     let _ = writeln!(
         out,

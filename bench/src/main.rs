@@ -4,7 +4,10 @@
 //!
 //!     cargo run --release -p gateway-bench -- jwt [--rounds 3] [--seconds 10]
 //!     cargo run --release -p gateway-bench -- quota [--rounds 3] [--seconds 10]
+//!     cargo run --release -p gateway-bench -- flood [--rounds 3] [--seconds 8] [--rate 2000]
 
+mod flood;
+mod identity;
 mod jwt;
 mod load;
 mod quota;
@@ -29,11 +32,15 @@ enum Bench {
     /// Decisions per second of the rate limit service (baseline, in-memory, Redis) and the
     /// latency the quota call adds through Envoy at half the maximum throughput.
     Quota(quota::Options),
+    /// Whether a flood of fresh or forged tokens takes the CPU that callers with cached
+    /// tokens need.
+    Flood(flood::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().bench {
         Bench::Jwt(options) => jwt::run(&options),
         Bench::Quota(options) => quota::run(&options),
+        Bench::Flood(options) => flood::run(&options),
     }
 }

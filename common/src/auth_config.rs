@@ -30,8 +30,10 @@ pub struct JwtAuthentication {
     /// a flood of forged tokens from taking the CPU that callers with cached tokens need.
     #[serde(default = "default_max_verifications_per_second")]
     pub max_verifications_per_second: u32,
-    /// Where the signatures of tokens a worker has not verified yet are checked.
-    #[serde(default)]
+    /// Where the signatures of tokens a worker has not verified yet are checked. Left out of
+    /// the JSON when it is the default, so that a filter older than this setting (which
+    /// refuses members it does not know) takes the configuration of a newer xds-server.
+    #[serde(default, skip_serializing_if = "SignatureChecks::is_default")]
     pub signature_checks: SignatureChecks,
 }
 
@@ -47,6 +49,12 @@ pub enum SignatureChecks {
     XdsServer,
     /// By the filter (in Wasm, many times slower for RSA and ECDSA).
     Filter,
+}
+
+impl SignatureChecks {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// One trusted token issuer.

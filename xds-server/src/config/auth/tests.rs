@@ -354,3 +354,27 @@ fn claim_paths() {
         assert!(!is_claim_path(bad), "{bad:?}");
     }
 }
+
+#[test]
+fn the_default_signature_checks_leave_the_filter_json_as_older_filters_read_it() {
+    let text =
+        "auth:\n  issuers: [{name: dev, issuer: a, audiences: [gw], dev_signing_key: dev.pem}]\n";
+    let config = parse(text).unwrap();
+    let filter = serde_json::to_value(&config.filter).unwrap();
+    assert_eq!(filter["authentication"].get("signature_checks"), None);
+    let Authentication::Jwt(jwt) = &config.filter.authentication else {
+        panic!("jwt");
+    };
+    assert_eq!(
+        jwt.signature_checks,
+        gateway_common::auth_config::SignatureChecks::XdsServer
+    );
+    assert_eq!(
+        error("auth: {mode: none, signature_checks: filter}\n"),
+        "gateway.yaml: auth.signature_checks: expected no value with `auth.mode: none` (it only applies to `mode: jwt`)"
+    );
+    assert!(
+        error("auth:\n  issuers: [{name: dev, issuer: a, audiences: [gw], dev_signing_key: dev.pem}]\n  signature_checks: envoy\n")
+            .contains("auth.signature_checks")
+    );
+}
