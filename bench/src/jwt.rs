@@ -9,6 +9,7 @@
 //! | `jwt_authn+cache+sigv4` | the same chain with jwt_authn's cache |
 //! | `wasm(empty)` | a proxy-wasm filter that does nothing (`bench/floor`): the price of Wasm |
 //! | `wasm(minimal)` | one that does only the host work a signing gateway cannot avoid: the floor |
+//! | `wasm(minimal+sigv4)` | the same plus SigV4's hashing (body, canonical request, HMAC) with the gateway's crates |
 //! | `wasm(minimal) in the gateway's Envoy` | the same filter in place of the gateway's, in the Envoy xds-server configures |
 //! | `gateway(auth none)` | the gateway filter: routing, header rewriting, SigV4 over the body |
 //! | `gateway(auth none, no audit log)` | the same with `auth.audit_log: off` |
@@ -104,7 +105,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let cold = script(work, "cold", None, &cold_tokens)?;
     let mut targets = Vec::new();
     let floor = floor_wasm(&paths)?;
-    let natives: [(&'static str, String, &PathBuf); 7] = [
+    let natives: [(&'static str, String, &PathBuf); 8] = [
         ("envoy", String::new(), &plain),
         ("jwt_authn", jwt_authn(&jwks, false), &warm),
         ("jwt_authn+cache", jwt_authn(&jwks, true), &warm),
@@ -120,6 +121,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         ),
         ("wasm(empty)", floor_filter(&floor, "empty"), &plain),
         ("wasm(minimal)", floor_filter(&floor, "minimal"), &plain),
+        (
+            "wasm(minimal+sigv4)",
+            floor_filter(&floor, "minimal+sigv4"),
+            &plain,
+        ),
     ];
     for (name, filters, script) in natives {
         let port = free_port()?.port();
@@ -454,6 +460,17 @@ fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement
         base - floor,
         whole - floor,
     );
+    if index("wasm(minimal+sigv4)").is_some() {
+        let hashed = added("wasm(minimal+sigv4)");
+        let _ = writeln!(
+            out,
+            "\nThe floor with SigV4's hashing (wasm(minimal+sigv4)) {hashed:.1}: SigV4's SHA-256 work alone {:.1}; \
+             against it, base path {:.2}x, whole chain {:.2}x.",
+            hashed - floor,
+            base / hashed,
+            whole / hashed,
+        );
+    }
     if index(FLOOR_IN_GATEWAY).is_some() {
         let _ = writeln!(
             out,

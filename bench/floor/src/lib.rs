@@ -9,6 +9,10 @@
 //!   hold the headers, buffer the body and read it whole, then write four headers (the host,
 //!   the route's cluster, `x-amz-date` and `authorization`, with values as long as the
 //!   gateway's) and let the request go.
+//! - `minimal+sigv4`: `minimal`, plus the hashing SigV4 cannot do without, with the gateway's
+//!   crates: the body's SHA-256, the SHA-256 of a canonical request as long as the gateway's,
+//!   and the HMAC of a string to sign (keyed once), in hex. Not host work, but the part of
+//!   the gateway's own work no implementation avoids.
 //! - the gateway filter's own JSON configuration: `minimal`, with the host and cluster of its
 //!   first service, so that it can stand in for the gateway's filter in the gateway's own
 //!   Envoy (what the gateway's Envoy configuration costs, without the filter's work).
@@ -18,11 +22,12 @@ use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { minimal: false, host: HOST.into(), cluster: CLUSTER.into() }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { minimal: false, sigv4: false, host: HOST.into(), cluster: CLUSTER.into() }) });
 }}
 
 struct Root {
     minimal: bool,
+    sigv4: bool,
     host: String,
     cluster: String,
 }
@@ -35,6 +40,7 @@ impl RootContext for Root {
         match configuration.as_slice() {
             b"empty" => self.minimal = false,
             b"minimal" => self.minimal = true,
+            b"minimal+sigv4" => (self.minimal, self.sigv4) = (true, true),
             json if json.starts_with(b"{") => {
                 let service = serde_json::from_slice::<serde_json::Value>(json)
                     .ok()
@@ -62,6 +68,7 @@ impl RootContext for Root {
             Some(Box::new(Minimal {
                 host: self.host.clone(),
                 cluster: self.cluster.clone(),
+                sigv4: self.sigv4.then(|| Box::new(SigV4Work::default())),
             }))
         } else {
             Some(Box::new(Empty))
@@ -82,6 +89,53 @@ impl HttpContext for Empty {}
 struct Minimal {
     host: String,
     cluster: String,
+    sigv4: Option<Box<SigV4Work>>,
+}
+
+/// SigV4's hashing for one request.
+#[derive(Default)]
+struct SigV4Work {
+    body: sha2::Sha256,
+}
+
+thread_local! {
+    /// The HMAC keyed with a signing key, as the gateway keeps it for a day.
+    static MAC: hmac::Hmac<sha2::Sha256> =
+        <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(&[7u8; 32])
+            .unwrap_or_else(|_| <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new(&Default::default()));
+}
+
+/// A canonical request and a string to sign of the gateway's lengths for the benchmark's
+/// request.
+const CANONICAL: &str = "POST\n/model/anthropic.claude-3-haiku-20240307-v1%253A0/converse\n\ncontent-type:application/json\nhost:bedrock-runtime.us-east-1.amazonaws.com\nx-amz-date:20261207T120000Z\nx-amz-security-token:bench-session-token-0123456789\n\ncontent-type;host;x-amz-date;x-amz-security-token\n";
+const SCOPE: &str = "AWS4-HMAC-SHA256\n20261207T120000Z\n20261207/us-east-1/bedrock/aws4_request\n";
+
+impl SigV4Work {
+    /// The signature's hex, from the body's hash on.
+    fn finish(self) -> String {
+        use hmac::Mac;
+        use sha2::Digest;
+        let body = hex(&self.body.finalize().into());
+        let mut canonical = String::with_capacity(CANONICAL.len() + 64);
+        canonical.push_str(CANONICAL);
+        canonical.push_str(&body);
+        let mut string_to_sign = String::with_capacity(SCOPE.len() + 64);
+        string_to_sign.push_str(SCOPE);
+        string_to_sign.push_str(&hex(&sha2::Sha256::digest(canonical.as_bytes()).into()));
+        let mut mac = MAC.with(Clone::clone);
+        mac.update(string_to_sign.as_bytes());
+        hex(&mac.finalize().into_bytes().into())
+    }
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
 }
 
 impl Context for Minimal {}
@@ -96,11 +150,18 @@ const AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLEEXAMPLE12/20
      Signature=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 impl Minimal {
-    fn write_headers(&self) {
+    fn write_headers(&mut self) {
         self.set_http_request_header(":authority", Some(&self.host));
         self.set_http_request_header("x-bedrock-gateway-cluster", Some(&self.cluster));
         self.set_http_request_header("x-amz-date", Some(DATE));
-        self.set_http_request_header("authorization", Some(AUTHORIZATION));
+        match self.sigv4.take() {
+            Some(work) => {
+                let mut authorization = AUTHORIZATION[..AUTHORIZATION.len() - 64].to_string();
+                authorization.push_str(&work.finish());
+                self.set_http_request_header("authorization", Some(&authorization));
+            }
+            None => self.set_http_request_header("authorization", Some(AUTHORIZATION)),
+        }
     }
 }
 
@@ -121,6 +182,9 @@ impl HttpContext for Minimal {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size);
+        if let (Some(work), Some(body)) = (self.sigv4.as_mut(), body.as_deref()) {
+            sha2::Digest::update(&mut work.body, body);
+        }
         std::hint::black_box(body);
         self.write_headers();
         Action::Continue

@@ -87,6 +87,12 @@ impl AuditRecord {
 /// Appends `value` as a JSON string literal.
 fn push_json_string(out: &mut String, value: &str) {
     out.push('"');
+    // Most values need no escape: copied whole.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -123,5 +129,19 @@ mod tests {
         assert_eq!(parsed["reason"], "model_not_allowed");
         assert_eq!(parsed["status"], 403);
         assert!(!record.fragment().starts_with('{'));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_value_reads_back(tenant in "\\PC*", subject in proptest::prelude::any::<String>()) {
+            let record = AuditRecord {
+                tenant: Some(tenant.clone()),
+                subject: Some(subject.clone()),
+                ..AuditRecord::default()
+            };
+            let parsed: Value = serde_json::from_str(&format!("{{{}}}", record.fragment())).unwrap();
+            proptest::prop_assert_eq!(&parsed["tenant"], &Value::String(tenant));
+            proptest::prop_assert_eq!(&parsed["subject"], &Value::String(subject));
+        }
     }
 }
