@@ -15,7 +15,7 @@ pub struct JwtAuthentication {
     pub issuers: Vec<Issuer>,
     #[serde(default)]
     pub access: AccessPolicy,
-    /// Verified tokens remembered (by SHA-256 of the token, until their `exp`), per Envoy worker.
+    /// Verified tokens remembered (by a keyed hash of the token, until their `exp`), per Envoy worker.
     #[serde(default = "default_cache_max_entries")]
     pub cache_max_entries: usize,
     /// After a token with an unknown key id made the filter ask for fresh keys, further

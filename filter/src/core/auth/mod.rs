@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gateway_common::auth_config::Algorithm;
 
-use cache::{TokenCache, TokenKey, token_key};
+use cache::{TokenCache, TokenKey};
 pub use claims::Identity;
 pub use error::AuthError;
 use keys::{KeyStore, Lookup};
@@ -150,7 +150,7 @@ impl Authenticator {
         if token.len() > self.max_token_bytes {
             return Outcome::Refused(AuthError::TooLarge);
         }
-        let key = token_key(token);
+        let key = self.cache.key(token);
         if let Some(identity) = self.cache.get(&key, now) {
             return Outcome::Authenticated(identity);
         }
