@@ -10,6 +10,7 @@
 //! | `cached load` | a second client at a fixed rate, with the same cached token |
 //! | `fresh flood` | the same rate of valid tokens the worker has not verified (a cache smaller than their number keeps them fresh) |
 //! | `forged flood` | the same rate of tokens whose signatures are forged |
+//! | `no-token load` | the same rate of requests without a token (refused at once): what refusing costs, token or not |
 //!
 //! The flood costs the cached callers what `fresh flood` and `forged flood` take from their
 //! throughput beyond what `cached load` (the same number of requests, verified for free)
@@ -57,7 +58,13 @@ pub struct Options {
     budget: u32,
 }
 
-const PHASES: [&str; 4] = ["alone", "cached load", "fresh flood", "forged flood"];
+const PHASES: [&str; 5] = [
+    "alone",
+    "cached load",
+    "fresh flood",
+    "forged flood",
+    "no-token load",
+];
 
 struct Round {
     cached: wrk::Measurement,
@@ -141,7 +148,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 0 => Vec::new(),
                 1 => vec![cached_token.clone()],
                 2 => fresh.clone(),
-                _ => forged.clone(),
+                3 => forged.clone(),
+                // An empty token: no authorization header.
+                _ => vec![String::new()],
             };
             let second = (!tokens.is_empty()).then(|| {
                 runtime.spawn(rotating_load(
@@ -197,8 +206,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rate` POSTs per second for `duration`, each with the next of `tokens`; the answers by
-/// status (0: no answer).
+/// `rate` POSTs per second for `duration`, each with the next of `tokens` (no token for an
+/// empty one); the answers by status (0: no answer).
 async fn rotating_load(
     url: String,
     tokens: Vec<String>,
@@ -215,13 +224,13 @@ async fn rotating_load(
     let mut tasks = Vec::with_capacity(total);
     for i in 0..total {
         tokio::time::sleep_until((start + interval.mul_f64(i as f64)).into()).await;
-        let request = hyper::Request::post(url.as_str())
-            .header("content-type", "application/json")
-            .header(
-                "authorization",
-                format!("Bearer {}", tokens[i % tokens.len()]),
-            )
-            .body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
+        let token = &tokens[i % tokens.len()];
+        let mut request =
+            hyper::Request::post(url.as_str()).header("content-type", "application/json");
+        if !token.is_empty() {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Full::new(Bytes::from_static(BODY.as_bytes())))?;
         let (client, statuses) = (client.clone(), Arc::clone(&statuses));
         tasks.push(tokio::spawn(async move {
             let status = match client.request(request).await {
@@ -300,10 +309,11 @@ fn report(options: &Options, results: &[Vec<Round>], metrics: &str) -> String {
     let _ = writeln!(
         out,
         "\nCached callers under a flood of fresh tokens keep **{:.2}x**, under forged ones **{:.2}x** \
-         of their throughput beside the same rate of cached requests. xds-server's signature checks \
-         over the run: {}.",
+         of their throughput beside the same rate of cached requests, and **{:.2}x** beside the same \
+         rate of requests refused for want of a token. xds-server's signature checks over the run: {}.",
         median(2, &|r| r.cached.requests_per_second) / loaded,
         median(3, &|r| r.cached.requests_per_second) / loaded,
+        median(4, &|r| r.cached.requests_per_second) / loaded,
         checks.join("; "),
     );
     out
