@@ -1,15 +1,16 @@
 //! Caller tokens: `auth::token::inspect` and a whole `Authenticator::authenticate` with real
 //! keys (RSA, P-256, Ed25519, an HS256 secret) for two issuers, the input as
 //! `authorization: Bearer <input>` and in the partner issuer's own header. Whatever the token,
-//! the authenticator answers the same way twice, accepts only what inspection could read, and
-//! never asks for keys when it may not.
+//! the authenticator answers the same way twice, accepts only what inspection could read,
+//! never asks for keys when it may not, and answers the same with its signatures checked by
+//! the control service.
 
 #![no_main]
 
 use std::sync::LazyLock;
 
 use bedrock_gateway_filter::core::auth::token::inspect;
-use bedrock_gateway_filter::core::auth::{AuthError, Authenticator, Outcome};
+use bedrock_gateway_filter::core::auth::{AuthError, Authenticator, Outcome, Verdict};
 use bedrock_gateway_filter_fuzz::{NOW, PARTNER_HEADER, identity_keys, jwt_config};
 use gateway_common::auth_config::{JwtAuthentication, glob_matches};
 use gateway_common::proto::IdentityKeys;
@@ -86,6 +87,21 @@ fuzz_target!(|data: &[u8]| {
     if token.is_some_and(|t| !t.trim().is_empty()) {
         let partner = header(PARTNER_HEADER, b"Token ", data);
         assert_eq!(auth.authenticate(&partner, NOW, true), first);
+    }
+
+    // Signatures checked by the control service: without its verdict the token is verified
+    // here, to the same outcome; a token verified here is accepted, the same, once the
+    // service calls its signature valid.
+    let remotely = |verdict: Verdict| {
+        let mut auth = authenticator();
+        match auth.authenticate_with(&bearer, NOW, true, true) {
+            Outcome::NeedSignature(pending) => auth.signature_checked(*pending, verdict, NOW),
+            other => other,
+        }
+    };
+    assert_eq!(remotely(Verdict::Failed), first);
+    if matches!(first, Outcome::Authenticated(_)) {
+        assert_eq!(remotely(Verdict::Valid), first);
     }
 
     // A worker that may not ask for keys never does.

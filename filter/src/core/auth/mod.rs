@@ -283,16 +283,18 @@ impl Authenticator {
                 .map_err(|_| refuse(AuthError::Malformed))?;
             // The header is judged now, before the signature, as jwt-simple does; the claims
             // after it: a forged token is a bad signature whatever it claims.
-            let if_valid = match remote::claims(
+            let if_valid = match remote::judge(
                 unverified.algorithm,
                 token,
                 signing_input,
                 &signature,
                 options,
             ) {
-                Err(e) if !remote::is_about_claims(&e) => return Err(refuse(classify(&e))),
-                Err(e) => Err(classify(&e)),
-                Ok(claims) => identity_of(issuer, &claims),
+                remote::Judged::Before(e) => return Err(refuse(classify(&e))),
+                remote::Judged::After(claims) => match *claims {
+                    Err(e) => Err(classify(&e)),
+                    Ok(claims) => identity_of(issuer, &claims),
+                },
             };
             let check =
                 remote::signature_check(unverified.algorithm, key, signing_input, signature);

@@ -66,22 +66,34 @@ pub fn signature_check(
     }
 }
 
+/// What jwt-simple makes of a token before and after its signature.
+#[derive(Debug)]
+pub enum Judged {
+    /// Refused before its signature is looked at (its form, its header): as when it is
+    /// verified here, whatever the signature.
+    Before(Error),
+    /// What it proves if its signature is valid: its claims, or why they are refused.
+    After(Box<Result<Claims, Error>>),
+}
+
 /// jwt-simple's checks of the token's header and claims, for a token whose signature is
 /// `signature` over `signing_input` (not checked here).
-pub fn claims(
+pub fn judge(
     algorithm: Algorithm,
     token: &str,
     signing_input: &str,
     signature: &[u8],
     options: VerificationOptions,
-) -> Result<Claims, Error> {
+) -> Judged {
     macro_rules! check {
         ($($alg:ident),*) => {
             match algorithm {
                 $(Algorithm::$alg => {
-                    Checked::<$alg>::new(signing_input, signature).verify_token(token, Some(options))
+                    let key = Checked::<$alg>::new(signing_input, signature);
+                    let claims = key.verify_token(token, Some(options));
+                    judged(claims, key.reached.get())
                 })*
-                Algorithm::HS256 => Err(JWTError::AlgorithmMismatch.into()),
+                Algorithm::HS256 => Judged::Before(JWTError::AlgorithmMismatch.into()),
             }
         };
     }
@@ -90,27 +102,15 @@ pub fn claims(
     )
 }
 
-/// Whether jwt-simple refused a token for its claims (checked after the signature), rather
-/// than for its form or header (checked before it).
-pub fn is_about_claims(error: &Error) -> bool {
-    matches!(
-        error.downcast_ref::<JWTError>(),
-        Some(
-            JWTError::TokenHasExpired
-                | JWTError::TokenIsTooOld
-                | JWTError::TokenNotValidYet
-                | JWTError::ClockDrift
-                | JWTError::OldTokenReused
-                | JWTError::RequiredIssuerMismatch
-                | JWTError::RequiredIssuerMissing
-                | JWTError::RequiredSubjectMismatch
-                | JWTError::RequiredSubjectMissing
-                | JWTError::RequiredNonceMismatch
-                | JWTError::RequiredNonceMissing
-                | JWTError::RequiredAudienceMismatch
-                | JWTError::RequiredAudienceMissing
-        )
-    )
+/// jwt-simple's answer, `reached`: it asked for the tag (what it refused, it refused after the
+/// signature).
+fn judged(claims: Result<Claims, Error>, reached: bool) -> Judged {
+    match (claims, reached) {
+        (claims, true) => Judged::After(Box::new(claims)),
+        (Err(e), false) => Judged::Before(e),
+        // Accepted without a look at the signature: never; refused as a bad one.
+        (Ok(_), false) => Judged::Before(JWTError::InvalidAuthenticationTag.into()),
+    }
 }
 
 /// The algorithms as types, for [`MACLike::jwt_alg_name`].
@@ -145,6 +145,8 @@ struct Checked<A> {
     placeholder: HMACKey,
     key_id: Option<String>,
     metadata: Option<KeyMetadata>,
+    /// jwt-simple came to the signature (asked for the tag).
+    reached: std::cell::Cell<bool>,
     algorithm: std::marker::PhantomData<A>,
 }
 
@@ -156,6 +158,7 @@ impl<A> Checked<A> {
             placeholder: HMACKey::from_bytes(&[0u8; 32]),
             key_id: None,
             metadata: None,
+            reached: std::cell::Cell::new(false),
             algorithm: std::marker::PhantomData,
         }
     }
@@ -187,6 +190,7 @@ impl<A: Named> MACLike for Checked<A> {
     }
 
     fn authentication_tag(&self, authenticated: &[u8]) -> Vec<u8> {
+        self.reached.set(true);
         if authenticated == self.signing_input.as_slice() {
             self.signature.clone()
         } else {

@@ -148,8 +148,9 @@ fn oracle(pending: &PendingCheck) -> Verdict {
     };
     let (input, _) = pending.token.rsplit_once('.').unwrap();
     assert_eq!(check.signing_input, input.as_bytes());
+    // jwt-simple checks the signature before the claims: anything it refuses after (claims
+    // that do not even parse) had a valid signature.
     match verifier.verify(&pending.token, options) {
-        Ok(_) => Verdict::Valid,
         Err(e)
             if matches!(
                 e.downcast_ref::<JWTError>(),
@@ -158,7 +159,7 @@ fn oracle(pending: &PendingCheck) -> Verdict {
         {
             Verdict::Invalid
         }
-        Err(e) => panic!("the oracle cannot judge {}: {e}", pending.token),
+        _ => Verdict::Valid,
     }
 }
 
