@@ -235,20 +235,11 @@ impl Context for Root {
         if !shared.decisions.borrow().is_stream(token) {
             return;
         }
-        let message = match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, message_size) {
-            Ok(bytes) => RateLimitStreamResponse::decode(bytes.unwrap_or_default().as_slice()),
-            Err(e) => {
-                warn!("cannot read a rate limit decision: {e:?}");
-                return;
-            }
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                // Its request times out.
-                warn!("undecodable rate limit decision: {e}");
-                return;
-            }
+        // One that cannot be read: its request times out.
+        let Some(message) =
+            stream_message::<RateLimitStreamResponse>(message_size, "rate limit decision")
+        else {
+            return;
         };
         let waiter = shared.decisions.borrow_mut().answered(message.id);
         let Some(waiter) = waiter else {
@@ -294,22 +285,26 @@ impl Context for Root {
     }
 }
 
-/// A verdict from the signature check stream, for the request waiting on it.
-fn signature_verdict(shared: &Shared<Handle>, message_size: usize) {
-    let message = match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, message_size) {
-        Ok(bytes) => SignatureVerdict::decode(bytes.unwrap_or_default().as_slice()),
+/// The stream message just received (`what` it is, for the log), when it can be read.
+fn stream_message<M: Message + Default>(size: usize, what: &str) -> Option<M> {
+    let bytes = match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size) {
+        Ok(bytes) => bytes.unwrap_or_default(),
         Err(e) => {
-            warn!("cannot read a signature verdict: {e:?}");
-            return;
+            warn!("cannot read a {what}: {e:?}");
+            return None;
         }
     };
-    let message = match message {
-        Ok(message) => message,
-        Err(e) => {
-            // Its request times out, then checks the token itself.
-            warn!("undecodable signature verdict: {e}");
-            return;
-        }
+    M::decode(bytes.as_slice())
+        .map_err(|e| warn!("undecodable {what}: {e}"))
+        .ok()
+}
+
+/// A verdict from the signature check stream, for the request waiting on it.
+fn signature_verdict(shared: &Shared<Handle>, message_size: usize) {
+    // One that cannot be read: its request times out, then checks the token itself.
+    let Some(message) = stream_message::<SignatureVerdict>(message_size, "signature verdict")
+    else {
+        return;
     };
     let waiter = shared.checks.borrow_mut().answered(message.id);
     match waiter {
