@@ -5,6 +5,8 @@
 #   scripts/bench.sh                 # every benchmark
 #   scripts/bench.sh jwt [--rounds 5 --seconds 10]
 #   scripts/bench.sh quota [--rounds 3 --seconds 10]
+#   scripts/bench.sh ttfb [--rounds 3 --seconds 10 --rate 200]
+#   scripts/bench.sh memory [--requests 1000000 --tokens 10000]
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -27,7 +29,7 @@ cargo build --quiet --release -p gateway-bench
 export GATEWAY_BIN_PROFILE=release
 
 if [ $# -eq 0 ]; then
-  for bench in jwt flood quota; do
+  for bench in jwt flood quota ttfb memory; do
     log "benchmark: $bench"
     target/release/gateway-bench "$bench"
   done

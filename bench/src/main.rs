@@ -5,13 +5,18 @@
 //!     cargo run --release -p gateway-bench -- jwt [--rounds 3] [--seconds 10]
 //!     cargo run --release -p gateway-bench -- quota [--rounds 3] [--seconds 10]
 //!     cargo run --release -p gateway-bench -- flood [--rounds 3] [--seconds 8] [--rate 2000]
+//!     cargo run --release -p gateway-bench -- ttfb [--rounds 3] [--seconds 10] [--rate 200]
+//!     cargo run --release -p gateway-bench -- memory [--requests 1000000] [--tokens 10000]
 
 mod flood;
+mod held;
 mod identity;
 mod jwt;
 mod load;
+mod memory;
 mod quota;
 mod support;
+mod ttfb;
 mod wrk;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +40,11 @@ enum Bench {
     /// Whether a flood of fresh or forged tokens takes the CPU that callers with cached
     /// tokens need.
     Flood(flood::Options),
+    /// Time to the first byte of a ConverseStream through the gateway against straight from
+    /// the upstream.
+    Ttfb(ttfb::Options),
+    /// Memory of the filter's Wasm VMs over a million requests of many tokens and tenants.
+    Memory(memory::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +52,7 @@ fn main() -> anyhow::Result<()> {
         Bench::Jwt(options) => jwt::run(&options),
         Bench::Quota(options) => quota::run(&options),
         Bench::Flood(options) => flood::run(&options),
+        Bench::Ttfb(options) => ttfb::run(&options),
+        Bench::Memory(options) => memory::run(&options),
     }
 }

@@ -30,6 +30,7 @@ use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
 use serde_norway::Value as Yaml;
 
+use crate::held::{self, HeldEnvoy};
 use crate::load;
 use crate::support::{envoy, template, wait_listening};
 use crate::wrk;
@@ -45,6 +46,15 @@ pub struct Options {
     /// Concurrent gRPC calls in flight for the decision throughput.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Requests per second of the latency part (default: half of what the gateway with quotas
+    /// answers at most).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// The CPU xds-server runs on in the latency part: 1 shares the gateway's Envoy's CPU
+    /// (every decision then waits for the scheduler to switch processes), 0 shares the load
+    /// driver's and the upstream's.
+    #[arg(long, default_value_t = 1)]
+    xds_server_cpu: u32,
     /// Which part to run: both, `decisions` only, or `latency` (through Envoy) only.
     #[arg(long, value_enum, default_value_t = Part::Both)]
     part: Part,
@@ -70,7 +80,7 @@ const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"
 const PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
 
 /// Limits high enough never to refuse: the benchmark measures deciding, not refusing.
-const QUOTAS: &str = r#"
+pub const QUOTAS: &str = r#"
 failure_mode: closed
 descriptors:
   - key: service
@@ -249,7 +259,10 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
     pin(upstream.pid(), "0")?;
     for stack in [&without, &stream, &unary] {
         pin(envoy_pid(stack)?, "1")?;
-        pin(stack.xds_pid().context("no xds-server")?, "1")?;
+        pin(
+            stack.xds_pid().context("no xds-server")?,
+            &options.xds_server_cpu.to_string(),
+        )?;
     }
     let script = work.join("post.lua");
     std::fs::write(
@@ -296,27 +309,52 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
         .map(|((name, _), values)| (*name, values.clone().map(wrk::median)))
         .collect();
     let max = saturation[1].1[0];
-    let rate = ((max / 2.0) as u64).max(1);
+    let rate = options.rate.unwrap_or(((max / 2.0) as u64).max(1));
     eprintln!("gateway with quotas: {max:.0} req/s at most; measuring at {rate} req/s");
     let headers = vec![("content-type".to_string(), "application/json".to_string())];
     let direct = format!("http://127.0.0.1:{upstream_port}{PATH}");
     // The unary configuration is left out here: it may not sustain half of what the decision
     // stream sustains, and its latency would then be that of a queue.
-    let configurations: [(&str, Option<&Stack>, String); 3] = [
+    // Through the same gateways rendered as static bootstraps with the hold-time log
+    // (crate::held), on CPU 1 like the rest of the gateway.
+    let mut held = [
+        HeldEnvoy::start(paths, work, "held-without", &without)?,
+        HeldEnvoy::start(paths, work, "held-stream", &stream)?,
+    ];
+    for envoy in &held {
+        pin(envoy.child.pid(), "1")?;
+    }
+    let held_url = |envoy: &HeldEnvoy| format!("http://{}{PATH}", envoy.address);
+    // Name, the stack and which of `held` runs it (none: the upstream alone), the URL.
+    type Configuration<'a> = (&'static str, Option<(&'a Stack, usize)>, String);
+    let configurations: [Configuration<'_>; 3] = [
         ("upstream alone (no gateway)", None, direct),
-        ("gateway without quotas", Some(&without), url(&without)),
+        (
+            "gateway without quotas",
+            Some((&without, 0)),
+            held_url(&held[0]),
+        ),
         (
             "gateway with quotas, decision stream",
-            Some(&stream),
-            url(&stream),
+            Some((&stream, 1)),
+            held_url(&held[1]),
         ),
     ];
+    for (_, stack, url) in &configurations {
+        if stack.is_some() {
+            runtime.block_on(load::fixed_rate(url, &headers, BODY, rate, 1))?;
+        }
+    }
+    for envoy in &mut held {
+        envoy.hold_times(usize::MAX)?;
+    }
     let mut rows: Vec<LatencyRow> = configurations
         .iter()
         .map(|(name, stack, _)| LatencyRow {
             name,
             gateway: stack.is_some(),
             latencies: Vec::new(),
+            held: Vec::new(),
             envoy_us: Vec::new(),
             xds_us: Vec::new(),
         })
@@ -325,7 +363,10 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
         for (row, (name, stack, url)) in rows.iter_mut().zip(&configurations) {
             // The quota call costs CPU in both Envoy and xds-server.
             let pids = match stack {
-                Some(stack) => vec![envoy_pid(stack)?, stack.xds_pid().context("no xds-server")?],
+                Some((stack, envoy)) => vec![
+                    held[*envoy].child.pid(),
+                    stack.xds_pid().context("no xds-server")?,
+                ],
                 None => Vec::new(),
             };
             let cpu = |i: usize| pids.get(i).map_or(Ok(0), |p| wrk::cpu_nanoseconds(&[*p]));
@@ -338,8 +379,26 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
                 |after: u64, before: u64| after.saturating_sub(before) as f64 / requests;
             let envoy_us = per_request(cpu(0)?, before[0]) / 1000.0;
             let xds_us = per_request(cpu(1)?, before[1]) / 1000.0;
+            let hold = match stack {
+                Some((_, envoy)) => {
+                    let mut times = held[*envoy].hold_times(requests as usize)?;
+                    anyhow::ensure!(
+                        times.len() as f64 >= requests * 0.99,
+                        "{name}: {} hold times logged for {requests} requests",
+                        times.len()
+                    );
+                    Some([
+                        held::quantile(&mut times, 0.50) / 1000.0,
+                        held::quantile(&mut times, 0.99) / 1000.0,
+                    ])
+                }
+                None => None,
+            };
+            let held_text = hold.map_or(String::new(), |[p50, p99]| {
+                format!("  held p50 {p50:.3} ms  p99 {p99:.3} ms")
+            });
             eprintln!(
-                "round {round}: {name:<38} p50 {:.3} ms  p99 {:.3} ms  errors {}  per request: Envoy {envoy_us:.1} µs CPU, {:.2} wake-ups; xds-server {xds_us:.1} µs CPU, {:.2} wake-ups",
+                "round {round}: {name:<38} p50 {:.3} ms  p99 {:.3} ms{held_text}  errors {}  per request: Envoy {envoy_us:.1} µs CPU, {:.2} wake-ups; xds-server {xds_us:.1} µs CPU, {:.2} wake-ups",
                 latency.p50_ms,
                 latency.p99_ms,
                 latency.errors,
@@ -347,11 +406,14 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
                 per_request(wakeups(1)?, before[3]),
             );
             row.latencies.push(latency);
+            if let Some(hold) = hold {
+                row.held.push(hold);
+            }
             row.envoy_us.push(envoy_us);
             row.xds_us.push(xds_us);
         }
     }
-    drop((without, stream, unary, upstream));
+    drop((held, without, stream, unary, upstream));
     Ok(format!(
         "{}\n{}",
         saturation_report(options, &saturation),
@@ -360,24 +422,31 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
 }
 
 /// Where the processes of the latency part run (on a machine with at least 2 CPUs).
-const PINNING: &str = "the gateway's Envoy and xds-server on CPU 1, the load driver and the upstream on CPU 0 (`taskset`)";
+fn pinning(options: &Options) -> String {
+    format!(
+        "the gateway's Envoy on CPU 1, its xds-server on CPU {}, the load driver and the upstream on CPU 0 (`taskset`)",
+        options.xds_server_cpu
+    )
+}
 
 /// Measurements of one configuration over the rounds.
 struct LatencyRow {
     name: &'static str,
     gateway: bool,
     latencies: Vec<load::Latency>,
+    /// p50 and p99 (ms) of the hold time logged by the gateway's Envoy, per round.
+    held: Vec<[f64; 2]>,
     envoy_us: Vec<f64>,
     xds_us: Vec<f64>,
 }
 
 /// Restricts every thread of this process (and what it starts later) to `cpus`.
-fn pin_this_process(cpus: &str) -> anyhow::Result<()> {
+pub fn pin_this_process(cpus: &str) -> anyhow::Result<()> {
     pin(std::process::id(), cpus)
 }
 
 /// Restricts every thread of process `pid` (and those it starts later) to `cpus`.
-fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+pub fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
     let status = Command::new("taskset")
         .args(["-a", "-p", "-c", cpus, &pid.to_string()])
         .stdout(std::process::Stdio::null())
@@ -489,10 +558,12 @@ fn decisions_report(
 
 fn saturation_report(options: &Options, rows: &[(&str, [f64; 3])]) -> String {
     let mut out = format!(
-        "Through Envoy (one worker) at saturation: {PINNING}; wrk, 16 connections, {} rounds x {} s interleaved (median). \
+        "Through Envoy (one worker) at saturation: {}; wrk, 16 connections, {} rounds x {} s interleaved (median). \
          CPU µs/request: CPU time of the gateway's Envoy and of xds-server per request answered:\n\n\
          | configuration | req/s at most | Envoy CPU µs/request | xds-server CPU µs/request |\n|---|---:|---:|---:|\n",
-        options.rounds, options.seconds,
+        pinning(options),
+        options.rounds,
+        options.seconds,
     );
     for (name, [rps, envoy, xds]) in rows {
         let _ = writeln!(out, "| {name} | {rps:.0} | {envoy:.1} | {xds:.1} |");
@@ -517,17 +588,25 @@ fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -
         .map(|l| l.errors)
         .sum();
     let mut out = format!(
-        "Through Envoy (one worker), {PINNING}; gateway with quotas (decision stream) at most {max:.0} req/s (wrk, 16 connections); \
-         every configuration at {rate} req/s (half of that), fixed-rate client on one thread, latency from when each \
-         request was due, {} rounds x {} s interleaved (median), {errors} errors. CPU µs/request: CPU time of the \
-         gateway's Envoy and of xds-server per request. \"Added\" rows subtract the gateway without quotas:\n\n\
-         | configuration | p50 ms | p99 ms | Envoy CPU µs/request | xds-server CPU µs/request |\n|---|---:|---:|---:|---:|\n",
-        options.rounds, options.seconds,
+        "Through Envoy (one worker), {}; gateway with quotas (decision stream) at most {max:.0} req/s (wrk, 16 connections); \
+         every configuration at {rate} req/s (half of that), fixed-rate client on one thread, {} rounds x {} s interleaved \
+         (median of the rounds), {errors} errors. **Held**: how long the gateway's Envoy held each request, from its last \
+         byte received to the first byte sent upstream (`{}` in an access log of the same gateway rendered as a static \
+         bootstrap, see README); client p50/p99: from when each request was due to its whole response. CPU µs/request: \
+         CPU time of the gateway's Envoy and of xds-server per request. \"Added\" rows subtract the gateway without quotas:\n\n\
+         | configuration | held p50 ms | held p99 ms | client p50 ms | client p99 ms | Envoy CPU µs/request | xds-server CPU µs/request |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+        pinning(options),
+        options.rounds,
+        options.seconds,
+        held::HOLD_FORMAT.trim(),
     );
-    let summary: Vec<[f64; 4]> = rows
+    let summary: Vec<[f64; 6]> = rows
         .iter()
         .map(|r| {
             [
+                median(r.held.iter().map(|h| h[0]).collect()),
+                median(r.held.iter().map(|h| h[1]).collect()),
                 median(r.latencies.iter().map(|l| l.p50_ms).collect()),
                 median(r.latencies.iter().map(|l| l.p99_ms).collect()),
                 median(r.envoy_us.clone()),
@@ -535,15 +614,19 @@ fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -
             ]
         })
         .collect();
-    for (row, [p50, p99, envoy, xds]) in rows.iter().zip(&summary) {
+    for (row, [h50, h99, p50, p99, envoy, xds]) in rows.iter().zip(&summary) {
         if row.gateway {
             let _ = writeln!(
                 out,
-                "| {} | {p50:.3} | {p99:.3} | {envoy:.1} | {xds:.1} |",
+                "| {} | {h50:.3} | {h99:.3} | {p50:.3} | {p99:.3} | {envoy:.1} | {xds:.1} |",
                 row.name
             );
         } else {
-            let _ = writeln!(out, "| {} | {p50:.3} | {p99:.3} | - | - |", row.name);
+            let _ = writeln!(
+                out,
+                "| {} | - | - | {p50:.3} | {p99:.3} | - | - |",
+                row.name
+            );
         }
     }
     let baseline = rows.iter().position(|r| r.name == "gateway without quotas");
@@ -552,18 +635,28 @@ fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -
             let added: Vec<f64> = values.iter().zip(&summary[b]).map(|(v, w)| v - w).collect();
             let _ = writeln!(
                 out,
-                "| **added by the quota call ({})** | **{:.3}** | **{:.3}** | **{:.1}** | **{:.1}** |",
+                "| **added by the quota call ({})** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.3}** | **{:.1}** | **{:.1}** |",
                 row.name.rsplit(", ").next().unwrap_or(row.name),
                 added[0],
                 added[1],
                 added[2],
                 added[3],
+                added[4],
+                added[5],
             );
         }
-        // The spread behind the medians: p99 added in each round.
+        // The spread behind the medians: what each round added.
         out.push('\n');
         for row in rows.iter().skip(b + 1) {
-            let per_round: Vec<String> = row
+            let per_round =
+                |with: &[f64; 2], without: &[f64; 2]| format!("{:.3}", with[1] - without[1]);
+            let held: Vec<String> = row
+                .held
+                .iter()
+                .zip(&rows[b].held)
+                .map(|(w, wo)| per_round(w, wo))
+                .collect();
+            let client: Vec<String> = row
                 .latencies
                 .iter()
                 .zip(&rows[b].latencies)
@@ -571,9 +664,18 @@ fn latency_report(options: &Options, max: f64, rate: u64, rows: &[LatencyRow]) -
                 .collect();
             let _ = writeln!(
                 out,
-                "- p99 added in each round, {}: {} ms",
+                "- p99 added in each round, {}: held {} ms; client {} ms",
                 row.name,
-                per_round.join(", ")
+                held.join(", "),
+                client.join(", ")
+            );
+        }
+        let added_p99 = summary.get(b + 1).map(|v| v[1] - summary[b][1]);
+        if let Some(added) = added_p99 {
+            let _ = writeln!(
+                out,
+                "\nGoal: the quota decision adds < 1 ms to the hold time at p99: **{}** ({added:.3} ms added).",
+                if added < 1.0 { "met" } else { "not met" }
             );
         }
     }

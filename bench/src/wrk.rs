@@ -15,6 +15,8 @@ pub struct Measurement {
     pub cpu_us_per_request: f64,
     /// The same for the other processes that work for its requests (`also`).
     pub also_cpu_us_per_request: f64,
+    /// Requests answered.
+    pub requests: u64,
 }
 
 /// One wrk run: `connections` connections on one thread for `seconds`, requests from `script`;
@@ -76,6 +78,7 @@ pub fn run(
         requests_per_second: field("Requests/sec:")?.parse()?,
         p50_ms: milliseconds(field("50%")?)?,
         p99_ms: milliseconds(field("99%")?)?,
+        requests,
     })
 }
 

@@ -355,6 +355,10 @@ impl Stack {
         self.envoy.as_ref().map(Child::pid)
     }
 
+    pub fn emulator_pid(&self) -> u32 {
+        self.emulator.pid()
+    }
+
     pub fn xds_pid(&self) -> Option<u32> {
         self.xds.as_ref().map(Child::pid)
     }

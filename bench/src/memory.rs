@@ -1,0 +1,258 @@
+//! Memory of the filter's Wasm VMs under a long run of many tokens and tenants: 1 million
+//! requests (by default) from 10,000 distinct tokens of 100 tenants, each token used 20 times in
+//! a row and then not again until every other token has had its turn, so that a verified-token
+//! cache of 4,096 entries keeps evicting; quotas on (a request limit per tenant and a token
+//! budget), so that the per-tenant decisions and usage reports run too. The gateway's Envoy
+//! (one worker) in front of an upstream that answers at once. After every wrk run of a few
+//! seconds the run samples what the filter reports (`wasmcustom.bedrock_gateway.vm_memory_bytes`,
+//! the linear memory of every VM of the plugin, and `token_cache_entries`) and Envoy's RSS.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::Context;
+use gateway_e2e::stack::free_port;
+use gateway_e2e::{Paths, Stack, StackOptions};
+use serde_norway::Value as Yaml;
+
+use crate::identity::{BenchIdp, JwtSettings};
+use crate::jwt::{BODY, MODEL_PATH};
+use crate::quota::QUOTAS;
+use crate::support::{envoy, template, wait_listening};
+use crate::wrk;
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Requests in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    requests: u64,
+    /// Distinct tokens.
+    #[arg(long, default_value_t = 10_000)]
+    tokens: usize,
+    /// Tenants the tokens belong to (token i to tenant i mod this).
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    /// Requests in a row with the same token.
+    #[arg(long, default_value_t = 20)]
+    in_a_row: u64,
+    /// The verified-token cache's bound (`auth.cache_max_entries`).
+    #[arg(long, default_value_t = 4096)]
+    cache: usize,
+    /// Seconds of each wrk run between samples.
+    #[arg(long, default_value_t = 8)]
+    seconds: u32,
+}
+
+/// One sample after `requests` requests.
+struct Sample {
+    requests: u64,
+    vm_memory: u64,
+    cache_entries: u64,
+    rss: u64,
+    requests_per_second: f64,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let paths = Paths::discover()?;
+    let work = tempfile::Builder::new()
+        .prefix("gateway-bench-memory-")
+        .tempdir()?;
+    let idp = BenchIdp::new(work.path())?;
+    eprintln!(
+        "signing {} tokens of {} tenants",
+        options.tokens, options.tenants
+    );
+    let tokens = sign_tokens(&idp, options.tokens, options.tenants)?;
+
+    let upstream_port = free_port()?.port();
+    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
+    let mut upstream = envoy(&paths, work.path(), "upstream", &upstream_config)?;
+    wait_listening(
+        &mut upstream,
+        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
+    )?;
+    let auth = idp.auth(&JwtSettings {
+        cache_max_entries: options.cache,
+        // The bound under test is the cache's; the budget would refuse the re-verifications
+        // an evicting cache needs.
+        max_verifications_per_second: 1_000_000,
+        signature_checks: "xds-server",
+        audit_log: "/dev/null",
+    })?;
+    let stack = Stack::start(StackOptions {
+        envoy_concurrency: 1,
+        configure: Box::new(move |c: &mut Yaml| {
+            c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
+            c["auth"] = auth.clone();
+            c["quotas"] = serde_norway::from_str(QUOTAS).unwrap_or_default();
+        }),
+        ..StackOptions::default()
+    })?;
+    let envoy_pid = stack
+        .envoy_pid()
+        .context("the gateway's Envoy is not running")?;
+    let xds_pid = stack.xds_pid().context("no xds-server")?;
+    let offset_file = work.path().join("offset");
+    let script = script(work.path(), &tokens, options.in_a_row, &offset_file)?;
+    let url = format!("{}{MODEL_PATH}", stack.gateway_url());
+
+    let mut samples = vec![sample(&stack, envoy_pid, 0, 0.0)?];
+    let mut done = 0u64;
+    while done < options.requests {
+        std::fs::write(&offset_file, done.to_string())?;
+        let measured = wrk::run(&url, &script, 16, options.seconds, envoy_pid, &[xds_pid])?;
+        done += measured.requests;
+        let now = sample(&stack, envoy_pid, done, measured.requests_per_second)?;
+        eprintln!(
+            "{:>9} requests: VMs {:.2} MiB, {} cached tokens, Envoy RSS {:.1} MiB, {:.0} req/s",
+            now.requests,
+            mib(now.vm_memory),
+            now.cache_entries,
+            mib(now.rss),
+            now.requests_per_second
+        );
+        samples.push(now);
+    }
+    let verifications = stack
+        .xds_metric("signature_checks_total{verdict=\"valid\"}")
+        .unwrap_or(0);
+    drop((stack, upstream));
+    println!("{}", report(options, &samples, verifications));
+    Ok(())
+}
+
+/// `count` tokens, token `n` of tenant `tenant-{n mod tenants}`, signed on every CPU.
+fn sign_tokens(idp: &BenchIdp, count: usize, tenants: usize) -> anyhow::Result<Vec<String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(count))
+                        .map(|n| idp.token(&format!("tenant-{}", n % tenants), n))
+                        .collect::<anyhow::Result<Vec<String>>>()
+                })
+            })
+            .collect();
+        let mut tokens = Vec::with_capacity(count);
+        for handle in handles {
+            tokens.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a signing thread panicked"))??,
+            );
+        }
+        Ok(tokens)
+    })
+}
+
+/// A wrk script using each token `in_a_row` times, then the next, from the request number in
+/// `offset_file` (so that consecutive wrk runs go on where the last one stopped).
+fn script(
+    work: &Path,
+    tokens: &[String],
+    in_a_row: u64,
+    offset_file: &Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nlocal tokens = {{\n"
+    );
+    for token in tokens {
+        writeln!(lua, "  \"{token}\",")?;
+    }
+    write!(
+        lua,
+        "}}\nlocal n = 0\ninit = function(args)\n  local f = io.open(\"{}\", \"r\")\n  n = tonumber(f:read(\"*a\"))\n  f:close()\nend\n\
+         request = function()\n  local token = tokens[(math.floor(n / {in_a_row}) % #tokens) + 1]\n  n = n + 1\n  \
+         wrk.headers[\"Authorization\"] = \"Bearer \" .. token\n  return wrk.format()\nend\n",
+        offset_file.display()
+    )?;
+    let path = work.join("memory.lua");
+    std::fs::write(&path, lua)?;
+    Ok(path)
+}
+
+fn sample(stack: &Stack, envoy_pid: u32, requests: u64, rate: f64) -> anyhow::Result<Sample> {
+    let stats = stack.envoy_admin_get("/stats?filter=^wasmcustom\\.bedrock_gateway\\.")?;
+    let gauge = |name: &str| -> anyhow::Result<u64> {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("wasmcustom.bedrock_gateway.{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no gauge {name} in Envoy's stats:\n{stats}"))
+    };
+    let status = std::fs::read_to_string(format!("/proc/{envoy_pid}/status"))?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/PID/status")?;
+    Ok(Sample {
+        requests,
+        vm_memory: gauge("vm_memory_bytes")?,
+        cache_entries: gauge("token_cache_entries")?,
+        rss: rss_kib * 1024,
+        requests_per_second: rate,
+    })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn report(options: &Options, samples: &[Sample], verifications: u64) -> String {
+    let total = samples.last().map_or(0, |s| s.requests);
+    let mut out = format!(
+        "{total} requests through the gateway (Envoy with one worker, quotas on) from {} RS256 tokens of {} tenants, \
+         each token {} times in a row, `auth.cache_max_entries: {}`; wrk runs of {} s (16 connections), a sample after \
+         each. VMs: `wasmcustom.bedrock_gateway.vm_memory_bytes` (the linear memory of every VM of the plugin: Envoy's \
+         main thread and its worker); xds-server checked {verifications} token signatures. The curve, a sample every \
+         50,000 requests or so:\n\n\
+         | requests | VMs MiB | cached tokens | Envoy RSS MiB | req/s |\n|---:|---:|---:|---:|---:|\n",
+        options.tokens, options.tenants, options.in_a_row, options.cache, options.seconds
+    );
+    let mut next = 0u64;
+    for (i, s) in samples.iter().enumerate() {
+        if s.requests >= next || i + 1 == samples.len() {
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {} | {:.1} | {:.0} |",
+                s.requests,
+                mib(s.vm_memory),
+                s.cache_entries,
+                mib(s.rss),
+                s.requests_per_second
+            );
+            next = (s.requests / 50_000 + 1) * 50_000;
+        }
+    }
+    // Flat: nothing grows over the second half of the run.
+    let half = samples
+        .iter()
+        .find(|s| s.requests >= total / 2)
+        .unwrap_or(&samples[0]);
+    let last = samples.last().unwrap_or(half);
+    let most_cached = samples.iter().map(|s| s.cache_entries).max().unwrap_or(0);
+    let vm_growth = last.vm_memory as f64 / half.vm_memory.max(1) as f64;
+    let rss_growth = last.rss as f64 / half.rss.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "\nOver the second half ({} to {} requests): VMs x{vm_growth:.3} ({:.2} to {:.2} MiB), Envoy RSS x{rss_growth:.3}. \
+         Memory flat (VMs grew < 1% over the second half): **{}**. The token cache's bound holds (at most {most_cached} \
+         entries, bound {}): **{}**.",
+        half.requests,
+        last.requests,
+        mib(half.vm_memory),
+        mib(last.vm_memory),
+        if vm_growth < 1.01 { "yes" } else { "no" },
+        options.cache,
+        if most_cached <= options.cache as u64 {
+            "yes"
+        } else {
+            "no"
+        },
+    );
+    out
+}
