@@ -18,13 +18,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -33,7 +31,7 @@ use serde_norway::Value as Yaml;
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::jwt::{BODY, MODEL_PATH, script};
-use crate::support::{envoy, template, wait_listening};
+use crate::support::upstream;
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -108,13 +106,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let upstream_port = free_port()?.port();
-    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
-    let mut upstream = envoy(&paths, work, "upstream", &upstream_config)?;
-    wait_listening(
-        &mut upstream,
-        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
-    )?;
+    let (upstream, upstream_port) = upstream(&paths, work)?;
     let auth = idp.auth(&JwtSettings {
         cache_max_entries: (options.fresh_tokens / 10).max(1),
         max_verifications_per_second: options.budget,

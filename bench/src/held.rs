@@ -30,7 +30,7 @@ use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack};
 use prost::Message as _;
 
-use crate::support::wait_listening;
+use crate::support::{envoy_from, wait_listening};
 
 /// Envoy's points in a request's life between which the hold time is taken.
 pub const HOLD_FORMAT: &str = "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n";
@@ -110,15 +110,7 @@ impl HeldEnvoy {
         );
         let file = work.join(format!("{name}-held.pb"));
         std::fs::write(&file, bootstrap.encode_to_vec())?;
-        let mut command = Command::new(&paths.envoy);
-        command.arg("-c").arg(&file).args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warn",
-        ]);
-        let mut child = Child::spawn(name, command, &work.join(format!("{name}-held.log")))?;
+        let mut child = envoy_from(paths, &file, name)?;
         let address = SocketAddr::from(([127, 0, 0, 1], port));
         wait_listening(&mut child, address)?;
         Ok(Self {

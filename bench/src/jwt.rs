@@ -34,7 +34,7 @@ use gateway_e2e::{Paths, Stack, StackOptions};
 use serde_norway::Value as Yaml;
 
 use crate::identity::{AUDIENCE, BenchIdp, ISSUER, JwtSettings};
-use crate::support::{envoy, template, wait_listening};
+use crate::support::{envoy, template, upstream, wait_listening};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -91,13 +91,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .map(token)
         .collect::<Result<_, _>>()?;
 
-    let upstream_port = free_port()?.port();
-    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
-    let mut upstream = envoy(&paths, work, "upstream", &upstream_config)?;
-    wait_listening(
-        &mut upstream,
-        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
-    )?;
+    let (upstream, upstream_port) = upstream(&paths, work)?;
     let mut children = vec![upstream];
 
     let plain = script(work, "plain", None, &[])?;

@@ -8,18 +8,16 @@
 //! the linear memory of every VM of the plugin, and `token_cache_entries`) and Envoy's RSS.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context;
-use gateway_e2e::stack::free_port;
 use gateway_e2e::{Paths, Stack, StackOptions};
 use serde_norway::Value as Yaml;
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::jwt::{BODY, MODEL_PATH};
 use crate::quota::QUOTAS;
-use crate::support::{envoy, template, wait_listening};
+use crate::support::upstream;
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -65,13 +63,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     );
     let tokens = sign_tokens(&idp, options.tokens, options.tenants)?;
 
-    let upstream_port = free_port()?.port();
-    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
-    let mut upstream = envoy(&paths, work.path(), "upstream", &upstream_config)?;
-    wait_listening(
-        &mut upstream,
-        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
-    )?;
+    let (upstream, upstream_port) = upstream(&paths, work.path())?;
     let auth = idp.auth(&JwtSettings {
         cache_max_entries: options.cache,
         // The bound under test is the cache's; the budget would refuse the re-verifications
@@ -246,7 +238,13 @@ fn report(options: &Options, samples: &[Sample], verifications: u64) -> String {
         last.requests,
         mib(half.vm_memory),
         mib(last.vm_memory),
-        if vm_growth < 1.01 { "yes" } else { "no" },
+        if half.requests == last.requests {
+            "not judged (too few samples: run more requests)"
+        } else if vm_growth < 1.01 {
+            "yes"
+        } else {
+            "no"
+        },
         options.cache,
         if most_cached <= options.cache as u64 {
             "yes"

@@ -32,7 +32,7 @@ use serde_norway::Value as Yaml;
 
 use crate::held::{self, HeldEnvoy};
 use crate::load;
-use crate::support::{envoy, template, wait_listening};
+use crate::support::upstream;
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -237,13 +237,7 @@ fn latency(options: &Options, paths: &Paths, work: &Path) -> anyhow::Result<Stri
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let upstream_port = free_port()?.port();
-    let upstream_config = template("upstream.yaml")?.replace("{PORT}", &upstream_port.to_string());
-    let mut upstream = envoy(paths, work, "upstream", &upstream_config)?;
-    wait_listening(
-        &mut upstream,
-        SocketAddr::from(([127, 0, 0, 1], upstream_port)),
-    )?;
+    let (upstream, upstream_port) = upstream(paths, work)?;
     let envoy_pid = |stack: &Stack| {
         stack
             .envoy_pid()

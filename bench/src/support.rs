@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use gateway_e2e::Paths;
 use gateway_e2e::process::Child;
+use gateway_e2e::stack::free_port;
 
 pub fn template(name: &str) -> anyhow::Result<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,8 +20,14 @@ pub fn template(name: &str) -> anyhow::Result<String> {
 pub fn envoy(paths: &Paths, work: &Path, name: &str, config: &str) -> anyhow::Result<Child> {
     let file = work.join(format!("{}.yaml", name.replace(['+', '(', ')', ' '], "_")));
     std::fs::write(&file, config)?;
+    envoy_from(paths, &file, name)
+}
+
+/// Envoy (one worker) with the bootstrap in `file` (YAML, or binary protobuf when it ends in
+/// `.pb`), logging beside it.
+pub fn envoy_from(paths: &Paths, file: &Path, name: &str) -> anyhow::Result<Child> {
     let mut command = Command::new(&paths.envoy);
-    command.arg("-c").arg(&file).args([
+    command.arg("-c").arg(file).args([
         "--disable-hot-restart",
         "--concurrency",
         "1",
@@ -28,6 +35,16 @@ pub fn envoy(paths: &Paths, work: &Path, name: &str, config: &str) -> anyhow::Re
         "warn",
     ]);
     Child::spawn(name, command, &file.with_extension("log"))
+}
+
+/// The upstream of the benchmarks (bench/envoy/upstream.yaml: an Envoy answering every
+/// request at once) on a free port, listening.
+pub fn upstream(paths: &Paths, work: &Path) -> anyhow::Result<(Child, u16)> {
+    let port = free_port()?.port();
+    let config = template("upstream.yaml")?.replace("{PORT}", &port.to_string());
+    let mut upstream = envoy(paths, work, "upstream", &config)?;
+    wait_listening(&mut upstream, SocketAddr::from(([127, 0, 0, 1], port)))?;
+    Ok((upstream, port))
 }
 
 pub fn wait_listening(child: &mut Child, address: SocketAddr) -> anyhow::Result<()> {
