@@ -7,29 +7,42 @@
 # core for a bounded time (scripts/fuzz.sh), the boto3 tests, the docker-compose tests
 # (tests/python/test_compose.py, test_fleet.py; skipped without a Docker daemon), and
 # `envoy --mode validate` on every shipped Envoy config. CI runs exactly this (.ci/run).
+#
+# `scripts/test.sh --quick` is the loop while changing code: formatting, the filter's build and
+# every Rust test (unit, integration, end-to-end through Envoy), without clippy, fuzzing and the
+# Python tests.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 started=$SECONDS
+
+quick=0
+case "${1:-}" in
+  --quick) quick=1 ;;
+  "") ;;
+  *) die "usage: scripts/test.sh [--quick]" ;;
+esac
 
 ensure_rust
 ensure_python_env
 ensure_envoy
 # The quota tests run a real Redis.
 apt_ensure redis-server redis-server
-# The filter's OCI image is pushed to and pulled from a local registry (test_filter_image.py).
-apt_ensure skopeo skopeo
-apt_ensure docker-registry docker-registry
-# The mesh-shaped test makes a CA and a certificate for the Bedrock hosts.
-apt_ensure openssl openssl
-# The usage page is checked in a real headless browser (test_usage_page.py, with Selenium).
-apt_ensure chromium chromium
-apt_ensure chromedriver chromium-driver
-# The compose tests seed their base images from Debian's packages (tests/docker/seed-images.sh)
-# and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
-if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-  apt_ensure debootstrap debootstrap
-  [ "${KEEP_SEEDED_IMAGES:-0}" = 1 ] || trap '"$ROOT/tests/docker/seed-images.sh" --remove' EXIT
+if [ "$quick" = 0 ]; then
+  # The filter's OCI image is pushed to and pulled from a local registry (test_filter_image.py).
+  apt_ensure skopeo skopeo
+  apt_ensure docker-registry docker-registry
+  # The mesh-shaped test makes a CA and a certificate for the Bedrock hosts.
+  apt_ensure openssl openssl
+  # The usage page is checked in a real headless browser (test_usage_page.py, with Selenium).
+  apt_ensure chromium chromium
+  apt_ensure chromedriver chromium-driver
+  # The compose tests seed their base images from Debian's packages (tests/docker/seed-images.sh)
+  # and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
+  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    apt_ensure debootstrap debootstrap
+    [ "${KEEP_SEEDED_IMAGES:-0}" = 1 ] || trap '"$ROOT/tests/docker/seed-images.sh" --remove' EXIT
+  fi
 fi
 
 log "cargo fmt --check"
@@ -38,19 +51,32 @@ cargo fmt --all --check
 cargo fmt --all --check --manifest-path filter/fuzz/Cargo.toml
 
 build_filter
-build_servers debug
 
-log "cargo clippy (host and wasm32-wasip1)"
-cargo clippy --quiet --workspace --all-targets -- -D warnings
-cargo clippy --quiet -p bedrock-gateway-filter --target wasm32-wasip1 -- -D warnings
+if [ "$quick" = 0 ]; then
+  log "cargo clippy (host and wasm32-wasip1)"
+  cargo clippy --quiet --workspace --all-targets -- -D warnings
+  cargo clippy --quiet -p bedrock-gateway-filter --target wasm32-wasip1 -- -D warnings
+fi
 
+# One build for every test and for the binaries the tests start (xds-server, bedrock-emulator,
+# gateway-stack): `cargo test` builds a package's binaries when it has integration tests, with
+# the features the whole workspace's tests unify to. A separate `cargo build` of those binaries
+# would unify other features and compile some 70 crates a second time.
 log "cargo test (unit, integration and end-to-end)"
+cargo test --quiet --workspace --no-run
 cargo test --workspace -- ${CARGO_TEST_ARGS:-}
+
+if [ "$quick" = 1 ]; then
+  log "quick tests passed in $((SECONDS - started)) s (not run: clippy, fuzzing, tests/python)"
+  exit 0
+fi
 
 # Coverage-guided fuzzing of the filter's core, FUZZ_SECONDS_PER_TARGET (15 s) per target.
 "$ROOT/scripts/fuzz.sh"
 
-log "boto3 and docker-compose tests (pytest)"
-"$VENV/bin/pytest" -q tests/python
+# Two worker processes (PYTEST_WORKERS); the Docker tests stay together on one of them
+# (xdist_group "docker": they share the seeded images and the staged binaries).
+log "boto3 and docker-compose tests (pytest, ${PYTEST_WORKERS:-2} workers)"
+"$VENV/bin/pytest" -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup tests/python
 
 log "all tests passed in $((SECONDS - started)) s"
