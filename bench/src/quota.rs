@@ -32,7 +32,7 @@ use serde_norway::Value as Yaml;
 
 use crate::held::{self, HeldEnvoy};
 use crate::load;
-use crate::support::upstream;
+use crate::support::{require_two_cpus, upstream};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -94,10 +94,7 @@ descriptors:
 "#;
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
-        "the quota benchmark pins processes to CPUs 0 and 1: it needs at least 2 CPUs"
-    );
+    require_two_cpus("quota")?;
     let paths = Paths::discover()?;
     let dir = tempfile::Builder::new()
         .prefix("gateway-bench-quota-")

@@ -10,6 +10,16 @@ use gateway_e2e::Paths;
 use gateway_e2e::process::Child;
 use gateway_e2e::stack::free_port;
 
+/// The CPUs on this machine: the benchmarks that pin processes to CPUs 0 and 1 need two.
+pub fn require_two_cpus(bench: &str) -> anyhow::Result<usize> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    anyhow::ensure!(
+        cpus >= 2,
+        "the {bench} benchmark pins processes to CPUs 0 and 1: it needs at least 2 CPUs"
+    );
+    Ok(cpus)
+}
+
 pub fn template(name: &str) -> anyhow::Result<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("envoy")

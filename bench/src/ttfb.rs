@@ -24,6 +24,7 @@ use serde_norway::Value as Yaml;
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::quota::{QUOTAS, pin, pin_this_process};
+use crate::support::require_two_cpus;
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -106,10 +107,7 @@ struct FirstBytes {
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
-        "the ttfb benchmark pins processes to CPUs 0 and 1: it needs at least 2 CPUs"
-    );
+    require_two_cpus("ttfb")?;
     let _paths = Paths::discover()?;
     let work = tempfile::Builder::new()
         .prefix("gateway-bench-ttfb-")

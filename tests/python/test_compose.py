@@ -22,10 +22,6 @@ from botocore.exceptions import ClientError
 from docker_stack import replace_once, run, started, wait_for
 from test_boto3 import MODEL, gateway_client, user
 
-# One pytest-xdist worker runs every Docker test, one after the other: they share the seeded
-# base images (tests/docker/seed-images.sh) and the staged binaries (target/prebuilt/).
-pytestmark = pytest.mark.xdist_group("docker")
-
 CONFIG_IN_CONTAINER = "/etc/bedrock-gateway/compose.yaml"
 # Tenants' request limit in the test's copy of config/compose.yaml (per tenant, per hour).
 REQUEST_LIMIT = 4

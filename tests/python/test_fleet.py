@@ -21,10 +21,6 @@ from botocore.exceptions import ClientError
 from docker_stack import replace_once, run, started, wait_for
 from test_boto3 import MODEL, gateway_client, user
 
-# One pytest-xdist worker runs every Docker test, one after the other: they share the seeded
-# base images (tests/docker/seed-images.sh) and the staged binaries (target/prebuilt/).
-pytestmark = pytest.mark.xdist_group("docker")
-
 CONFIG = "/etc/bedrock-gateway/compose.yaml"
 SERVICES = ("redis", "emulator", "xds-a", "xds-b", "envoy-a", "envoy-b")
 GATEWAYS = {"envoy-a": "FLEET_PORT_A", "envoy-b": "FLEET_PORT_B"}
