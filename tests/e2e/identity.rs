@@ -95,6 +95,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(StackOptions::default().envoy_concurrency)
+}
+
+/// The stack of `setup` with `concurrency` Envoy workers.
+fn setup_with(concurrency: u32) -> Setup {
     let corp = TestIdp::start().unwrap();
     let partner = TestIdp::start().unwrap();
     let keys = CorpKeys::new();
@@ -131,6 +136,7 @@ roles:
             c["auth"]["unknown_kid_refresh_seconds"] = 2.into();
         }),
         xds_env: vec![("GATEWAY_TEST_HS_SECRET".into(), HS_SECRET.into())],
+        envoy_concurrency: concurrency,
         ..StackOptions::default()
     });
     Setup {
@@ -815,6 +821,39 @@ async fn fresh_tokens_are_checked_by_xds_server_and_by_the_filter_without_it() {
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(converse(&stack, model, &forged, &[]).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_seen_once_do_not_push_a_token_in_use_out_of_the_cache() {
+    // One worker, so every request meets the same cache, of four tokens.
+    let s = setup_with(1);
+    let mut config = s.stack.config().unwrap();
+    config["auth"]["cache_max_entries"] = 4.into();
+    s.stack.write_config(&config).unwrap();
+    filter_config_applied(&s.stack, r#"\"cache_max_entries\":4,"#, true).await;
+    let valid = || {
+        s.stack
+            .xds_metric("signature_checks_total{verdict=\"valid\"}")
+            .unwrap()
+    };
+    let before = valid();
+    let model = "anthropic.claude-3-haiku";
+    let busy = s.keys.rsa.sign(claims(&s.corp, "team-a")).unwrap();
+    // A busy caller between tokens that come once each, ten times the cache's size.
+    for n in 0..40 {
+        let (status, _, body) = converse(&s.stack, model, &busy, &[]).await;
+        assert_eq!(status, 200, "{body}");
+        let once = s
+            .keys
+            .es256
+            .sign(claims(&s.corp, "team-a").with_jwt_id(format!("once-{n}")))
+            .unwrap();
+        assert_eq!(converse(&s.stack, model, &once, &[]).await.0, 200);
+    }
+    // Each of the 40 checked once, the busy token once: evicting the oldest entry regardless
+    // would have checked it again every few requests.
+    assert_eq!(valid() - before, 41);
+    assert_eq!(filter_gauge(&s.stack, "token_cache_entries"), Some(4));
 }
 
 /// Waits until the filter configuration in Envoy's config dump has (or no longer has)

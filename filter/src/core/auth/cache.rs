@@ -1,6 +1,9 @@
 //! Verified tokens, so a caller repeating the same token skips signature verification until
-//! the token expires. Bounded: the oldest entries go first. Emptied whenever the keys change,
-//! so a removed key stops working at once.
+//! the token expires. Bounded, with second-chance (CLOCK) eviction: the oldest entry goes
+//! first unless it was used since it was last passed over, so a flood of tokens seen once
+//! cannot push out the tokens callers keep using (their re-verification would then wait on
+//! the verification budget that flood has spent). Emptied whenever the keys change, so a
+//! removed key stops working at once.
 //!
 //! A token is found by a 128-bit SipHash-2-4 of it under a secret key of the cache's own,
 //! random: a keyed hash is as good as a collision-resistant one here (nobody who does not know
@@ -32,12 +35,15 @@ struct Entry {
     identity: Rc<Identity>,
     /// Unix seconds after which the token is no longer accepted (`exp` plus clock skew).
     valid_until: u64,
+    /// Found since eviction last passed over it.
+    used: bool,
 }
 
 pub struct TokenCache {
     secret: [u8; 16],
     entries: HashMap<TokenKey, Entry>,
-    /// Insertion order, for eviction; may hold keys already removed.
+    /// Eviction order (insertion, and the second chances given since); may hold keys
+    /// already removed.
     order: VecDeque<TokenKey>,
     capacity: usize,
 }
@@ -68,21 +74,31 @@ impl TokenCache {
     }
 
     pub fn get(&mut self, key: &TokenKey, now: u64) -> Option<Rc<Identity>> {
-        let entry = self.entries.get(key)?;
+        let entry = self.entries.get_mut(key)?;
         if now > entry.valid_until {
             self.entries.remove(key);
             return None;
         }
+        entry.used = true;
         Some(Rc::clone(&entry.identity))
     }
 
     pub fn insert(&mut self, key: TokenKey, identity: Rc<Identity>, valid_until: u64) {
+        // Ends: each turn drops a stale key, evicts an entry or clears a `used` flag that
+        // only `get` sets again.
         while self.entries.len() >= self.capacity {
-            match self.order.pop_front() {
-                Some(old) => {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            match self.entries.get_mut(&old) {
+                Some(entry) if entry.used => {
+                    entry.used = false;
+                    self.order.push_back(old);
+                }
+                Some(_) => {
                     self.entries.remove(&old);
                 }
-                None => break,
+                None => {}
             }
         }
         if self
@@ -92,6 +108,7 @@ impl TokenCache {
                 Entry {
                     identity,
                     valid_until,
+                    used: false,
                 },
             )
             .is_none()
@@ -133,6 +150,31 @@ mod tests {
         assert_eq!(cache.get(&key, 100).unwrap().tenant, "t");
         assert!(cache.get(&key, 101).is_none());
         assert!(cache.is_empty(), "expired entries are dropped");
+    }
+
+    #[test]
+    fn a_flood_of_tokens_seen_once_does_not_evict_a_token_in_use() {
+        let mut cache = TokenCache::new(4);
+        let hot = cache.key("hot");
+        cache.insert(hot, identity("hot"), 1000);
+        for i in 0..1000 {
+            // The caller's token between every new one, as a busy caller beside a flood.
+            assert_eq!(
+                cache.get(&hot, 0).unwrap().tenant,
+                "hot",
+                "evicted after {i}"
+            );
+            let key = cache.key(&format!("fresh-{i}"));
+            cache.insert(key, identity("fresh"), 1000);
+            assert!(cache.len() <= 4);
+        }
+        // Once it is no longer used it ages out like any other entry.
+        for i in 0..8 {
+            let key = cache.key(&format!("later-{i}"));
+            cache.insert(key, identity("later"), 1000);
+        }
+        assert!(cache.get(&hot, 0).is_none());
+        assert!(cache.order.len() <= 8);
     }
 
     #[test]
