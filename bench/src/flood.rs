@@ -23,15 +23,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use gateway_e2e::{Paths, Stack, StackOptions};
+use gateway_e2e::Paths;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_norway::Value as Yaml;
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::jwt::{BODY, MODEL_PATH, script};
-use crate::support::upstream;
+use crate::support::{one_worker_gateway, upstream};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -113,14 +112,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         signature_checks: "xds-server",
         audit_log: "/dev/null",
     })?;
-    let stack = Stack::start(StackOptions {
-        envoy_concurrency: 1,
-        configure: Box::new(move |c: &mut Yaml| {
-            c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
-            c["auth"] = auth.clone();
-        }),
-        ..StackOptions::default()
-    })?;
+    let stack = one_worker_gateway(Some(upstream_port), &auth, false)?;
     let envoy_pid = stack.envoy_pid().context("no Envoy")?;
     let xds_pid = stack.xds_pid().context("no xds-server")?;
     let url = format!("{}{MODEL_PATH}", stack.gateway_url());

@@ -11,13 +11,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use gateway_e2e::{Paths, Stack, StackOptions};
-use serde_norway::Value as Yaml;
+use gateway_e2e::{Paths, Stack};
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::jwt::{BODY, MODEL_PATH};
-use crate::quota::QUOTAS;
-use crate::support::upstream;
+use crate::support::{one_worker_gateway, upstream};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -72,15 +70,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         signature_checks: "xds-server",
         audit_log: "/dev/null",
     })?;
-    let stack = Stack::start(StackOptions {
-        envoy_concurrency: 1,
-        configure: Box::new(move |c: &mut Yaml| {
-            c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
-            c["auth"] = auth.clone();
-            c["quotas"] = serde_norway::from_str(QUOTAS).unwrap_or_default();
-        }),
-        ..StackOptions::default()
-    })?;
+    let stack = one_worker_gateway(Some(upstream_port), &auth, true)?;
     let envoy_pid = stack
         .envoy_pid()
         .context("the gateway's Envoy is not running")?;

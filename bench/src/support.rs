@@ -6,9 +6,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use gateway_e2e::Paths;
 use gateway_e2e::process::Child;
 use gateway_e2e::stack::free_port;
+use gateway_e2e::{Paths, Stack, StackOptions};
+use serde_norway::Value as Yaml;
 
 /// The CPUs on this machine: the benchmarks that pin processes to CPUs 0 and 1 need two.
 pub fn require_two_cpus(bench: &str) -> anyhow::Result<usize> {
@@ -66,4 +67,32 @@ pub fn wait_listening(child: &mut Child, address: SocketAddr) -> anyhow::Result<
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     bail!("nothing listens on {address}:\n{}", child.log_tail())
+}
+
+/// The gateway with one Envoy worker and `auth`, in front of the benchmark upstream on
+/// `upstream_port` (None: the stack's own emulator), with the benchmarks' quotas
+/// (`crate::quota::QUOTAS`) when `quotas`.
+pub fn one_worker_gateway(
+    upstream_port: Option<u16>,
+    auth: &Yaml,
+    quotas: bool,
+) -> anyhow::Result<Stack> {
+    let auth = auth.clone();
+    let quotas: Option<Yaml> = quotas
+        .then(|| serde_norway::from_str(crate::quota::QUOTAS))
+        .transpose()
+        .context("the benchmarks' quotas")?;
+    Stack::start(StackOptions {
+        envoy_concurrency: 1,
+        configure: Box::new(move |c: &mut Yaml| {
+            if let Some(port) = upstream_port {
+                c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{port}").into();
+            }
+            c["auth"] = auth.clone();
+            if let Some(quotas) = &quotas {
+                c["quotas"] = quotas.clone();
+            }
+        }),
+        ..StackOptions::default()
+    })
 }

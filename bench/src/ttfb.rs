@@ -15,16 +15,15 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
-use gateway_e2e::{Paths, Stack, StackOptions};
+use gateway_e2e::{Paths, Stack};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_norway::Value as Yaml;
 
 use crate::identity::{BenchIdp, JwtSettings};
-use crate::quota::{QUOTAS, pin, pin_this_process};
-use crate::support::require_two_cpus;
+use crate::quota::{pin, pin_this_process};
+use crate::support::{one_worker_gateway, require_two_cpus};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -120,21 +119,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         signature_checks: "xds-server",
         audit_log: "/dev/null",
     })?;
-    let gateway = |quotas: bool| {
-        let auth = auth.clone();
-        Stack::start(StackOptions {
-            envoy_concurrency: 1,
-            configure: Box::new(move |c: &mut Yaml| {
-                c["auth"] = auth.clone();
-                if quotas {
-                    c["quotas"] = serde_norway::from_str(QUOTAS).unwrap_or_default();
-                }
-            }),
-            ..StackOptions::default()
-        })
-    };
-    let without = gateway(false)?;
-    let with = gateway(true)?;
+    let without = one_worker_gateway(None, &auth, false)?;
+    let with = one_worker_gateway(None, &auth, true)?;
     pin_this_process("0")?;
     for stack in [&without, &with] {
         pin(stack.envoy_pid().context("no Envoy")?, "1")?;

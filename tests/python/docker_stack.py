@@ -171,8 +171,11 @@ def started(edit_config, **compose_args):
         yield stack
     finally:
         stack("down", "-v", "--rmi", "local", "--remove-orphans", check=False)
-        # The Dockerfile's artifacts stage, left untagged by the classic builder.
-        run(["docker", "image", "prune", "-f", "--filter", "label=org.bedrock-gateway.stage=artifacts"], check=False)
+        # The Dockerfile's artifacts stage, left untagged by the classic builder, and the
+        # container of a step of it that failed (the classic builder leaves it behind).
+        artifacts = "label=org.bedrock-gateway.stage=artifacts"
+        run(["docker", "container", "prune", "-f", "--filter", artifacts], check=False)
+        run(["docker", "image", "prune", "-f", "--filter", artifacts], check=False)
         shutil.rmtree(config_dir, ignore_errors=True)
         shutil.rmtree(PREBUILT, ignore_errors=True)
 
