@@ -32,7 +32,7 @@ use serde_norway::Value as Yaml;
 
 use crate::held::{self, HeldEnvoy};
 use crate::load;
-use crate::support::{require_two_cpus, upstream};
+use crate::support::{QUOTAS, benchmark_quotas, require_two_cpus, upstream};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -78,20 +78,6 @@ enum Transport {
 }
 const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}],"inferenceConfig":{"maxTokens":64}}"#;
 const PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
-
-/// Limits high enough never to refuse: the benchmark measures deciding, not refusing.
-pub const QUOTAS: &str = r#"
-failure_mode: closed
-descriptors:
-  - key: service
-    rate_limit: {unit: second, requests_per_unit: 4000000000}
-    descriptors:
-      - key: tokens
-        value: total
-        rate_limit: {unit: month, requests_per_unit: 4000000000}
-  - key: tenant
-    rate_limit: {unit: minute, requests_per_unit: 4000000000}
-"#;
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     require_two_cpus("quota")?;
@@ -497,13 +483,14 @@ fn service(
 /// A gateway (one Envoy worker) in front of the upstream, without quotas or with quotas on the
 /// given transport.
 fn gateway(upstream_port: u16, transport: Option<&'static str>) -> anyhow::Result<Stack> {
+    let quotas = transport.map(|_| benchmark_quotas()).transpose()?;
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
             c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
             c["auth"]["audit_log"] = "/dev/null".into();
-            if let Some(transport) = transport {
-                c["quotas"] = serde_norway::from_str(QUOTAS).unwrap_or_default();
+            if let (Some(transport), Some(quotas)) = (transport, &quotas) {
+                c["quotas"] = quotas.clone();
                 c["quotas"]["transport"] = transport.into();
             }
         }),

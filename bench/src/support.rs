@@ -69,19 +69,35 @@ pub fn wait_listening(child: &mut Child, address: SocketAddr) -> anyhow::Result<
     bail!("nothing listens on {address}:\n{}", child.log_tail())
 }
 
+/// Limits high enough never to refuse: the benchmark measures deciding, not refusing.
+pub const QUOTAS: &str = r#"
+failure_mode: closed
+descriptors:
+  - key: service
+    rate_limit: {unit: second, requests_per_unit: 4000000000}
+    descriptors:
+      - key: tokens
+        value: total
+        rate_limit: {unit: month, requests_per_unit: 4000000000}
+  - key: tenant
+    rate_limit: {unit: minute, requests_per_unit: 4000000000}
+"#;
+
+/// [`QUOTAS`] as the `quotas` section of a gateway config.
+pub fn benchmark_quotas() -> anyhow::Result<Yaml> {
+    serde_norway::from_str(QUOTAS).context("the benchmarks' quotas (bench/src/support.rs QUOTAS)")
+}
+
 /// The gateway with one Envoy worker and `auth`, in front of the benchmark upstream on
 /// `upstream_port` (None: the stack's own emulator), with the benchmarks' quotas
-/// (`crate::quota::QUOTAS`) when `quotas`.
+/// ([`QUOTAS`]) when `quotas`.
 pub fn one_worker_gateway(
     upstream_port: Option<u16>,
     auth: &Yaml,
     quotas: bool,
 ) -> anyhow::Result<Stack> {
     let auth = auth.clone();
-    let quotas: Option<Yaml> = quotas
-        .then(|| serde_norway::from_str(crate::quota::QUOTAS))
-        .transpose()
-        .context("the benchmarks' quotas")?;
+    let quotas = quotas.then(benchmark_quotas).transpose()?;
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
