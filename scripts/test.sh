@@ -16,6 +16,20 @@ source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 started=$SECONDS
 
+# On any exit: stop the Docker tests if they still run (a failure elsewhere), then remove the
+# seeded base images they use.
+docker_pid=""
+remove_seeded_images=0
+cleanup() {
+  if [ -n "$docker_pid" ] && kill -0 "$docker_pid" 2>/dev/null; then
+    log "stopping the Docker tests (they remove what they started)"
+    kill -TERM "$docker_pid" 2>/dev/null || true
+    wait "$docker_pid" 2>/dev/null || true
+  fi
+  [ "$remove_seeded_images" = 0 ] || "$ROOT/tests/docker/seed-images.sh" --remove
+}
+trap cleanup EXIT
+
 quick=0
 case "${1:-}" in
   --quick) quick=1 ;;
@@ -41,7 +55,7 @@ if [ "$quick" = 0 ]; then
   # and removes them when this script ends (KEEP_SEEDED_IMAGES=1 keeps them for the next run).
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     apt_ensure debootstrap debootstrap
-    [ "${KEEP_SEEDED_IMAGES:-0}" = 1 ] || trap '"$ROOT/tests/docker/seed-images.sh" --remove' EXIT
+    [ "${KEEP_SEEDED_IMAGES:-0}" = 1 ] || remove_seeded_images=1
   fi
 fi
 
@@ -71,24 +85,28 @@ if [ "$quick" = 1 ]; then
   exit 0
 fi
 
+# The Docker tests (compose, fleet) mostly wait on containers, so they start now, in a pytest
+# process of their own, and run beside the fuzzing and the other Python tests. They run one
+# after the other: they share the seeded base images and the staged binaries (target/prebuilt/).
+# (Not pytest-xdist: its --dist loadgroup does not group tests with pytest 9.2,
+# pytest-xdist#1386.)
+log "the Docker tests start in the background (log printed at the end)"
+docker_tests=(tests/python/test_compose.py tests/python/test_fleet.py)
+docker_log="$ROOT/target/docker-tests.log"
+"$VENV/bin/pytest" -q -p no:cacheprovider "${docker_tests[@]}" >"$docker_log" 2>&1 &
+docker_pid=$!
+
 # Coverage-guided fuzzing of the filter's core, FUZZ_SECONDS_PER_TARGET (15 s) per target.
 "$ROOT/scripts/fuzz.sh"
 
-# Two pytest processes side by side: the Docker tests, one after the other (they share the
-# seeded base images and the staged binaries, target/prebuilt/), and all the others. (Not
-# pytest-xdist: its --dist loadgroup does not group tests with pytest 9.2, pytest-xdist#1386.)
-log "boto3 and docker-compose tests (pytest: the Docker tests beside the others)"
-docker_tests=(tests/python/test_compose.py tests/python/test_fleet.py)
-docker_log="$(mktemp)"
-"$VENV/bin/pytest" -q -p no:cacheprovider "${docker_tests[@]}" >"$docker_log" 2>&1 &
-docker_pid=$!
+log "boto3 and the other Python tests"
 others=0
 "$VENV/bin/pytest" -q "${docker_tests[@]/#/--ignore=}" tests/python || others=$?
 docker=0
 wait "$docker_pid" || docker=$?
+docker_pid=""
 log "pytest: the Docker tests (${docker_tests[*]})"
 cat "$docker_log"
-rm -f "$docker_log"
 [ "$others" = 0 ] || die "tests/python failed (exit $others)"
 [ "$docker" = 0 ] || die "the Docker tests failed (exit $docker)"
 

@@ -4,6 +4,7 @@ the Rust harness binary `gateway-stack` on free loopback ports."""
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -11,6 +12,16 @@ import urllib.request
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A SIGTERM (scripts/test.sh stopping the background Docker tests when another step failed)
+# ends the run as Ctrl-C does, so `finally` blocks and fixture teardowns still remove the
+# containers, images and directories they made.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _target_dir() -> pathlib.Path:
