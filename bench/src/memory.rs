@@ -6,7 +6,10 @@
 //! (one worker) in front of an upstream that answers at once. After every wrk run of a few
 //! seconds the run samples what the filter reports (`wasmcustom.bedrock_gateway.vm_memory_bytes`,
 //! the linear memory of every VM of the plugin, and `token_cache_entries`) and Envoy's RSS.
+//! Answers that are not a success do not end the run: each is recorded (status, error type,
+//! message) and the report counts them by kind.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -47,7 +50,13 @@ struct Sample {
     cache_entries: u64,
     rss: u64,
     requests_per_second: f64,
+    /// Answers that were not a success in the wrk run before this sample.
+    failed: u64,
 }
+
+/// Failed answers by (status, `x-amzn-errortype`, message): how many, and after how many
+/// requests the first one came.
+type Failures = BTreeMap<(u16, String, String), (u64, u64)>;
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let paths = Paths::discover()?;
@@ -76,23 +85,36 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .context("the gateway's Envoy is not running")?;
     let xds_pid = stack.xds_pid().context("no xds-server")?;
     let offset_file = work.path().join("offset");
-    let script = script(work.path(), &tokens, options.in_a_row, &offset_file)?;
+    let failures_file = work.path().join("failures");
+    let script = script(
+        work.path(),
+        &tokens,
+        options.in_a_row,
+        &offset_file,
+        &failures_file,
+    )?;
     let url = format!("{}{MODEL_PATH}", stack.gateway_url());
 
     let mut samples = vec![sample(&stack, envoy_pid, 0, 0.0)?];
+    let mut failures = Failures::new();
     let mut done = 0u64;
     while done < options.requests {
         std::fs::write(&offset_file, done.to_string())?;
-        let measured = wrk::run(&url, &script, 16, options.seconds, envoy_pid, &[xds_pid])?;
+        std::fs::write(&failures_file, "")?;
+        let measured =
+            wrk::run_counting_failures(&url, &script, 16, options.seconds, envoy_pid, &[xds_pid])?;
+        tally(&failures_file, done, &mut failures)?;
         done += measured.requests;
-        let now = sample(&stack, envoy_pid, done, measured.requests_per_second)?;
+        let mut now = sample(&stack, envoy_pid, done, measured.requests_per_second)?;
+        now.failed = measured.failed;
         eprintln!(
-            "{:>9} requests: VMs {:.2} MiB, {} cached tokens, Envoy RSS {:.1} MiB, {:.0} req/s",
+            "{:>9} requests: VMs {:.2} MiB, {} cached tokens, Envoy RSS {:.1} MiB, {:.0} req/s, {} failed",
             now.requests,
             mib(now.vm_memory),
             now.cache_entries,
             mib(now.rss),
-            now.requests_per_second
+            now.requests_per_second,
+            now.failed
         );
         samples.push(now);
     }
@@ -100,7 +122,22 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .xds_metric("signature_checks_total{verdict=\"valid\"}")
         .unwrap_or(0);
     drop((stack, upstream));
-    println!("{}", report(options, &samples, verifications));
+    println!("{}", report(options, &samples, verifications, &failures));
+    Ok(())
+}
+
+/// Adds the failed answers the wrk script recorded in `file` (one per line: status, error
+/// type, message, tab-separated) to `failures`, as seen after `done` requests.
+fn tally(file: &Path, done: u64, failures: &mut Failures) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).context("the wrk script's failures file")?;
+    for line in text.lines() {
+        let mut fields = line.splitn(3, '\t');
+        let status = fields.next().unwrap_or_default().parse().unwrap_or(0);
+        let kind = fields.next().unwrap_or_default().to_string();
+        let message = fields.next().unwrap_or_default().trim().to_string();
+        let entry = failures.entry((status, kind, message)).or_insert((0, done));
+        entry.0 += 1;
+    }
     Ok(())
 }
 
@@ -131,12 +168,15 @@ fn sign_tokens(idp: &BenchIdp, count: usize, tenants: usize) -> anyhow::Result<V
 }
 
 /// A wrk script using each token `in_a_row` times, then the next, from the request number in
-/// `offset_file` (so that consecutive wrk runs go on where the last one stopped).
+/// `offset_file` (so that consecutive wrk runs go on where the last one stopped); an answer with
+/// a status of 400 or more is appended to `failures_file` (status, `x-amzn-errortype`, the
+/// start of the body).
 fn script(
     work: &Path,
     tokens: &[String],
     in_a_row: u64,
     offset_file: &Path,
+    failures_file: &Path,
 ) -> anyhow::Result<std::path::PathBuf> {
     let mut lua = format!(
         "wrk.method = \"POST\"\nwrk.body = '{BODY}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\nlocal tokens = {{\n"
@@ -148,8 +188,13 @@ fn script(
         lua,
         "}}\nlocal n = 0\ninit = function(args)\n  local f = io.open(\"{}\", \"r\")\n  n = tonumber(f:read(\"*a\"))\n  f:close()\nend\n\
          request = function()\n  local token = tokens[(math.floor(n / {in_a_row}) % #tokens) + 1]\n  n = n + 1\n  \
-         wrk.headers[\"Authorization\"] = \"Bearer \" .. token\n  return wrk.format()\nend\n",
-        offset_file.display()
+         wrk.headers[\"Authorization\"] = \"Bearer \" .. token\n  return wrk.format()\nend\n\
+         response = function(status, headers, body)\n  if status > 399 then\n    \
+         local f = io.open(\"{}\", \"a\")\n    \
+         f:write(status, \"\\t\", headers[\"x-amzn-errortype\"] or \"-\", \"\\t\", ((body or \"\"):sub(1, 160):gsub(\"%c\", \" \")), \"\\n\")\n    \
+         f:close()\n  end\nend\n",
+        offset_file.display(),
+        failures_file.display()
     )?;
     let path = work.join("memory.lua");
     std::fs::write(&path, lua)?;
@@ -177,6 +222,7 @@ fn sample(stack: &Stack, envoy_pid: u32, requests: u64, rate: f64) -> anyhow::Re
         cache_entries: gauge("token_cache_entries")?,
         rss: rss_kib * 1024,
         requests_per_second: rate,
+        failed: 0,
     })
 }
 
@@ -184,7 +230,12 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-fn report(options: &Options, samples: &[Sample], verifications: u64) -> String {
+fn report(
+    options: &Options,
+    samples: &[Sample],
+    verifications: u64,
+    failures: &Failures,
+) -> String {
     let total = samples.last().map_or(0, |s| s.requests);
     let mut out = format!(
         "{total} requests through the gateway (Envoy with one worker, quotas on) from {} RS256 tokens of {} tenants, \
@@ -192,22 +243,42 @@ fn report(options: &Options, samples: &[Sample], verifications: u64) -> String {
          each. VMs: `wasmcustom.bedrock_gateway.vm_memory_bytes` (the linear memory of every VM of the plugin: Envoy's \
          main thread and its worker); xds-server checked {verifications} token signatures. The curve, a sample every \
          50,000 requests or so:\n\n\
-         | requests | VMs MiB | cached tokens | Envoy RSS MiB | req/s |\n|---:|---:|---:|---:|---:|\n",
+         | requests | VMs MiB | cached tokens | Envoy RSS MiB | req/s | failed since the last row |\n|---:|---:|---:|---:|---:|---:|\n",
         options.tokens, options.tenants, options.in_a_row, options.cache, options.seconds
     );
     let mut next = 0u64;
+    let mut failed = 0u64;
     for (i, s) in samples.iter().enumerate() {
+        failed += s.failed;
         if s.requests >= next || i + 1 == samples.len() {
             let _ = writeln!(
                 out,
-                "| {} | {:.2} | {} | {:.1} | {:.0} |",
+                "| {} | {:.2} | {} | {:.1} | {:.0} | {failed} |",
                 s.requests,
                 mib(s.vm_memory),
                 s.cache_entries,
                 mib(s.rss),
                 s.requests_per_second
             );
+            failed = 0;
             next = (s.requests / 50_000 + 1) * 50_000;
+        }
+    }
+    let failed: u64 = samples.iter().map(|s| s.failed).sum();
+    if failed == 0 {
+        let _ = writeln!(out, "\nEvery answer was a success.");
+    } else {
+        let _ = writeln!(
+            out,
+            "\n**{failed} of {total} answers were not a success**, by kind:\n\n\
+             | status | x-amzn-errortype | message | answers | first after requests |\n|---:|---|---|---:|---:|"
+        );
+        for ((status, kind, message), (count, first)) in failures {
+            let _ = writeln!(
+                out,
+                "| {status} | {kind} | {} | {count} | {first} |",
+                message.replace('|', "\\|")
+            );
         }
     }
     // Flat: nothing grows over the second half of the run.

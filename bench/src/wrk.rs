@@ -17,12 +17,36 @@ pub struct Measurement {
     pub also_cpu_us_per_request: f64,
     /// Requests answered.
     pub requests: u64,
+    /// Of those, answers with a status outside 200-399 (wrk's "Non-2xx or 3xx responses").
+    pub failed: u64,
 }
 
 /// One wrk run: `connections` connections on one thread for `seconds`, requests from `script`;
 /// `pid` is the process whose CPU time is charged to the requests (the Envoy under test),
-/// `also` other processes that do work for them (the gateway's xds-server).
+/// `also` other processes that do work for them (the gateway's xds-server). An answer that is
+/// not a success is an error.
 pub fn run(
+    url: &str,
+    script: &Path,
+    connections: u32,
+    seconds: u32,
+    pid: u32,
+    also: &[u32],
+) -> anyhow::Result<Measurement> {
+    let measured = run_counting_failures(url, script, connections, seconds, pid, also)?;
+    if measured.failed > 0 {
+        bail!(
+            "{url}: {} of {} responses were not a success",
+            measured.failed,
+            measured.requests
+        );
+    }
+    Ok(measured)
+}
+
+/// [`run`], where answers that are not a success are counted ([`Measurement::failed`]) for the
+/// caller to report, instead of ending the run.
+pub fn run_counting_failures(
     url: &str,
     script: &Path,
     connections: u32,
@@ -53,12 +77,16 @@ pub fn run(
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx")) {
-        bail!(
-            "{url}: not every response was a success ({}):\n{text}",
-            line.trim()
-        );
-    }
+    let failed = match text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+    {
+        Some(count) => count
+            .trim()
+            .parse()
+            .with_context(|| format!("wrk's count of failed responses:\n{text}"))?,
+        None => 0,
+    };
     let field = |prefix: &str| -> anyhow::Result<&str> {
         text.lines()
             .map(str::trim)
@@ -79,6 +107,7 @@ pub fn run(
         p50_ms: milliseconds(field("50%")?)?,
         p99_ms: milliseconds(field("99%")?)?,
         requests,
+        failed,
     })
 }
 
