@@ -17,9 +17,16 @@ use anyhow::Context;
 use gateway_e2e::{Paths, Stack};
 
 use crate::identity::{BenchIdp, JwtSettings};
-use crate::jwt::{BODY, MODEL_PATH};
+use crate::jwt::MODEL_PATH;
 use crate::support::{one_worker_gateway, upstream};
 use crate::wrk;
+
+/// The Converse request, with an output cap: the benchmark's upstream answers without usage,
+/// so every request keeps the tokens it reserved, and without a cap each reserves the default
+/// 4,096 output tokens plus its input, which spends the quotas' 4,000,000,000-token budget
+/// ([`crate::support::QUOTAS`]) after ~975,000 requests (the 429s of the 2026-12-07 runs).
+/// With 64, a request reserves ~70 tokens.
+const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}],"inferenceConfig":{"maxTokens":64}}"#;
 
 #[derive(clap::Args)]
 pub struct Options {
