@@ -483,15 +483,21 @@ fn service(
 /// A gateway (one Envoy worker) in front of the upstream, without quotas or with quotas on the
 /// given transport.
 fn gateway(upstream_port: u16, transport: Option<&'static str>) -> anyhow::Result<Stack> {
-    let quotas = transport.map(|_| benchmark_quotas()).transpose()?;
+    let quotas = transport
+        .map(|transport| {
+            benchmark_quotas().map(|mut quotas| {
+                quotas["transport"] = transport.into();
+                quotas
+            })
+        })
+        .transpose()?;
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {
             c["upstream"]["endpoint_url"] = format!("http://127.0.0.1:{upstream_port}").into();
             c["auth"]["audit_log"] = "/dev/null".into();
-            if let (Some(transport), Some(quotas)) = (transport, &quotas) {
+            if let Some(quotas) = &quotas {
                 c["quotas"] = quotas.clone();
-                c["quotas"]["transport"] = transport.into();
             }
         }),
         ..StackOptions::default()
