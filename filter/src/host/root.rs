@@ -21,7 +21,7 @@ use proxy_wasm::types::{BufferType, ContextType};
 
 use super::checks::{self, CHECK_TIMEOUT_MS, STREAM_MAX_AGE_MS};
 use super::decisions::{self, StreamAnswer};
-use super::grpc::{now_ms, unix_now};
+use super::grpc::{self, now_ms, unix_now};
 use super::lookups::{Lookups, Want};
 use super::request::{Handle, Request};
 use super::shared::{Metrics, Shared, worker_reports};
@@ -417,6 +417,8 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        // A callback of its own: the calls an earlier one held back may be tried again.
+        grpc::release_outbound();
         self.maintain_streams();
         if let Some(shared) = self.shared.clone() {
             shared.wake_waiters(now_ms());

@@ -25,6 +25,7 @@ use gateway_common::names::CONTROL_SERVICE;
 use log::{debug, warn};
 use proxy_wasm::hostcalls;
 
+use super::grpc;
 use crate::core::upstream::grpc_target;
 
 /// gRPC `OK`.
@@ -124,12 +125,14 @@ impl<W: Clone> TaggedStream<W> {
             None if now_ms < self.reopen_at_ms => return false,
             None => {}
         }
-        match hostcalls::open_grpc_stream(
-            &grpc_target(cluster),
-            CONTROL_SERVICE,
-            self.method,
-            Vec::new(),
-        ) {
+        match grpc::outbound(|| {
+            hostcalls::open_grpc_stream(
+                &grpc_target(cluster),
+                CONTROL_SERVICE,
+                self.method,
+                Vec::new(),
+            )
+        }) {
             Ok(token) => {
                 debug!("{} stream opened ({token})", self.what);
                 self.stream = Some(token);
@@ -139,7 +142,7 @@ impl<W: Clone> TaggedStream<W> {
                 true
             }
             Err(e) => {
-                warn!("cannot open the {} stream: {e:?}", self.what);
+                warn!("cannot open the {} stream: {e}", self.what);
                 self.back_off(now_ms);
                 false
             }
