@@ -84,6 +84,13 @@ impl TokenCache {
     }
 
     pub fn insert(&mut self, key: TokenKey, identity: Rc<Identity>, valid_until: u64) {
+        // Verified again (requests with one token that came before its first verdict): the
+        // same entry, evicting nothing.
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.identity = identity;
+            entry.valid_until = valid_until;
+            return;
+        }
         // Ends: each turn drops a stale key, evicts an entry or clears a `used` flag that
         // only `get` sets again.
         while self.entries.len() >= self.capacity {
@@ -101,20 +108,15 @@ impl TokenCache {
                 None => {}
             }
         }
-        if self
-            .entries
-            .insert(
-                key,
-                Entry {
-                    identity,
-                    valid_until,
-                    used: false,
-                },
-            )
-            .is_none()
-        {
-            self.order.push_back(key);
-        }
+        self.entries.insert(
+            key,
+            Entry {
+                identity,
+                valid_until,
+                used: false,
+            },
+        );
+        self.order.push_back(key);
         if self.order.len() > 2 * self.capacity {
             let entries = &self.entries;
             self.order.retain(|k| entries.contains_key(k));
@@ -194,6 +196,21 @@ mod tests {
         assert!(cache.order.len() <= 6);
         cache.clear();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_token_verified_again_evicts_nothing() {
+        let mut cache = TokenCache::new(2);
+        let (a, b) = (cache.key("a"), cache.key("b"));
+        cache.insert(a, identity("a"), 100);
+        cache.insert(b, identity("b"), 100);
+        // Two requests with `b` came before its first verdict: both insert it.
+        cache.insert(b, identity("b2"), 200);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(&a, 0).unwrap().tenant, "a", "evicted for nothing");
+        let again = cache.get(&b, 150).unwrap();
+        assert_eq!(again.tenant, "b2", "the newer verdict and its expiry");
+        assert_eq!(cache.order.len(), 2);
     }
 
     #[test]
