@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import shutil
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -48,7 +49,9 @@ COLUMNS = ["day", "tenant", "model", "requests", "input_tokens", "output_tokens"
            "cache_write_tokens", "cost_usd", "refusals", "gateway_refusals"]
 
 
-def chromium_driver():
+def chromium_driver(profile: str):
+    """Headless Chromium with its profile in `profile` (left to itself, it makes one in /tmp
+    that nothing removes)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -59,7 +62,8 @@ def chromium_driver():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", "--hide-scrollbars", "--lang=en-US"]:
+                 "--window-size=1280,1000", "--hide-scrollbars", "--lang=en-US",
+                 f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(executable_path=driver), options=options)
@@ -73,9 +77,13 @@ def chromium_driver():
 
 @pytest.fixture(scope="module")
 def browser():
-    running = chromium_driver()
-    yield running
-    running.quit()
+    profile = tempfile.mkdtemp(prefix="bgw-chromium-")
+    try:
+        running = chromium_driver(profile)
+        yield running
+        running.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
