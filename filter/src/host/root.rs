@@ -336,6 +336,8 @@ fn deliver_all(shared: &Shared<Handle>, waiters: Vec<Waiter<Handle>>, answer: &S
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        // A callback of its own (the VM may have held calls back for an earlier configuration).
+        grpc::release_outbound();
         let json = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => Vec::new(),
