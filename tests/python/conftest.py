@@ -1,12 +1,14 @@
 """Fixtures: the whole gateway (Envoy + wasm filter, xds-server, Bedrock emulator) started by
 the Rust harness binary `gateway-stack` on free loopback ports."""
 
+import contextlib
 import json
 import os
 import pathlib
 import signal
 import subprocess
 import tempfile
+import time
 import urllib.request
 
 import pytest
@@ -82,3 +84,41 @@ def stack():
     running = start_stack()
     yield running
     running.stop()
+
+
+@contextlib.contextmanager
+def running_envoy(bootstrap: dict, work: str, what: str, concurrency: int = 1):
+    """Envoy (ENVOY_BIN, or the project's) on `bootstrap`, written into `work` with its log,
+    once its admin says it is ready; stopped at the end. `what` names it when it does not
+    become ready within 30 s (the error has the end of its log)."""
+    admin = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+    config = os.path.join(work, f"envoy-{admin}.json")
+    with open(config, "w") as out:
+        json.dump(bootstrap, out)
+    envoy = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
+    with open(os.path.join(work, f"envoy-{admin}.log"), "w") as log:
+        process = subprocess.Popen([envoy, "-c", config, "--disable-hot-restart", "--base-id", str(admin),
+                                    "--concurrency", str(concurrency), "-l", "warning"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while not _ready(admin):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{what} did not become ready:\n{open(log.name).read()[-3000:]}")
+                time.sleep(0.2)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def _ready(admin: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False

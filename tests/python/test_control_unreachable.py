@@ -14,7 +14,6 @@ must become ready, keep answering its admin, and answer every caller at once wit
 AWS-style refusal, over many ticks and stream re-opens."""
 
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -23,9 +22,10 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import ROOT, start_stack_with
+from conftest import ROOT, running_envoy, start_stack_with
 from docker_stack import free_port
 from test_boto3 import MODEL, gateway_client, user
+from test_identity import mint
 
 QUOTAS = """quotas:
   failure_mode: closed
@@ -79,8 +79,8 @@ def _bootstrap(document: dict, listen: int, admin: int) -> dict:
     }
 
 
-def _admin_answers(admin: int, path: str = "/ready") -> int:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=2) as response:
+def _admin_answers(admin: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2) as response:
         return response.status
 
 
@@ -88,7 +88,6 @@ def _admin_answers(admin: int, path: str = "/ready") -> int:
 def unreachable():
     stack = start_stack_with(QUOTAS, "--auth", "dev")
     work = tempfile.mkdtemp(prefix="bgw-unreachable-")
-    process = log = None
     try:
         info = stack.info
         rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
@@ -101,47 +100,19 @@ def unreachable():
         assert authentication["mode"] == "jwt", authentication
         assert authentication.get("signature_checks", "xds-server") == "xds-server", authentication
         listen, admin = free_port(), free_port()
-        config = os.path.join(work, "envoy.json")
-        with open(config, "w") as out:
-            json.dump(_bootstrap(document, listen, admin), out)
-        envoy = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
-        log = open(os.path.join(work, "envoy.log"), "w")
-        process = subprocess.Popen([envoy, "-c", config, "--disable-hot-restart", "--base-id", str(listen),
-                                    "--concurrency", "2", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if _admin_answers(admin) == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("Envoy with an empty control cluster never became ready:\n"
-                                     + open(log.name).read()[-3000:])
-            time.sleep(0.2)
-        stack.gateway_url = f"http://127.0.0.1:{listen}"
-        stack.admin_port = admin
-        stack.envoy = process
-        stack.envoy_log = log.name
-        yield stack
+        with running_envoy(_bootstrap(document, listen, admin), work,
+                           "Envoy with an empty control cluster", concurrency=2) as process:
+            stack.gateway_url = f"http://127.0.0.1:{listen}"
+            stack.admin_port = admin
+            stack.envoy = process
+            yield stack
     finally:
-        if process is not None:
-            process.kill()
-            process.wait(timeout=10)
-        if log is not None:
-            log.close()
         stack.stop()
         subprocess.run(["rm", "-rf", work], check=False)
 
 
-def _mint(stack, tenant: str) -> str:
-    out = subprocess.run([stack.info["xds_server"], "mint-token", "--config", stack.info["config_path"],
-                          "--tenant", tenant], check=True, capture_output=True, text=True)
-    return out.stdout.strip()
-
-
 def test_envoy_keeps_answering_while_the_control_cluster_is_empty(unreachable):
-    client = gateway_client("bedrock-runtime", unreachable.gateway_url, token=_mint(unreachable, "team-a"))
+    client = gateway_client("bedrock-runtime", unreachable.gateway_url, token=mint(unreachable, "team-a"))
     answers, slowest = {}, 0.0
     # Over 5 s: many ticks, and each stream re-opened several times (its backoff starts at 0.1 s).
     deadline = time.monotonic() + 5

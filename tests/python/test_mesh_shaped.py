@@ -26,7 +26,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, start_stack_with
+from conftest import ROOT, running_envoy, start_stack_with
 from test_boto3 import MODEL, gateway_client, stock_client, user
 
 CONTROL = "outbound|18000||xds-server.bedrock-gateway.svc.cluster.local"
@@ -207,7 +207,6 @@ QUOTAS = """quotas:
 def mesh():
     stack = start_stack_with(QUOTAS)
     work = tempfile.mkdtemp(prefix="bgw-mesh-")
-    process = log = None
     try:
         info = stack.info
         rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
@@ -217,37 +216,15 @@ def mesh():
         # The mesh's names for the control service come from the manifest (_wasm); the
         # services' own cluster names go unused.
         ports = {name: _free_port() for name in ("listen", "admin", "unpatched", "bedrock")}
-        config = os.path.join(work, "envoy.json")
         emulator = info["emulator_api"].removeprefix("http://")
-        with open(config, "w") as out:
-            json.dump(_bootstrap(json.dumps(document), ports, info["xds_grpc"], emulator, _pki(work)), out)
-        listen, admin = ports["listen"], ports["admin"]
-        envoy = os.environ.get("ENVOY_BIN") or str(ROOT / ".venv" / "bin" / "envoy")
-        log = open(os.path.join(work, "envoy.log"), "w")
-        process = subprocess.Popen([envoy, "-c", config, "--disable-hot-restart", "--base-id", str(listen),
-                                    "--concurrency", "1", "-l", "warning"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"mesh-shaped Envoy did not start:\n{open(log.name).read()[-3000:]}")
-            time.sleep(0.2)
-        stack.mesh_gateway = f"http://127.0.0.1:{listen}"
-        stack.mesh_admin = f"http://127.0.0.1:{admin}"
-        stack.mesh_unpatched = f"http://127.0.0.1:{ports['unpatched']}"
-        stack.mesh_admin_ports = ports
-        yield stack
+        bootstrap = _bootstrap(json.dumps(document), ports, info["xds_grpc"], emulator, _pki(work))
+        with running_envoy(bootstrap, work, "mesh-shaped Envoy"):
+            stack.mesh_gateway = f"http://127.0.0.1:{ports['listen']}"
+            stack.mesh_admin = f"http://127.0.0.1:{ports['admin']}"
+            stack.mesh_unpatched = f"http://127.0.0.1:{ports['unpatched']}"
+            stack.mesh_admin_ports = ports
+            yield stack
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=10)
-        if log is not None:
-            log.close()
         stack.stop()
         subprocess.run(["rm", "-rf", work], check=False)
 
