@@ -45,6 +45,13 @@ class Stack:
         request = urllib.request.Request(f"{self.emulator_control}/requests", method="DELETE")
         urllib.request.urlopen(request).close()
 
+    def filter_config(self) -> dict:
+        """The filter's JSON document for the stack's configuration (`xds-server filter-config`)."""
+        rendered = subprocess.run([self.info["xds_server"], "filter-config", "--config", self.info["config_path"]],
+                                  capture_output=True, text=True, timeout=60)
+        assert rendered.returncode == 0, rendered.stderr
+        return json.loads(rendered.stdout)
+
     def stop(self) -> None:
         if self.process.stdin:
             self.process.stdin.close()

@@ -89,11 +89,7 @@ def unreachable():
     stack = start_stack_with(QUOTAS, "--auth", "dev")
     work = tempfile.mkdtemp(prefix="bgw-unreachable-")
     try:
-        info = stack.info
-        rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
-                                  capture_output=True, text=True, timeout=60)
-        assert rendered.returncode == 0, rendered.stderr
-        document = json.loads(rendered.stdout)
+        document = stack.filter_config()
         # The default: both streams exist, and open in the same callbacks.
         assert document["quota"]["transport"] == "stream", document["quota"]
         authentication = document["authentication"]

@@ -209,10 +209,7 @@ def mesh():
     work = tempfile.mkdtemp(prefix="bgw-mesh-")
     try:
         info = stack.info
-        rendered = subprocess.run([info["xds_server"], "filter-config", "--config", info["config_path"]],
-                                  capture_output=True, text=True, timeout=60)
-        assert rendered.returncode == 0, rendered.stderr
-        document = json.loads(rendered.stdout)
+        document = stack.filter_config()
         # The mesh's names for the control service come from the manifest (_wasm); the
         # services' own cluster names go unused.
         ports = {name: _free_port() for name in ("listen", "admin", "unpatched", "bedrock")}
