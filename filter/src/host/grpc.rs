@@ -1,5 +1,5 @@
-//! gRPC calls through Envoy and the clock: the host calls every other host module makes, with
-//! their failures as values.
+//! gRPC calls and stream opens through Envoy, and the clock: the host calls every other host
+//! module makes, with their failures as values.
 
 use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,6 +64,12 @@ pub(super) fn call(
             Duration::from_millis(timeout_ms),
         )
     })
+}
+
+/// Opens a gRPC stream to `service`/`method` on `cluster`; its messages and its close reach
+/// the context that is active now.
+pub(super) fn open_stream(cluster: &str, service: &str, method: &str) -> Result<u32, String> {
+    outbound(|| hostcalls::open_grpc_stream(&grpc_target(cluster), service, method, Vec::new()))
 }
 
 /// Decodes the answer of a call.

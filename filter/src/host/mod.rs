@@ -11,7 +11,8 @@
 //! - `decisions`: the worker's rate limit decision stream, and `checks` its signature check
 //!   stream (both `tagged` streams);
 //! - `shared`: what a worker's contexts share, and the metrics they count;
-//! - `grpc`: gRPC calls and the clock.
+//! - `grpc`: gRPC calls and stream opens (held back after one failed within Envoy), and the
+//!   clock.
 
 mod checks;
 mod control;

@@ -26,7 +26,6 @@ use log::{debug, warn};
 use proxy_wasm::hostcalls;
 
 use super::grpc;
-use crate::core::upstream::grpc_target;
 
 /// gRPC `OK`.
 const OK: u32 = 0;
@@ -125,14 +124,7 @@ impl<W: Clone> TaggedStream<W> {
             None if now_ms < self.reopen_at_ms => return false,
             None => {}
         }
-        match grpc::outbound(|| {
-            hostcalls::open_grpc_stream(
-                &grpc_target(cluster),
-                CONTROL_SERVICE,
-                self.method,
-                Vec::new(),
-            )
-        }) {
+        match grpc::open_stream(cluster, CONTROL_SERVICE, self.method) {
             Ok(token) => {
                 debug!("{} stream opened ({token})", self.what);
                 self.stream = Some(token);
