@@ -901,3 +901,127 @@ async fn genai_metrics_count_a_known_sequence() {
         "no first token without a stream"
     );
 }
+
+/// A counter of the gateway's Envoy (`wasmcustom.bedrock_gateway.NAME`), 0 before it counts.
+fn filter_counter(stack: &Stack, name: &str) -> u64 {
+    let stats = stack
+        .envoy_admin_get(&format!("/stats?filter=bedrock_gateway.{name}$"))
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("wasmcustom.bedrock_gateway.{name}: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allowances_decide_in_the_workers_and_two_gateways_never_pass_one_limit() {
+    // Counting in one window: never across an hour (or day, or month) boundary.
+    fresh_window(3600, 180);
+    let redis = Redis::start().unwrap();
+    const LIMIT: usize = 48;
+    let quotas = format!(
+        "failure_mode: closed\nstore: {{type: redis, url: \"{}\"}}\nallowances: {{share: 0.25, lifetime_ms: 400}}\ndescriptors:\n  - key: tenant\n    rate_limit: {{unit: hour, requests_per_unit: {LIMIT}}}\n    descriptors:\n      - key: tokens\n        value: total\n        rate_limit: {{unit: month, requests_per_unit: 100000000}}\n",
+        redis.url()
+    );
+    // Two gateways (two Envoy workers each) count in one Redis.
+    let gateways = [stack(&quotas), stack(&quotas)];
+    let admitted_locally = |gateways: &[Stack; 2]| -> u64 {
+        gateways
+            .iter()
+            .map(|g| filter_counter(g, "quota_admitted_locally"))
+            .sum()
+    };
+
+    // Far from the limit, most requests are decided in the workers, from allowances.
+    let mut admitted = 0;
+    for i in 0..16 {
+        let status = converse(&gateways[i % 2], "team-lease").await;
+        assert_eq!(status, 200, "request {i}");
+        admitted += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admitted_locally(&gateways) < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let local = admitted_locally(&gateways);
+    assert!(
+        local >= 4,
+        "{local} of 16 requests admitted from allowances"
+    );
+    let decisions: u64 = gateways
+        .iter()
+        .map(|g| g.xds_metric("quota_stream_requests_total").unwrap())
+        .sum();
+    assert!(
+        decisions < 16 + 8,
+        "{decisions} stream requests (decisions and refills) for 16 requests"
+    );
+    assert!(
+        gateways[0]
+            .xds_metric("quota_allowances_granted_total")
+            .unwrap()
+            >= 1
+    );
+
+    // A burst from many connections on both gateways: never more than the limit, whoever
+    // holds allowances.
+    let burst = (0..64).map(|i| {
+        let gateway = &gateways[i % 2];
+        async move { converse(gateway, "team-lease").await }
+    });
+    let statuses = futures::future::join_all(burst).await;
+    let burst_admitted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    admitted += burst_admitted;
+    eprintln!(
+        "allowances: {local} of 16 admitted in the workers ({decisions} stream requests); burst: {burst_admitted} of 64 admitted"
+    );
+    assert!(admitted <= LIMIT, "{admitted} admitted, limit {LIMIT}");
+
+    // What the workers held and did not spend goes back within the allowances' lifetime
+    // and a report: the limit is reached exactly, and then refuses on both gateways.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut i = 0;
+    while admitted < LIMIT && Instant::now() < deadline {
+        if converse(&gateways[i % 2], "team-lease").await == 200 {
+            admitted += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        i += 1;
+    }
+    assert_eq!(
+        admitted, LIMIT,
+        "every unit of the limit was spent in the end"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for gateway in &gateways {
+        for _ in 0..3 {
+            assert_eq!(converse(gateway, "team-lease").await, 429, "over the limit");
+        }
+    }
+    // The ledger counts what was admitted, and the returns reached the counters once.
+    let requests =
+        |rows: &[Value]| -> u64 { rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut rows = ledger(&gateways[0], "team-lease", LIMIT as u64);
+    while requests(&rows) < LIMIT as u64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        rows = ledger(&gateways[0], "team-lease", LIMIT as u64);
+    }
+    assert_eq!(requests(&rows), LIMIT as u64, "{rows:?}");
+    let returned: u64 = gateways
+        .iter()
+        .map(|g| {
+            g.xds_metric("quota_allowance_units_returned_total")
+                .unwrap()
+        })
+        .sum();
+    assert!(returned > 0, "unspent units were given back");
+    // Another tenant is not held back by this one's allowances.
+    assert_eq!(converse(&gateways[1], "team-other").await, 200);
+}

@@ -365,6 +365,10 @@ fn quotas_fixture_sets_every_quota_key() {
     assert_eq!(redis.key_prefix, "bgw:");
     assert_eq!(settings.ledger_max_rows_per_day, 2500);
     assert_eq!(
+        settings.allowances.map(|a| (a.share_ppm, a.lifetime_ms)),
+        Some((125_000, 500))
+    );
+    assert_eq!(
         redis.password.as_ref().map(|p| p.expose()),
         Some("fixture-redis-password")
     );

@@ -117,6 +117,7 @@ async fn usage_reports_settle_reservations_and_fill_the_ledger() {
                 refused,
                 record("team b", 0, 7, 3),
             ],
+            returned: Vec::new(),
         })
         .await
         .unwrap();
@@ -255,7 +256,11 @@ async fn the_decision_stream_answers_as_should_rate_limit_does_on_the_same_count
         .into_inner();
     let mut decide = async |id: u64, request: Vec<u8>| {
         requests
-            .send(RateLimitStreamRequest { id, request })
+            .send(RateLimitStreamRequest {
+                id,
+                request,
+                allowances: false,
+            })
             .await
             .unwrap();
         answers.message().await.unwrap().unwrap()
@@ -327,6 +332,7 @@ async fn decisions_name_the_windows_they_counted_in_on_both_transports() {
         .send(RateLimitStreamRequest {
             id: 1,
             request: filter_request("team-a", 10).encode_to_vec(),
+            allowances: false,
         })
         .await
         .unwrap();
@@ -384,6 +390,7 @@ async fn a_usage_report_is_applied_once_per_id() {
         node_id: "test-envoy".into(),
         report_id: "worker-1:0001".into(),
         records: vec![used, refused],
+        returned: Vec::new(),
     };
     // Delivered twice (the first answer was lost, say): applied once.
     control.report_usage(batch.clone()).await.unwrap();
@@ -431,5 +438,94 @@ async fn a_usage_report_is_applied_once_per_id() {
     ] {
         assert!(metrics.contains(line), "{line}{metrics}");
     }
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_decision_stream_grants_allowances_and_reports_give_them_back_once() {
+    let section = config(1000, MEMORY).replace(
+        "failure_mode: closed",
+        "failure_mode: closed\n  allowances: {share: 0.0625, lifetime_ms: 1000}",
+    );
+    let server = Server::start(&section).await;
+    let mut limits = rate_limit_client(server.grpc).await;
+    let mut control = control_client(server.grpc).await;
+    let (requests, inbound) = tokio::sync::mpsc::channel(4);
+    let mut answers = control
+        .stream_rate_limit(tokio_stream::wrappers::ReceiverStream::new(inbound))
+        .await
+        .unwrap()
+        .into_inner();
+    requests
+        .send(RateLimitStreamRequest {
+            id: 7,
+            request: filter_request("team-a", 10).encode_to_vec(),
+            allowances: true,
+        })
+        .await
+        .unwrap();
+    let answer = answers.message().await.unwrap().unwrap();
+    assert_eq!((answer.id, answer.status_code), (7, 0), "{answer:?}");
+    let response = RateLimitResponse::decode(answer.response.as_slice()).unwrap();
+    let (windows, _) = decision_facts(&response);
+    // 999 requests left: 62; 990 tokens left: 61 (at least twice the 10 reserved).
+    let granted: Vec<(u64, Option<String>, bool)> = answer
+        .allowances
+        .iter()
+        .map(|a| (a.units, Some(a.window.clone()), a.uncounted))
+        .collect();
+    assert_eq!(
+        granted,
+        [
+            (62, windows[0].clone(), false),
+            (61, windows[1].clone(), false)
+        ]
+    );
+    assert!(
+        answer
+            .allowances
+            .iter()
+            .all(|a| (1..=1000).contains(&a.valid_for_ms)),
+        "{answer:?}"
+    );
+    // Charged ahead: the unary call (which never grants) sees them counted.
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 0)).await),
+        (OK, vec![(OK, 1000 - 1 - 62 - 1), (OK, 1000 - 10 - 61)])
+    );
+
+    // What was not spent goes back, once however often the batch is delivered.
+    let returned = answer
+        .allowances
+        .iter()
+        .map(|a| gateway_common::proto::CounterAdjustment {
+            entries: a.entries.clone(),
+            delta: -i64::try_from(a.units).unwrap(),
+            window: a.window.clone(),
+        })
+        .collect();
+    let batch = ReportUsageRequest {
+        node_id: "test-envoy".into(),
+        report_id: "worker-1:0009".into(),
+        records: Vec::new(),
+        returned,
+    };
+    control.report_usage(batch.clone()).await.unwrap();
+    control.report_usage(batch).await.unwrap();
+    assert_eq!(
+        summary(&ask(&mut limits, filter_request("team-a", 0)).await),
+        (OK, vec![(OK, 1000 - 3), (OK, 1000 - 10)])
+    );
+    let (_, metrics) = server.get("/metrics").await;
+    for line in [
+        "xds_server_quota_allowances_granted_total 2\n",
+        "xds_server_quota_allowance_units_granted_total 123\n",
+        "xds_server_quota_allowance_units_returned_total 123\n",
+        "xds_server_quota_allowances_withdrawn_total 0\n",
+        "xds_server_quota_usage_records_total 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line}{metrics}");
+    }
+    drop(requests);
     server.stop().await.unwrap();
 }

@@ -63,6 +63,7 @@ async fn the_ledger_and_counters_outlive_a_restart_of_the_server() {
             node_id: "test-envoy".into(),
             report_id: String::new(),
             records: vec![record("team-a", 100, 30, 20)],
+            returned: Vec::new(),
         })
         .await
         .unwrap();
@@ -161,6 +162,7 @@ async fn a_report_resent_after_a_redis_outage_is_applied_once() {
         node_id: "test-envoy".into(),
         report_id: "worker-2:0042".into(),
         records: vec![record("team-a", 0, 30, 20)],
+        returned: Vec::new(),
     };
     redis.stop();
     let error = control.report_usage(batch.clone()).await.unwrap_err();

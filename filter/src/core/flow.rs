@@ -29,6 +29,7 @@ use super::credentials::{CredentialCache, SigningIdentity};
 use super::errors::ErrorReply;
 use super::headers::{HeaderEdits, HeaderList, REQUEST_ID, find_str};
 use super::operations::Models;
+use super::quota::allowance::Allowances;
 use super::quota::estimate::{self, Estimate};
 use super::quota::usage::UsageParser;
 use super::quota::{self, Ending, Outcome as Ended, Reservation};
@@ -44,6 +45,8 @@ pub struct Env<'a> {
     pub credentials: &'a CredentialCache,
     /// Token signatures may be checked by the control service (its stream is open).
     pub remote_checks: bool,
+    /// The worker's quota allowances, when decisions go on the decision stream.
+    pub allowances: Option<&'a mut Allowances>,
     clock: &'a dyn Fn() -> SystemTime,
     now: Cell<Option<SystemTime>>,
 }
@@ -60,6 +63,7 @@ impl<'a> Env<'a> {
             auth,
             credentials,
             remote_checks: false,
+            allowances: None,
             clock,
             now: Cell::new(None),
         }
@@ -74,6 +78,13 @@ impl<'a> Env<'a> {
                 now
             }
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or_default()
     }
 
     fn unix_now(&self) -> u64 {
@@ -108,9 +119,16 @@ pub enum Intent {
     /// asked for.
     AskKeys { issuer: usize, kid: Option<String> },
     /// Ask for the admission decision of this `RateLimitRequest` (on the worker's decision
-    /// stream when `stream` and one is open, else with a `ShouldRateLimit` call), then
-    /// [`RequestFlow::decision`].
-    AskDecision { request: Vec<u8>, stream: bool },
+    /// stream when `stream` and one is open, with allowances when `allowances`; else with a
+    /// `ShouldRateLimit` call), then [`RequestFlow::decision`].
+    AskDecision {
+        request: Vec<u8>,
+        stream: bool,
+        allowances: bool,
+    },
+    /// Ask, on the decision stream, for allowances alone: this `RateLimitRequest` charges
+    /// nothing (every descriptor's `hits_addend` is 0). Nothing waits for the answer.
+    RefillAllowances { request: Vec<u8> },
     /// Ask the control service whether the token's signature is valid (on the worker's
     /// signature check stream), then [`RequestFlow::signature_checked`] (with
     /// [`Verdict::Failed`] when it cannot be asked or does not answer in time).
@@ -532,16 +550,40 @@ impl RequestFlow {
                     quota.admitted = true;
                     quota.admitted_at = env.unix_now();
                 }
-                Some(admission) => {
+                Some(mut admission) => {
+                    let stream = config.transport == QuotaTransport::Stream;
+                    let (now_ms, wait_ms) = (env.now_ms(), config.timeout_ms);
+                    let unix_now = env.unix_now();
+                    let allowances = env.allowances.as_deref_mut().filter(|_| stream);
+                    let mut ask_allowances = false;
+                    if let Some(allowances) = allowances {
+                        if let Some(spent) = allowances.spend(&mut admission.reservations, now_ms) {
+                            // Admitted here, from the worker's allowances.
+                            quota.reservations = admission.reservations;
+                            quota.admitted = true;
+                            quota.admitted_at = unix_now;
+                            if spent.refill && allowances.ask(&quota.reservations, now_ms, wait_ms)
+                            {
+                                intents.push(Intent::RefillAllowances {
+                                    request: quota::refill(admission.request).encode_to_vec(),
+                                });
+                            }
+                            return self.sign(env, plan).after(intents);
+                        }
+                        ask_allowances = allowances.ask(&admission.reservations, now_ms, wait_ms);
+                    }
                     quota.reservations = admission.reservations;
                     let request = admission.request.encode_to_vec();
-                    let stream = config.transport == QuotaTransport::Stream;
                     self.phase = Phase::AwaitingDecision {
                         plan,
                         request: request.clone(),
                     };
                     return Step::pause()
-                        .with(Intent::AskDecision { request, stream })
+                        .with(Intent::AskDecision {
+                            request,
+                            stream,
+                            allowances: ask_allowances,
+                        })
                         .after(intents);
                 }
             }
@@ -617,6 +659,7 @@ impl RequestFlow {
             Phase::AwaitingDecision { request, .. } => Step::pause().with(Intent::AskDecision {
                 request: request.clone(),
                 stream: false,
+                allowances: false,
             }),
             _ => Step::pause(),
         }

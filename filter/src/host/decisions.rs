@@ -17,12 +17,14 @@ pub(super) fn decisions<W>() -> Decisions<W> {
     TaggedStream::new(STREAM_RATE_LIMIT, "rate limit decision")
 }
 
-/// The stream message asking for the decision of this `RateLimitRequest`.
-pub(super) fn message(request: &[u8]) -> impl FnOnce(u64) -> Vec<u8> + '_ {
+/// The stream message asking for the decision of this `RateLimitRequest`, and for
+/// allowances when `allowances`.
+pub(super) fn message(request: &[u8], allowances: bool) -> impl FnOnce(u64) -> Vec<u8> + '_ {
     move |id| {
         RateLimitStreamRequest {
             id,
             request: request.to_vec(),
+            allowances,
         }
         .encode_to_vec()
     }

@@ -163,7 +163,7 @@ impl State {
             Intent::CheckSignature(check) => {
                 let sent = shared.checks.borrow_mut().send(
                     checks::message(check),
-                    &self.handle,
+                    Some(&self.handle),
                     CHECK_TIMEOUT_MS,
                     now_ms(),
                 );
@@ -181,12 +181,16 @@ impl State {
                     Some(shared.step(|env| self.flow.credentials_unavailable(env)))
                 }
             },
-            Intent::AskDecision { request, stream } => {
+            Intent::AskDecision {
+                request,
+                stream,
+                allowances,
+            } => {
                 let config = shared.gateway.config.quota.as_ref()?;
                 if stream
                     && shared.decisions.borrow_mut().send(
-                        decisions::message(&request),
-                        &self.handle,
+                        decisions::message(&request, allowances),
+                        Some(&self.handle),
                         config.timeout_ms,
                         now_ms(),
                     )
@@ -227,6 +231,17 @@ impl State {
                         Some(self.flow.headers_not_set(unix_now()))
                     }
                 }
+            }
+            Intent::RefillAllowances { request } => {
+                let timeout_ms = shared.gateway.config.quota.as_ref()?.timeout_ms;
+                // No stream: the allowances run out, and requests ask for more with decisions.
+                shared.decisions.borrow_mut().send(
+                    decisions::message(&request, true),
+                    None,
+                    timeout_ms,
+                    now_ms(),
+                );
+                None
             }
             Intent::Report(record) => {
                 shared.queue_report(record);

@@ -30,6 +30,7 @@ use crate::core::Gateway;
 use crate::core::auth::Authenticator;
 use crate::core::auth::Verdict;
 use crate::core::credentials::CredentialCache;
+use crate::core::quota::allowance::Allowances;
 use crate::core::schedule::Schedule;
 
 /// How often the root context refreshes credentials and keys when due, and sends usage.
@@ -53,6 +54,9 @@ pub(super) struct Root {
     tick: Duration,
     /// What this context last added to the `token_cache_entries` gauge.
     cache_entries_reported: Cell<i64>,
+    /// The requests admitted from allowances this context last counted in
+    /// `quota_admitted_locally`.
+    admitted_locally: Cell<u64>,
 }
 
 impl Root {
@@ -64,6 +68,7 @@ impl Root {
             scheduled_at_ms: 0,
             tick: TICK,
             cache_entries_reported: Cell::new(0),
+            admitted_locally: Cell::new(0),
         }
     }
 
@@ -86,6 +91,14 @@ impl Root {
         let Some(quota) = shared.stream_quota() else {
             return;
         };
+        let returned = shared.allowances.borrow_mut().expire(now);
+        shared.reports.borrow_mut().give_back(returned);
+        let admitted = shared.allowances.borrow().admitted();
+        let counted = self.admitted_locally.replace(admitted);
+        Metrics::add(
+            shared.metrics.quota_admitted_locally,
+            usize::try_from(admitted.wrapping_sub(counted)).unwrap_or_default(),
+        );
         let overdue = shared.decisions.borrow_mut().expired(now);
         let timed_out = StreamAnswer::Decided(Err("no decision within the timeout".into()));
         deliver_all(&shared, overdue, &timed_out);
@@ -178,6 +191,9 @@ impl Drop for Root {
             if self.calls.values().any(|call| matches!(call, Call::Report)) {
                 shared.reports.borrow_mut().unconfirmed();
             }
+            // The next configuration's limits may differ: its allowances are its own.
+            let returned = shared.allowances.borrow_mut().drain();
+            shared.reports.borrow_mut().give_back(returned);
             Metrics::move_gauge(
                 shared.metrics.token_cache_entries,
                 &self.cache_entries_reported,
@@ -241,6 +257,16 @@ impl Context for Root {
         else {
             return;
         };
+        // Charged whether or not a request still waits: spent here or given back (at once
+        // when this configuration's decisions no longer go on the stream).
+        if !message.allowances.is_empty() {
+            let mut allowances = shared.allowances.borrow_mut();
+            let mut returned = allowances.grant(&message.allowances, now_ms());
+            if shared.stream_quota().is_none() {
+                returned.extend(allowances.drain());
+            }
+            shared.reports.borrow_mut().give_back(returned);
+        }
         let waiter = shared.decisions.borrow_mut().answered(message.id);
         let Some(waiter) = waiter else {
             debug!("decision {} arrived after its request gave up", message.id);
@@ -254,9 +280,11 @@ impl Context for Root {
                 message.status_code, message.status_message
             ))
         };
-        waiter.handle.deliver(&shared, |state| {
-            state.stream_answer(&shared, StreamAnswer::Decided(answer))
-        });
+        if let Some(handle) = waiter.handle {
+            handle.deliver(&shared, |state| {
+                state.stream_answer(&shared, StreamAnswer::Decided(answer))
+            });
+        }
     }
 
     fn on_grpc_stream_close(&mut self, token: u32, status_code: u32) {
@@ -318,19 +346,15 @@ fn signature_verdict(shared: &Shared<Handle>, message_size: usize) {
 
 /// Hands every waiting request the same signature verdict.
 fn deliver_verdicts(shared: &Shared<Handle>, waiters: Vec<Waiter<Handle>>, verdict: Verdict) {
-    for waiter in waiters {
-        waiter
-            .handle
-            .deliver(shared, |state| state.signature_verdict(shared, verdict));
+    for handle in waiters.into_iter().filter_map(|w| w.handle) {
+        handle.deliver(shared, |state| state.signature_verdict(shared, verdict));
     }
 }
 
 /// Hands every waiting request the same answer.
 fn deliver_all(shared: &Shared<Handle>, waiters: Vec<Waiter<Handle>>, answer: &StreamAnswer) {
-    for waiter in waiters {
-        waiter
-            .handle
-            .deliver(shared, |state| state.stream_answer(shared, answer.clone()));
+    for handle in waiters.into_iter().filter_map(|w| w.handle) {
+        handle.deliver(shared, |state| state.stream_answer(shared, answer.clone()));
     }
 }
 
@@ -380,6 +404,11 @@ impl RootContext for Root {
             worker_reports(report_buffer, || RandomState::new().hash_one(now_ms()));
         let metrics = Metrics::define();
         Metrics::add(metrics.reports_dropped, dropped);
+        self.admitted_locally.set(0);
+        if let Some(old) = &self.shared {
+            let returned = old.allowances.borrow_mut().drain();
+            old.reports.borrow_mut().give_back(returned);
+        }
         self.shared = Some(Rc::new(Shared {
             gateway,
             auth,
@@ -389,6 +418,7 @@ impl RootContext for Root {
             metrics,
             node_id,
             decisions: RefCell::new(decisions::decisions()),
+            allowances: RefCell::new(Allowances::default()),
             checks: RefCell::new(checks::checks()),
             delegating: Cell::new(false),
             delegated: RefCell::new(HashMap::new()),

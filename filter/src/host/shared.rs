@@ -26,6 +26,7 @@ use crate::core::Gateway;
 use crate::core::auth::Authenticator;
 use crate::core::credentials::CredentialCache;
 use crate::core::flow::{Env, Step};
+use crate::core::quota::allowance::Allowances;
 use crate::core::quota::reports::Reports;
 use crate::core::schedule::Schedule;
 
@@ -42,6 +43,8 @@ pub(super) struct Metrics {
     pub(super) reports_dropped: Option<u32>,
     pub(super) reports_failed: Option<u32>,
     pub(super) quota_streams_opened: Option<u32>,
+    /// Requests admitted from the worker's allowances, without a round trip.
+    pub(super) quota_admitted_locally: Option<u32>,
 }
 
 impl Metrics {
@@ -56,6 +59,7 @@ impl Metrics {
             reports_dropped: counter("bedrock_gateway.usage_reports_dropped"),
             reports_failed: counter("bedrock_gateway.usage_report_calls_failed"),
             quota_streams_opened: counter("bedrock_gateway.quota_streams_opened"),
+            quota_admitted_locally: counter("bedrock_gateway.quota_admitted_locally"),
         }
     }
 
@@ -145,6 +149,9 @@ pub(super) struct Shared<W> {
     pub(super) node_id: String,
     /// The worker's rate limit decision stream and the requests waiting on it.
     pub(super) decisions: RefCell<Decisions<W>>,
+    /// Quota allowances granted on the decision stream, spent by this configuration's
+    /// requests.
+    pub(super) allowances: RefCell<Allowances>,
     /// The worker's signature check stream and the requests waiting on it.
     pub(super) checks: RefCell<Checks<W>>,
     /// Set while the root context acts for a request (hands it an answer).
@@ -186,6 +193,11 @@ impl<W> Shared<W> {
             &grpc::system_now,
         );
         env.remote_checks = self.checks.borrow().is_open();
+        let mut allowances = self
+            .stream_quota()
+            .is_some()
+            .then(|| self.allowances.borrow_mut());
+        env.allowances = allowances.as_deref_mut();
         run(&mut env)
     }
 

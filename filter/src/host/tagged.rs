@@ -36,9 +36,10 @@ const UNIMPLEMENTED: u32 = 12;
 const MIN_BACKOFF_MS: u64 = 100;
 const MAX_BACKOFF_MS: u64 = 5_000;
 
-/// A request waiting for its answer.
+/// A request waiting for its answer (`None`: a message nothing waits on, such as a refill
+/// of allowances).
 pub(super) struct Waiter<W> {
-    pub handle: W,
+    pub handle: Option<W>,
     stream: u32,
     deadline_ms: u64,
 }
@@ -141,12 +142,13 @@ impl<W: Clone> TaggedStream<W> {
         }
     }
 
-    /// Sends the message `encode(id)` on the open stream; false when there is none (or it
-    /// failed), and the caller does without.
+    /// Sends the message `encode(id)` on the open stream for the request `handle` (if any
+    /// waits on the answer); false when there is none (or it failed), and the caller does
+    /// without.
     pub fn send(
         &mut self,
         encode: impl FnOnce(u64) -> Vec<u8>,
-        handle: &W,
+        handle: Option<&W>,
         timeout_ms: u64,
         now_ms: u64,
     ) -> bool {
@@ -161,7 +163,7 @@ impl<W: Clone> TaggedStream<W> {
                 self.waiting.insert(
                     id,
                     Waiter {
-                        handle: handle.clone(),
+                        handle: handle.cloned(),
                         stream,
                         deadline_ms: now_ms.saturating_add(timeout_ms),
                     },

@@ -16,15 +16,18 @@ use redis::IntoConnectionInfo as _;
 use super::{
     check::{Checker, quoted},
     file::{
-        DescriptorSection, PricesSection, QuotaSection, RateLimitSection, StoreSection,
-        TokenPricesSection,
+        AllowancesSection, DescriptorSection, PricesSection, QuotaSection, RateLimitSection,
+        StoreSection, TokenPricesSection,
     },
     model::{ConfigError, Env},
 };
 use crate::{
     quota::{
-        QuotaSettings, RedisSettings, StoreSettings,
+        AllowanceSettings, QuotaSettings, RedisSettings, StoreSettings,
         keys::DEFAULT_KEY_PREFIX,
+        settings::{
+            MAX_ALLOWANCE_LIFETIME_MS, MAX_ALLOWANCE_SHARE_PPM, MIN_ALLOWANCE_LIFETIME_MS, PPM,
+        },
         store::MAX_COUNT,
         tree::{Descriptors, Limit, Node, RateLimit},
         window::Unit,
@@ -90,6 +93,11 @@ pub(super) fn check_quotas(
             Some(raw.stream_max_age_seconds.to_string()),
         ));
     }
+    let allowances = raw
+        .allowances
+        .as_ref()
+        .map(|allowances| check_allowances(check, allowances, transport))
+        .transpose()?;
     let time_zone: Tz = raw.time_zone.parse().map_err(|_| {
         check.invalid(
             "quotas.time_zone",
@@ -151,6 +159,7 @@ pub(super) fn check_quotas(
             store,
             descriptors,
             ledger_max_rows_per_day: raw.ledger_max_rows_per_day,
+            allowances,
         },
         filter: QuotaConfig {
             cluster: names::QUOTA_CLUSTER.to_string(),
@@ -167,6 +176,49 @@ pub(super) fn check_quotas(
             report_buffer: raw.report_buffer,
             prices,
         },
+    })
+}
+
+/// `quotas.allowances`: the share to whole millionths, the lifetime in range, and a transport
+/// that can carry grants (only decision streams do).
+fn check_allowances(
+    check: &Checker<'_>,
+    raw: &AllowancesSection,
+    transport: QuotaTransport,
+) -> Result<AllowanceSettings, ConfigError> {
+    if transport == QuotaTransport::Unary {
+        return Err(check.invalid(
+            "quotas.allowances",
+            "no value with transport unary (allowances are granted on decision streams only: transport stream)",
+            None,
+        ));
+    }
+    let ppm = raw.share * f64::from(PPM);
+    let whole = ppm.round();
+    if !raw.share.is_finite()
+        || whole < 1.0
+        || whole > f64::from(MAX_ALLOWANCE_SHARE_PPM)
+        || (ppm - whole).abs() > 1e-6
+    {
+        return Err(check.invalid(
+            "quotas.allowances.share",
+            "a fraction of what remains of a limit, above 0 and at most 0.5, with at most 6 decimals (such as 0.0625)",
+            Some(raw.share.to_string()),
+        ));
+    }
+    let lifetime_ms = u32::try_from(raw.lifetime_ms)
+        .ok()
+        .filter(|ms| (MIN_ALLOWANCE_LIFETIME_MS..=MAX_ALLOWANCE_LIFETIME_MS).contains(ms));
+    let Some(lifetime_ms) = lifetime_ms else {
+        return Err(check.invalid(
+            "quotas.allowances.lifetime_ms",
+            "a number of milliseconds from 10 to 60000",
+            Some(raw.lifetime_ms.to_string()),
+        ));
+    };
+    Ok(AllowanceSettings {
+        share_ppm: whole as u32,
+        lifetime_ms,
     })
 }
 

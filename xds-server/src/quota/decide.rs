@@ -51,18 +51,28 @@ pub struct Plan {
     items: Vec<Item>,
 }
 
+impl Plan {
+    /// What became of each descriptor, in the request's order.
+    pub fn items(&self) -> &[Item] {
+        &self.items
+    }
+}
+
 /// What became of one descriptor.
 #[derive(Debug, Clone, PartialEq)]
-enum Item {
+pub enum Item {
     /// No limit matches it: OK, nothing counted.
     NoLimit,
     /// An `unlimited` node: OK, nothing counted.
     Unlimited,
+    /// Charged to its limit's counter in `window`.
     Charged {
+        /// Index in `charges` (and in the admission's counts).
         charge: usize,
         limit: RateLimit,
         window: Window,
     },
+    /// Negative hits, given back to its limit's counter in `window`.
     Refunded {
         /// Index in `refunds`; `None` for a refund of 0.
         refund: Option<usize>,

@@ -1,7 +1,7 @@
 //! The quota service in force: the settings of the configuration in force and the store they
 //! name. A reload swaps the settings and keeps the store (and its counters) unless
-//! `quotas.store` changed. Runs the pure [`decide`] and [`usage`] steps against the store,
-//! counts what happens and keeps the store's health.
+//! `quotas.store` changed. Runs the pure [`decide`], [`allowance`] and [`usage`] steps against
+//! the store, counts what happens and keeps the store's health.
 
 use std::{
     fmt,
@@ -15,11 +15,12 @@ use std::{
 use arc_swap::ArcSwapOption;
 use chrono::NaiveDate;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use gateway_common::proto::UsageRecord;
+use gateway_common::proto::{Allowance, CounterAdjustment, UsageRecord};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use super::{
+    allowance::{self, Grant},
     decide,
     settings::{QuotaError, QuotaSettings, StoreSettings},
     store::{
@@ -68,6 +69,18 @@ struct Counters {
     ledger_rows_collapsed: AtomicU64,
     streams_opened: AtomicU64,
     stream_requests: AtomicU64,
+    allowances_granted: AtomicU64,
+    allowance_units_granted: AtomicU64,
+    allowances_withdrawn: AtomicU64,
+    allowance_units_returned: AtomicU64,
+}
+
+/// A decision, and the allowances granted with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub response: RateLimitResponse,
+    /// Empty unless asked for, configured (`quotas.allowances`) and admitted.
+    pub allowances: Vec<Allowance>,
 }
 
 /// `/status`'s `quotas` member.
@@ -173,11 +186,25 @@ impl QuotaEngine {
         self.active.load_full().ok_or(QuotaError::NotConfigured)
     }
 
-    /// Answers `ShouldRateLimit`. Without quotas every domain is unknown: OK.
+    /// Answers `ShouldRateLimit`. Without quotas every domain is unknown: OK. Never grants
+    /// allowances.
     pub async fn should_rate_limit(
         &self,
         request: &RateLimitRequest,
     ) -> Result<RateLimitResponse, QuotaError> {
+        Ok(self.decide(request, false).await?.response)
+    }
+
+    /// Decides `request` as [`should_rate_limit`](Self::should_rate_limit) does and, when
+    /// `allowances` asks for them, `quotas.allowances` is set and the request is admitted,
+    /// grants allowances ([`allowance::grants`]), charged to their counters by one more
+    /// all-or-nothing admission. When that admission is refused (another decision took the
+    /// units first) or fails, the counted ones are not granted; the decision stands.
+    pub async fn decide(
+        &self,
+        request: &RateLimitRequest,
+        allowances: bool,
+    ) -> Result<Decided, QuotaError> {
         let now = self.clock.now();
         let active = self.active().ok();
         let plan = active
@@ -186,7 +213,10 @@ impl QuotaEngine {
         let (Some(active), Some(plan)) = (active, plan) else {
             debug!(domain = %request.domain, "rate limit request for an unknown domain: allowed");
             self.counters.unknown_domain.fetch_add(1, Ordering::Relaxed);
-            return Ok(decide::unknown_domain(request, now));
+            return Ok(Decided {
+                response: decide::unknown_domain(request, now),
+                allowances: Vec::new(),
+            });
         };
         let refunded = if plan.refunds.is_empty() {
             Vec::new()
@@ -213,16 +243,74 @@ impl QuotaEngine {
         self.counters
             .shadow_over_limit
             .fetch_add(decision.shadow_over_limit, Ordering::Relaxed);
-        Ok(decision.response)
+        let allowances = match (allowances, &active.settings.allowances) {
+            (true, Some(settings)) => {
+                let grants = allowance::grants(settings, request, &plan, &admission, now);
+                self.charge_grants(&active, grants).await
+            }
+            _ => Vec::new(),
+        };
+        Ok(Decided {
+            response: decision.response,
+            allowances,
+        })
     }
 
-    /// Applies `ReportUsage`: ledger rows and the corrections of what admission charged, once
-    /// per `report_id` (empty: no de-duplication). A batch already applied answers OK and
-    /// changes nothing.
+    /// Charges the counted `grants` in one all-or-nothing admission and returns the
+    /// allowances granted: all of them, or the uncounted ones alone when the admission is
+    /// refused or fails.
+    async fn charge_grants(&self, active: &Active, grants: Vec<Grant>) -> Vec<Allowance> {
+        let charges: Vec<Charge> = grants.iter().filter_map(|g| g.charge.clone()).collect();
+        let charged = if charges.is_empty() {
+            true
+        } else {
+            match self.checked(active.store.counters.admit(&charges).await) {
+                Ok(admission) if admission.admitted => true,
+                Ok(_) => {
+                    debug!(
+                        counted = charges.len(),
+                        "allowances refused: their counters changed since the decision"
+                    );
+                    false
+                }
+                Err(error) => {
+                    debug!(%error, "allowances not granted: the store failed");
+                    false
+                }
+            }
+        };
+        let counters = &self.counters;
+        if !charged {
+            counters
+                .allowances_withdrawn
+                .fetch_add(charges.len() as u64, Ordering::Relaxed);
+        }
+        let granted: Vec<Allowance> = grants
+            .into_iter()
+            .filter(|grant| charged || !grant.is_counted())
+            .map(|grant| grant.allowance)
+            .collect();
+        let units = granted
+            .iter()
+            .fold(0u64, |units, a| units.saturating_add(a.units));
+        counters
+            .allowances_granted
+            .fetch_add(granted.len() as u64, Ordering::Relaxed);
+        counters
+            .allowance_units_granted
+            .fetch_add(units, Ordering::Relaxed);
+        granted
+    }
+
+    /// Applies `ReportUsage`: ledger rows, the corrections of what admission charged and the
+    /// allowance units given back (`returned`), once per `report_id` (empty: no
+    /// de-duplication). A batch already applied answers OK and changes nothing. Returns
+    /// change counters only: neither the ledger nor the GenAI metrics.
     pub async fn report_usage(
         &self,
         report_id: &str,
         records: &[UsageRecord],
+        returned: &[CounterAdjustment],
     ) -> Result<(), QuotaError> {
         if report_id.len() > MAX_REPORT_ID_BYTES {
             return Err(QuotaError::InvalidArgument(format!(
@@ -231,11 +319,11 @@ impl QuotaEngine {
             )));
         }
         let active = self.active()?;
-        if records.is_empty() {
+        if records.is_empty() && returned.is_empty() {
             return Ok(());
         }
         let now = unix_seconds(self.clock.now());
-        let settlement = usage::settle(&active.settings, records, now);
+        let settlement = usage::settle(&active.settings, records, returned, now);
         let report = Report {
             id: (!report_id.is_empty()).then(|| report_id.to_string()),
             adjustments: settlement.adjustments,
@@ -281,6 +369,9 @@ impl QuotaEngine {
         counters
             .ledger_rows_collapsed
             .fetch_add(outcome.collapsed, Ordering::Relaxed);
+        counters
+            .allowance_units_returned
+            .fetch_add(settlement.returned_units, Ordering::Relaxed);
         if outcome.collapsed > 0 {
             debug!(
                 records = outcome.collapsed,
@@ -464,12 +555,12 @@ impl QuotaEngine {
             ),
             (
                 "quota_adjustments",
-                "Counter corrections applied from usage reports (token reservations settled, charges given back).",
+                "Counter corrections applied from usage reports (token reservations settled, charges and allowance units given back).",
                 read(&c.adjustments),
             ),
             (
                 "quota_adjustments_dropped",
-                "Corrections dropped: their window had ended or was not one, a refund found no counter, or no counted limit matched.",
+                "Corrections dropped: their window had ended or was not one, a refund found no counter, no counted limit matched, or an allowance return was not negative.",
                 read(&c.adjustments_dropped),
             ),
             (
@@ -481,6 +572,26 @@ impl QuotaEngine {
                 "quota_stream_requests",
                 "Rate limit requests received on StreamRateLimit streams.",
                 read(&c.stream_requests),
+            ),
+            (
+                "quota_allowances_granted",
+                "Allowances granted with decisions (quotas.allowances), counted and uncounted.",
+                read(&c.allowances_granted),
+            ),
+            (
+                "quota_allowance_units_granted",
+                "Units charged ahead to counters by the counted allowances granted.",
+                read(&c.allowance_units_granted),
+            ),
+            (
+                "quota_allowances_withdrawn",
+                "Counted allowances not granted: their charge was refused (another decision took the units first) or the store failed.",
+                read(&c.allowances_withdrawn),
+            ),
+            (
+                "quota_allowance_units_returned",
+                "Allowance units given back unspent in usage reports and applied to their counters (duplicates excluded).",
+                read(&c.allowance_units_returned),
             ),
         ]
     }

@@ -74,13 +74,14 @@ pub async fn report_usage(
     request: ReportUsageRequest,
 ) -> Result<ReportUsageResponse, Status> {
     engine
-        .report_usage(&request.report_id, &request.records)
+        .report_usage(&request.report_id, &request.records, &request.returned)
         .await
         .map_err(|e| to_status(&e))?;
     debug!(
         node = %request.node_id,
         report_id = %request.report_id,
         records = request.records.len(),
+        returned = request.returned.len(),
         "usage reported"
     );
     Ok(ReportUsageResponse {})
@@ -112,7 +113,8 @@ const STREAM_ANSWERS_BUFFERED: usize = 1024;
 const STREAM_DECISIONS_PENDING: usize = 1024;
 
 /// `GatewayControl/StreamRateLimit`: decides each request of the stream as
-/// `ShouldRateLimit` would, answering as soon as each decision is made (with the in-memory
+/// `ShouldRateLimit` would (granting allowances with it when the request asks for them and
+/// `quotas.allowances` is set, see [`QuotaEngine::decide`]), answering as soon as each decision is made (with the in-memory
 /// store at once; with Redis, decisions of one stream run concurrently and may answer out of
 /// order). Ends (status OK) when the caller ends its side, or when `shutdown` is cancelled,
 /// once every request read is answered: a request the caller sent but this server did not
@@ -174,6 +176,7 @@ async fn stream_decision(
         response: Vec::new(),
         status_code: status.code() as u32,
         status_message: status.message().to_string(),
+        allowances: Vec::new(),
     };
     let request = match RateLimitRequest::decode(message.request.as_slice()) {
         Ok(request) => request,
@@ -183,12 +186,13 @@ async fn stream_decision(
             ))));
         }
     };
-    match engine.should_rate_limit(&request).await {
-        Ok(response) => RateLimitStreamResponse {
+    match engine.decide(&request, message.allowances).await {
+        Ok(decided) => RateLimitStreamResponse {
             id,
-            response: response.encode_to_vec(),
+            response: decided.response.encode_to_vec(),
             status_code: 0,
             status_message: String::new(),
+            allowances: decided.allowances,
         },
         Err(e) => failed(to_status(&e)),
     }

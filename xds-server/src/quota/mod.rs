@@ -3,11 +3,12 @@
 //! (`GetUsage`, `GET /usage`).
 //!
 //! Policy is pure: the descriptor [`tree`], the [`window`] arithmetic, the counter [`keys`],
-//! the admission decision ([`decide`]) and the settlement of usage reports ([`usage`]) take
-//! the time as an argument. The [`store`]s keep counters and the ledger (in memory or in
+//! the admission decision ([`decide`]), the allowances granted with it ([`allowance`]) and the
+//! settlement of usage reports ([`usage`]) take the time as an argument. The [`store`]s keep counters and the ledger (in memory or in
 //! Redis); the [`engine`] ties policy to a store and follows configuration reloads, and
 //! [`grpc`] is the transport.
 
+pub mod allowance;
 pub mod decide;
 pub mod engine;
 pub mod genai;
@@ -20,7 +21,7 @@ pub mod usage;
 pub mod window;
 
 pub use engine::QuotaEngine;
-pub use settings::{QuotaError, QuotaSettings, RedisSettings, StoreSettings};
+pub use settings::{AllowanceSettings, QuotaError, QuotaSettings, RedisSettings, StoreSettings};
 
 #[cfg(test)]
 pub(crate) mod testing {

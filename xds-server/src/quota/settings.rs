@@ -18,7 +18,32 @@ pub struct QuotaSettings {
     pub descriptors: tree::Descriptors,
     /// Rows (tenant and model) the usage ledger keeps a day; more go to `(other)` rows.
     pub ledger_max_rows_per_day: u64,
+    /// `quotas.allowances`: grants of units charged ahead with the decisions of streams that
+    /// ask for them; `None` (the section is absent): no grants.
+    pub allowances: Option<AllowanceSettings>,
 }
+
+/// The checked `quotas.allowances` section: how much of a limit one grant takes, and for how
+/// long (see [`allowance`](super::allowance)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowanceSettings {
+    /// The fraction of what remains of a limit one grant takes, in millionths:
+    /// 1 to [`MAX_ALLOWANCE_SHARE_PPM`].
+    pub share_ppm: u32,
+    /// The longest life of a grant, in milliseconds: [`MIN_ALLOWANCE_LIFETIME_MS`] to
+    /// [`MAX_ALLOWANCE_LIFETIME_MS`].
+    pub lifetime_ms: u32,
+}
+
+/// Millionths in a whole, the unit of [`AllowanceSettings::share_ppm`].
+pub const PPM: u32 = 1_000_000;
+/// Largest [`AllowanceSettings::share_ppm`]: half of what remains, so that two grants never
+/// take more than remains.
+pub const MAX_ALLOWANCE_SHARE_PPM: u32 = PPM / 2;
+/// Shortest [`AllowanceSettings::lifetime_ms`].
+pub const MIN_ALLOWANCE_LIFETIME_MS: u32 = 10;
+/// Longest [`AllowanceSettings::lifetime_ms`]: a minute.
+pub const MAX_ALLOWANCE_LIFETIME_MS: u32 = 60_000;
 
 /// Where counters and the ledger are kept.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,6 @@
 //! Usage reports and the ledger, pure: [`settle`] turns a `ReportUsage` batch into ledger
-//! additions and counter corrections; [`UsageQuery`] checks what `GetUsage` and `GET /usage`
+//! additions and counter corrections (those of its records, and the allowance units it gives
+//! back); [`UsageQuery`] checks what `GetUsage` and `GET /usage`
 //! ask for; [`rows`] sorts the answer.
 //!
 //! A correction goes to the window its decision named (`UNIT/START`, see
@@ -11,7 +12,9 @@
 //! limit now, and of records without `admitted_at` and window are dropped (and counted).
 //! Records refused by a quota were never charged, so their corrections (there should be none)
 //! are ignored; records refused by the gateway after admission give their charges back
-//! through theirs. Model values (of records and of `model` entries) are model keys
+//! through theirs. Allowance units given back (`ReportUsageRequest.returned`) are corrections
+//! too, each to the window it names (one that names none is dropped): only negative ones, a
+//! positive one is dropped. Model values (of records and of `model` entries) are model keys
 //! ([`gateway_common::model::key`]), as the filter sends them.
 
 use std::collections::BTreeMap;
@@ -46,10 +49,18 @@ pub struct Settlement {
     pub adjustments: Vec<Adjustment>,
     /// Corrections that apply to no counter.
     pub dropped: u64,
+    /// Allowance units given back to a counter (in `adjustments`, added up with the
+    /// corrections of the same counter).
+    pub returned_units: u64,
 }
 
-/// Settles `records` at `now` (Unix seconds).
-pub fn settle(settings: &QuotaSettings, records: &[UsageRecord], now: i64) -> Settlement {
+/// Settles `records`, and the allowance units `returned` gives back, at `now` (Unix seconds).
+pub fn settle(
+    settings: &QuotaSettings,
+    records: &[UsageRecord],
+    returned: &[CounterAdjustment],
+    now: i64,
+) -> Settlement {
     let tz = settings.time_zone;
     let mut ledger: BTreeMap<UsageKey, UsageTotals> = BTreeMap::new();
     let mut adjustments: BTreeMap<String, Adjustment> = BTreeMap::new();
@@ -71,11 +82,21 @@ pub fn settle(settings: &QuotaSettings, records: &[UsageRecord], now: i64) -> Se
                 dropped += 1;
                 continue;
             };
-            adjustments
-                .entry(correction.key.clone())
-                .and_modify(|a| a.delta = a.delta.saturating_add(correction.delta))
-                .or_insert(correction);
+            add(&mut adjustments, correction);
         }
+    }
+    let mut returned_units: u64 = 0;
+    for given_back in returned.iter().filter(|a| a.delta != 0) {
+        // Allowances only give back: a positive return would charge what no decision admitted.
+        let correction = (given_back.delta < 0)
+            .then(|| correction(settings, given_back, None, now))
+            .flatten();
+        let Some(correction) = correction else {
+            dropped += 1;
+            continue;
+        };
+        returned_units = returned_units.saturating_add(correction.delta.unsigned_abs());
+        add(&mut adjustments, correction);
     }
     let max = i64::try_from(MAX_COUNT).unwrap_or(i64::MAX);
     Settlement {
@@ -100,7 +121,16 @@ pub fn settle(settings: &QuotaSettings, records: &[UsageRecord], now: i64) -> Se
             })
             .collect(),
         dropped,
+        returned_units,
     }
+}
+
+/// Adds `correction` to the one of the same counter in `adjustments`.
+fn add(adjustments: &mut BTreeMap<String, Adjustment>, correction: Adjustment) {
+    adjustments
+        .entry(correction.key.clone())
+        .and_modify(|a| a.delta = a.delta.saturating_add(correction.delta))
+        .or_insert(correction);
 }
 
 /// What one record adds to its ledger row: a request with its tokens, a refusal by a quota or

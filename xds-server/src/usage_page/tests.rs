@@ -169,6 +169,7 @@ async fn filled() -> (Arc<ManualClock>, QuotaEngine) {
                 record(EVIL, "anthropic.claude-3-haiku", 7, false),
                 record(EVIL, "anthropic.claude-3-haiku", 0, true),
             ],
+            &[],
         )
         .await
         .unwrap();

@@ -30,6 +30,8 @@ struct Host {
     credentials: CredentialCache,
     /// The worker's signature check stream is open.
     remote_checks: bool,
+    /// The worker's quota allowances (decisions on the stream).
+    allowances: Option<Allowances>,
 }
 
 impl Host {
@@ -41,11 +43,17 @@ impl Host {
             }
             gateway_common::filter_config::Authentication::None => None,
         };
+        let stream = gateway
+            .config
+            .quota
+            .as_ref()
+            .is_some_and(|q| q.transport == QuotaTransport::Stream);
         let mut host = Self {
             gateway,
             auth,
             credentials: CredentialCache::default(),
             remote_checks: false,
+            allowances: stream.then(Allowances::default),
         };
         host.give_credentials();
         host
@@ -95,6 +103,7 @@ impl Host {
     fn step(&mut self, run: impl FnOnce(&mut Env) -> Step) -> Step {
         let mut env = Env::new(&self.gateway, self.auth.as_mut(), &self.credentials, &clock);
         env.remote_checks = self.remote_checks;
+        env.allowances = self.allowances.as_mut();
         run(&mut env)
     }
 
@@ -495,6 +504,7 @@ fn quotas_admit_refuse_and_fail_as_configured() {
     let Some(Intent::AskDecision {
         request,
         stream: true,
+        allowances: true,
     }) = step.intents.last()
     else {
         panic!("{step:?}");
@@ -506,7 +516,8 @@ fn quotas_admit_refuse_and_fail_as_configured() {
         flow.ask_decision_again().intents,
         [Intent::AskDecision {
             request: request.clone(),
-            stream: false
+            stream: false,
+            allowances: false,
         }]
     );
     let step = host.step(|env| flow.decision(env, Ok(decision(Code::Ok))));
@@ -589,6 +600,138 @@ fn quotas_admit_refuse_and_fail_as_configured() {
     let records = reports(&step);
     assert_eq!(records.len(), 1);
     assert!(records[0].adjustments.is_empty());
+}
+
+/// The decision a request asks for, decoded.
+fn asked(step: &Step) -> Option<(gateway_common::ratelimit::RateLimitRequest, bool)> {
+    step.intents.iter().find_map(|i| match i {
+        Intent::AskDecision {
+            request,
+            allowances,
+            ..
+        } => Some((
+            gateway_common::ratelimit::RateLimitRequest::decode(request.as_slice()).unwrap(),
+            *allowances,
+        )),
+        _ => None,
+    })
+}
+
+/// An allowance of `units` on the descriptor of `entries`, in window `minute/60`.
+fn allowance(
+    entries: &[gateway_common::ratelimit::Entry],
+    units: u64,
+) -> gateway_common::proto::Allowance {
+    gateway_common::proto::Allowance {
+        entries: entries
+            .iter()
+            .map(|e| gateway_common::proto::DescriptorEntry {
+                key: e.key.clone(),
+                value: e.value.clone(),
+            })
+            .collect(),
+        uncounted: false,
+        units,
+        window: "minute/60".into(),
+        valid_for_ms: 1000,
+    }
+}
+
+#[test]
+fn allowances_admit_requests_in_the_worker_and_settle_to_their_window() {
+    let (mut host, team) = Host::with_quotas();
+    let now_ms = NOW * 1000;
+    // The first request asks the service, and for allowances; a second one meanwhile asks
+    // without (one ask per set of descriptors in flight).
+    let mut first = RequestFlow::default();
+    host.headers(&mut first, &h(&converse(HAIKU, Some(&team))), true);
+    let (request, asks) = asked(&host.body(&mut first, BODY, 100)).unwrap();
+    assert!(asks);
+    let mut second = RequestFlow::default();
+    host.headers(&mut second, &h(&converse(HAIKU, Some(&team))), true);
+    let (_, asks) = asked(&host.body(&mut second, BODY, 100)).unwrap();
+    assert!(!asks);
+    // The service grants 3 requests and 3 requests' tokens.
+    let reserved = request.descriptors[1].hits_addend.unwrap().value;
+    let allowances = host.allowances.as_mut().unwrap();
+    let returned = allowances.grant(
+        &[
+            allowance(&request.descriptors[0].entries, 3),
+            allowance(&request.descriptors[1].entries, 3 * reserved),
+        ],
+        now_ms,
+    );
+    assert!(returned.is_empty());
+    // Three requests are admitted here: signed at once, no decision asked. The second leaves
+    // less than half, so it asks for a refill that charges nothing; the third finds that
+    // refill in flight and asks for none.
+    for i in 0..3 {
+        let mut flow = RequestFlow::default();
+        host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
+        let step = host.body(&mut flow, BODY, 100);
+        assert!(asked(&step).is_none(), "{step:?}");
+        assert!(signed(&step).is_some());
+        assert_eq!(step.flow, Flow::Continue);
+        let refill = step.intents.iter().find_map(|i| match i {
+            Intent::RefillAllowances { request } => Some(
+                gateway_common::ratelimit::RateLimitRequest::decode(request.as_slice()).unwrap(),
+            ),
+            _ => None,
+        });
+        match refill {
+            None => assert_ne!(i, 1, "request {i}"),
+            Some(refill) => {
+                assert_eq!(i, 1);
+                assert_eq!(refill.descriptors.len(), 2);
+                assert!(
+                    refill
+                        .descriptors
+                        .iter()
+                        .all(|d| d.hits_addend.unwrap().value == 0)
+                );
+            }
+        }
+        if i == 0 {
+            // Its settlement goes to the window of the allowance.
+            let response_headers = vec![
+                (":status".to_string(), b"200".to_vec()),
+                ("content-type".to_string(), b"application/json".to_vec()),
+            ];
+            host.step(|env| flow.on_response_headers(env, 200, &response_headers, false));
+            let body =
+                br#"{"output":{},"usage":{"inputTokens":2,"outputTokens":1,"totalTokens":3}}"#;
+            let records = host.step(|env| flow.on_response_body(env, body, true));
+            let records = reports(&records);
+            assert_eq!(records.len(), 1);
+            let adjustment = &records[0].adjustments[0];
+            assert_eq!(adjustment.window, "minute/60");
+            assert_eq!(adjustment.delta, 3 - i64::try_from(reserved).unwrap());
+        }
+    }
+    // Spent: the next request asks the service again.
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
+    assert!(asked(&host.body(&mut flow, BODY, 100)).is_some());
+    assert_eq!(host.allowances.as_ref().unwrap().admitted(), 3);
+    // Another tenant's descriptors are not covered by these.
+    let other = token("team-a");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&other))), true);
+    assert!(asked(&host.body(&mut flow, BODY, 100)).is_some());
+}
+
+#[test]
+fn unary_decisions_use_no_allowances() {
+    let mut quotas = quotas("closed");
+    quotas["transport"] = "unary".into();
+    let mut host = Host::new(config(jwt(), Some(quotas)));
+    host.give_keys();
+    assert!(host.allowances.is_none());
+    let team = token("team-any");
+    let mut flow = RequestFlow::default();
+    host.headers(&mut flow, &h(&converse(HAIKU, Some(&team))), true);
+    let (_, asks) = asked(&host.body(&mut flow, BODY, 100)).unwrap();
+    assert!(!asks);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! per request descriptor; the estimated tokens reserved on each token descriptor), the verdict,
 //! and the settlement once the real token counts are known.
 
+pub mod allowance;
 pub mod estimate;
 pub mod reports;
 pub mod usage;
@@ -123,6 +124,16 @@ pub fn admission(config: &QuotaConfig, context: &Context, estimate: Estimate) ->
         },
         reservations,
     })
+}
+
+/// The request that asks for allowances alone (a refill): the same descriptors, each
+/// charging nothing.
+pub fn refill(mut request: RateLimitRequest) -> RateLimitRequest {
+    for descriptor in &mut request.descriptors {
+        descriptor.hits_addend = Some(UInt64Value { value: 0 });
+        descriptor.is_negative_hits = false;
+    }
+    request
 }
 
 /// What admission reserves on a token descriptor: the most the request can use of that kind.

@@ -1,17 +1,20 @@
 //! Usage records on their way to the control service: queued as requests end (bounded:
 //! beyond the capacity the oldest are dropped), sent one batch at a time, and a batch whose
 //! delivery was not confirmed sent again unchanged under its id, before anything newer, so
-//! that the server can apply it once.
+//! that the server can apply it once. Allowance units given back unspent travel in the same
+//! batches (`returned`), bounded the same way.
 
 use std::collections::VecDeque;
 
-use gateway_common::proto::{ReportUsageRequest, UsageRecord};
+use gateway_common::proto::{CounterAdjustment, ReportUsageRequest, UsageRecord};
 
 /// Usage records per batch.
 pub const BATCH: usize = 500;
 
 pub struct Reports {
     queue: VecDeque<UsageRecord>,
+    /// Allowance units to give back.
+    returned: VecDeque<CounterAdjustment>,
     capacity: usize,
     /// The batch being delivered, or whose delivery failed.
     batch: Option<ReportUsageRequest>,
@@ -25,6 +28,7 @@ impl Reports {
     pub fn new(capacity: usize, nonce: u64) -> Self {
         Self {
             queue: VecDeque::new(),
+            returned: VecDeque::new(),
             capacity: capacity.max(1),
             batch: None,
             in_flight: false,
@@ -39,7 +43,17 @@ impl Reports {
         self.capacity = capacity.max(1);
         let excess = self.queue.len().saturating_sub(self.capacity);
         self.queue.drain(..excess);
+        let returns = self.returned.len().saturating_sub(self.capacity);
+        self.returned.drain(..returns);
         excess
+    }
+
+    /// Queues allowance units given back; beyond the capacity the oldest are dropped (their
+    /// counters then count them as spent until their windows end).
+    pub fn give_back(&mut self, returned: impl IntoIterator<Item = CounterAdjustment>) {
+        self.returned.extend(returned);
+        let excess = self.returned.len().saturating_sub(self.capacity);
+        self.returned.drain(..excess);
     }
 
     /// Queues a record; returns how many of the oldest were dropped to make room.
@@ -57,17 +71,20 @@ impl Reports {
             return None;
         }
         if self.batch.is_none() {
-            if self.queue.is_empty() {
+            if self.queue.is_empty() && self.returned.is_empty() {
                 return None;
             }
             let n = self.queue.len().min(BATCH);
             let records = self.queue.drain(..n).collect();
+            let n = self.returned.len().min(BATCH);
+            let returned = self.returned.drain(..n).collect();
             let report_id = format!("{:016x}-{}", self.nonce, self.sequence);
             self.sequence = self.sequence.wrapping_add(1);
             self.batch = Some(ReportUsageRequest {
                 node_id: node_id.to_string(),
                 records,
                 report_id,
+                returned,
             });
         }
         self.in_flight = true;
@@ -99,6 +116,29 @@ mod tests {
             tenant: tenant.into(),
             ..UsageRecord::default()
         }
+    }
+
+    #[test]
+    fn returned_units_go_in_batches_of_their_own_or_with_records() {
+        let mut reports = Reports::new(2, 1);
+        let back = |delta| CounterAdjustment {
+            delta,
+            ..CounterAdjustment::default()
+        };
+        reports.give_back([back(-1), back(-2), back(-3)]);
+        let batch = reports.next("node").unwrap();
+        assert!(batch.records.is_empty());
+        let deltas: Vec<i64> = batch.returned.iter().map(|a| a.delta).collect();
+        assert_eq!(deltas, [-2, -3], "bounded: the oldest dropped");
+        reports.unconfirmed();
+        assert_eq!(reports.next("node").unwrap().returned.len(), 2, "unchanged");
+        reports.confirmed();
+        reports.queue(record("a"));
+        reports.give_back([back(-4)]);
+        let batch = reports.next("node").unwrap();
+        assert_eq!((batch.records.len(), batch.returned.len()), (1, 1));
+        reports.confirmed();
+        assert!(reports.next("node").is_none());
     }
 
     #[test]

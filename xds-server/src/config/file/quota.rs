@@ -37,6 +37,12 @@ pub struct QuotaSection {
     /// Default `60`.
     #[serde(default = "default_stream_max_age_seconds")]
     pub stream_max_age_seconds: u64,
+    /// With `transport: stream`, lets this server grant allowances with its decisions: units
+    /// of a descriptor's counter charged ahead, which the Envoy worker spends on later
+    /// requests with the same descriptor without asking, and gives back unspent when they
+    /// expire. Default: none (every request is decided here).
+    #[serde(default)]
+    pub allowances: Option<AllowancesSection>,
     /// IANA time zone (`UTC`, `Europe/Berlin`, `America/New_York`) of the calendar windows
     /// (`day`, `week` from Monday, `month`, `year`: a monthly budget resets at local midnight
     /// on the 1st) and of the usage ledger's days. `second`, `minute` and `hour` windows are
@@ -74,6 +80,38 @@ pub struct QuotaSection {
     /// limits, and gives every usage ledger row its cost. Without it nothing is priced.
     #[serde(default)]
     pub prices: Option<PricesSection>,
+}
+
+/// `quotas.allowances`. Counters never exceed their limits: a grant is charged to its counter
+/// like a request, all or nothing. While it is outstanding its units are held by one worker,
+/// so others may be refused up to that many units early, for at most `lifetime_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowancesSection {
+    /// The fraction of what remains of a limit that one grant takes, above 0 and at most 0.5,
+    /// with at most 6 decimals. No grant is made when it comes to less than twice the
+    /// request's charge (near the limit every request is decided here). Default `0.0625`.
+    #[serde(default = "default_allowance_share")]
+    pub share: f64,
+    /// Milliseconds a grant lasts at most (never past its window's end), 10 to 60000: how
+    /// long units may be held by one worker, and how long a changed limit may take to reach
+    /// requests spent from allowances. Default `1000`.
+    #[serde(default = "default_allowance_lifetime_ms")]
+    pub lifetime_ms: u64,
+}
+
+/// Default of `quotas.allowances.share`.
+pub const DEFAULT_ALLOWANCE_SHARE: f64 = 0.0625;
+
+/// Default of `quotas.allowances.lifetime_ms`.
+pub const DEFAULT_ALLOWANCE_LIFETIME_MS: u64 = 1_000;
+
+fn default_allowance_share() -> f64 {
+    DEFAULT_ALLOWANCE_SHARE
+}
+
+fn default_allowance_lifetime_ms() -> u64 {
+    DEFAULT_ALLOWANCE_LIFETIME_MS
 }
 
 /// `quotas.prices`. Check every price against the AWS price list of your region: the

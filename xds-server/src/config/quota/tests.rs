@@ -334,3 +334,96 @@ quotas:
     );
     assert_eq!(prices.unpriced, None);
 }
+
+/// [`EXAMPLE`] with `allowances` (a YAML flow mapping) in its `quotas`.
+fn with_allowances(allowances: &str) -> String {
+    EXAMPLE.replace(
+        "failure_mode: open",
+        &format!("failure_mode: open\n  allowances: {allowances}"),
+    )
+}
+
+#[test]
+fn allowances_are_off_unless_configured() {
+    let settings = load(EXAMPLE, &[]).unwrap().quotas.unwrap();
+    assert_eq!(settings.allowances, None);
+    let allowances = |section: &str| {
+        load(&with_allowances(section), &[])
+            .unwrap()
+            .quotas
+            .unwrap()
+            .allowances
+            .map(|a| (a.share_ppm, a.lifetime_ms))
+    };
+    // An empty section takes the defaults.
+    assert_eq!(allowances("{}"), Some((62_500, 1000)));
+    assert_eq!(
+        allowances("{share: 0.5, lifetime_ms: 60000}"),
+        Some((500_000, 60_000))
+    );
+    assert_eq!(
+        allowances("{share: 0.000001, lifetime_ms: 10}"),
+        Some((1, 10))
+    );
+    assert_eq!(allowances("{share: 0.1}"), Some((100_000, 1000)));
+    // A server-side setting: the filter's configuration is the same with or without it.
+    assert_eq!(
+        load(&with_allowances("{}"), &[]).unwrap().filter.quota,
+        load(EXAMPLE, &[]).unwrap().filter.quota
+    );
+}
+
+#[test]
+fn allowance_values_out_of_range_are_rejected() {
+    let error = |section: &str| {
+        load(&with_allowances(section), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    let share = |found: &str| {
+        format!(
+            "gateway.yaml: quotas.allowances.share: expected a fraction of what remains of a limit, above 0 and at most 0.5, with at most 6 decimals (such as 0.0625), found {found}"
+        )
+    };
+    for (written, found) in [
+        ("0", "0"),
+        ("0.6", "0.6"),
+        ("-0.0625", "-0.0625"),
+        ("0.0000001", "0.0000001"),
+        ("0.1234567", "0.1234567"),
+        (".nan", "NaN"),
+        (".inf", "inf"),
+    ] {
+        assert_eq!(
+            error(&format!("{{share: {written}}}")),
+            share(found),
+            "{written}"
+        );
+    }
+    let lifetime = |found: &str| {
+        format!(
+            "gateway.yaml: quotas.allowances.lifetime_ms: expected a number of milliseconds from 10 to 60000, found {found}"
+        )
+    };
+    for found in ["0", "9", "60001", "4294967306"] {
+        assert_eq!(
+            error(&format!("{{lifetime_ms: {found}}}")),
+            lifetime(found),
+            "{found}"
+        );
+    }
+    assert!(
+        error("{share: 0.1, lifetime: 100}").contains("unknown field `lifetime`"),
+        "{}",
+        error("{share: 0.1, lifetime: 100}")
+    );
+    // Only decision streams carry grants.
+    let unary = with_allowances("{}").replace(
+        "failure_mode: open",
+        "failure_mode: open\n  transport: unary",
+    );
+    assert_eq!(
+        load(&unary, &[]).unwrap_err().to_string(),
+        "gateway.yaml: quotas.allowances: expected no value with transport unary (allowances are granted on decision streams only: transport stream)"
+    );
+}

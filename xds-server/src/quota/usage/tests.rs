@@ -1,7 +1,11 @@
 use gateway_common::proto::{CounterAdjustment, DescriptorEntry};
 
 use super::*;
-use crate::quota::testing::quotas;
+use crate::quota::{
+    keys::{DEFAULT_KEY_PREFIX, counter_key},
+    testing::quotas,
+    window::Unit,
+};
 
 const QUOTAS: &str = "
 quotas:
@@ -85,7 +89,7 @@ fn records_become_ledger_rows_per_local_day_tenant_and_model() {
         record("a", "", late, vec![]),
         record("b", "m", utc(2026, 3, 31, 12, 0), vec![]),
     ];
-    let settlement = settle(&settings, &records, late + 120);
+    let settlement = settle(&settings, &records, &[], late + 120);
     let rows: Vec<(&str, &str, &str, UsageTotals)> = settlement
         .ledger
         .iter()
@@ -157,7 +161,7 @@ fn corrections_go_to_the_window_of_admission_and_are_merged() {
         // Without `admitted_at`, the window is unknown.
         record("a", "m", 0, vec![adjustment("a", "total", -9)]),
     ];
-    let settlement = settle(&settings, &records, now);
+    let settlement = settle(&settings, &records, &[], now);
     // June 2026 in Berlin starts 2026-05-31T22:00Z and ends 2026-06-30T22:00Z.
     let month = utc(2026, 5, 31, 22, 0);
     let minute = (now - 10) - (now - 10).rem_euclid(60);
@@ -362,7 +366,7 @@ fn corrections_go_to_the_window_the_decision_named() {
             ],
         ),
     ];
-    let settlement = settle(&settings, &records, now);
+    let settlement = settle(&settings, &records, &[], now);
     assert_eq!(
         settlement.adjustments,
         vec![
@@ -441,7 +445,7 @@ fn gateway_refusals_are_their_own_column_and_give_their_charges_back() {
         refused: true,
         ..refused_by_gateway.clone()
     };
-    let settlement = settle(&settings, &[refused_by_gateway, both], at + 5);
+    let settlement = settle(&settings, &[refused_by_gateway, both], &[], at + 5);
     assert_eq!(
         settlement.ledger[0].totals,
         UsageTotals {
@@ -490,7 +494,7 @@ fn models_are_ledger_rows_and_counters_by_their_model_key() {
         ),
         record("a", "anthropic.claude-3-haiku-20240307-v1:0", at, vec![]),
     ];
-    let settlement = settle(&settings, &records, at + 5);
+    let settlement = settle(&settings, &records, &[], at + 5);
     assert_eq!(settlement.ledger.len(), 1);
     assert_eq!(
         (
@@ -522,9 +526,78 @@ fn corrections_are_bounded_by_what_a_count_holds() {
             record("a", "m", at, vec![huge(i64::MAX), huge(i64::MAX)]),
             record("b", "m", at, vec![]),
         ],
+        &[],
         at,
     );
     assert_eq!(settlement.adjustments[0].delta, MAX_COUNT as i64);
-    let settlement = settle(&settings, &[record("a", "m", at, vec![huge(i64::MIN)])], at);
+    let settlement = settle(
+        &settings,
+        &[record("a", "m", at, vec![huge(i64::MIN)])],
+        &[],
+        at,
+    );
     assert_eq!(settlement.adjustments[0].delta, -(MAX_COUNT as i64));
+}
+
+/// A return of allowance units to `window`.
+fn given_back(tenant: &str, kind: &str, delta: i64, window: &str) -> CounterAdjustment {
+    CounterAdjustment {
+        window: window.to_string(),
+        ..adjustment(tenant, kind, delta)
+    }
+}
+
+#[test]
+fn returned_allowance_units_correct_the_window_they_name_and_nothing_else() {
+    let (settings, _) = quotas(QUOTAS);
+    let at = utc(2026, 3, 10, 12, 0);
+    let minute = format!("minute/{at}");
+    let returned = [
+        given_back("a", "output", -40, &minute),
+        // Added up with the record's correction of the same counter.
+        given_back("a", "output", -2, &minute),
+        // Only negative deltas: a positive one would charge what no decision admitted.
+        given_back("a", "output", 5, &minute),
+        // A window that has ended, none at all, and no counted limit: dropped.
+        given_back("a", "output", -7, &format!("minute/{}", at - 60)),
+        given_back("a", "output", -7, ""),
+        given_back("vip", "output", -7, &minute),
+        // Nothing to give back: ignored, not dropped.
+        given_back("a", "output", 0, &minute),
+    ];
+    let records = [record(
+        "a",
+        "m",
+        at,
+        vec![given_back("a", "output", -100, &minute)],
+    )];
+    let settlement = settle(&settings, &records, &returned, at + 30);
+    let key = counter_key(
+        DEFAULT_KEY_PREFIX,
+        "bedrock-gateway",
+        &[("tenant", "a"), ("tokens", "output")],
+        Unit::Minute,
+        at,
+    );
+    assert_eq!(
+        settlement.adjustments,
+        [Adjustment {
+            key,
+            delta: -142,
+            expire_at: at + 60,
+        }]
+    );
+    assert_eq!(settlement.returned_units, 42);
+    assert_eq!(settlement.dropped, 4);
+    // Returns add no ledger row: only the record does.
+    assert_eq!(settlement.ledger.len(), 1);
+    assert_eq!(settlement.ledger[0].totals.requests, 1);
+
+    // A batch of returns alone corrects counters and writes no ledger.
+    let alone = settle(&settings, &[], &returned[..1], at + 30);
+    assert!(alone.ledger.is_empty());
+    assert_eq!(
+        (alone.adjustments[0].delta, alone.returned_units),
+        (-40, 40)
+    );
 }
