@@ -159,6 +159,7 @@ pub async fn stream_decisions(
             let message = |id: u64| RateLimitStreamRequest {
                 id,
                 request: request.clone(),
+                allowances: false,
             };
             for _ in 0..in_flight {
                 sender.send(message(next_id)).await?;

@@ -95,8 +95,24 @@ pub fn one_worker_gateway(
     auth: &Yaml,
     quotas: bool,
 ) -> anyhow::Result<Stack> {
-    let auth = auth.clone();
     let quotas = quotas.then(benchmark_quotas).transpose()?;
+    one_worker_gateway_with(upstream_port, auth, quotas)
+}
+
+/// [`QUOTAS`] with `allowances` at their defaults.
+pub fn allowance_quotas() -> anyhow::Result<Yaml> {
+    let mut quotas = benchmark_quotas()?;
+    quotas["allowances"] = serde_norway::from_str("{}")?;
+    Ok(quotas)
+}
+
+/// [`one_worker_gateway`] with this `quotas` section (or none).
+pub fn one_worker_gateway_with(
+    upstream_port: Option<u16>,
+    auth: &Yaml,
+    quotas: Option<Yaml>,
+) -> anyhow::Result<Stack> {
+    let auth = auth.clone();
     Stack::start(StackOptions {
         envoy_concurrency: 1,
         configure: Box::new(move |c: &mut Yaml| {

@@ -23,7 +23,9 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::identity::{BenchIdp, JwtSettings};
 use crate::quota::{pin, pin_this_process};
-use crate::support::{one_worker_gateway, require_two_cpus};
+use crate::support::{
+    allowance_quotas, one_worker_gateway, one_worker_gateway_with, require_two_cpus,
+};
 use crate::wrk;
 
 #[derive(clap::Args)]
@@ -121,8 +123,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     let without = one_worker_gateway(None, &auth, false)?;
     let with = one_worker_gateway(None, &auth, true)?;
+    let allowances = one_worker_gateway_with(None, &auth, Some(allowance_quotas()?))?;
     pin_this_process("0")?;
-    for stack in [&without, &with] {
+    for stack in [&without, &with, &allowances] {
         pin(stack.envoy_pid().context("no Envoy")?, "1")?;
         pin(stack.xds_pid().context("no xds-server")?, "1")?;
         pin(stack.emulator_pid(), "0")?;
@@ -137,7 +140,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         token: token.clone(),
     };
     // Straight to each gateway's own emulator, so both rows see the same upstream.
-    let targets: [(&str, Target); 4] = [
+    let targets: [(&str, Target); 6] = [
         ("straight from the upstream (no gateway)", direct(&without)),
         ("gateway without quotas", through(&without)),
         (
@@ -148,6 +151,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             "gateway with quotas (request limit, token budget)",
             through(&with),
         ),
+        (
+            "straight from the upstream (the third gateway's)",
+            direct(&allowances),
+        ),
+        ("gateway with quotas and allowances", through(&allowances)),
     ];
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -171,7 +179,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             values.push(measured);
         }
     }
-    drop((without, with));
+    drop((without, with, allowances));
     println!(
         "{}",
         report(options, &targets.map(|(name, _)| name), &results)
@@ -286,7 +294,7 @@ fn report(options: &Options, names: &[&str], results: &[Vec<FirstBytes>]) -> Str
         );
     }
     let mut worst: f64 = f64::MIN;
-    for pair in [(0, 1), (2, 3)] {
+    for pair in [(0, 1), (2, 3), (4, 5)] {
         let added: Vec<f64> = (0..4)
             .map(|i| summary[pair.1][i] - summary[pair.0][i])
             .collect();
@@ -298,7 +306,7 @@ fn report(options: &Options, names: &[&str], results: &[Vec<FirstBytes>]) -> Str
         );
     }
     out.push('\n');
-    for pair in [(0, 1), (2, 3)] {
+    for pair in [(0, 1), (2, 3), (4, 5)] {
         let per_round: Vec<String> = results[pair.1]
             .iter()
             .zip(&results[pair.0])
