@@ -2,9 +2,11 @@
 //! gateway's configuration rendered as a static bootstrap (`xds-server render`, the same
 //! listener, routes, filter and clusters xds-server serves over ADS, the filter still asking
 //! the same xds-server for credentials and decisions), on a port of its own, with one more
-//! access log whose only field is Envoy's `%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%`: from the
-//! last byte of the request received to the first byte sent upstream. What a client measures
-//! also holds its own scheduling, the connection and the upstream; this is the gateway alone.
+//! access log of two fields: Envoy's `%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%`, from the
+//! last byte of the request received to the first byte sent upstream (the hold), and
+//! `%COMMON_DURATION(US_RX_BEG:DS_TX_BEG:us)%`, from the first byte of the response received
+//! from upstream to the first byte sent to the client. What a client measures also holds its
+//! own scheduling, the connection and the upstream; this is the gateway alone.
 
 use std::io::{Read, Seek};
 use std::net::SocketAddr;
@@ -33,7 +35,23 @@ use prost::Message as _;
 use crate::support::{envoy_from, wait_listening};
 
 /// Envoy's points in a request's life between which the hold time is taken.
-pub const HOLD_FORMAT: &str = "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%\n";
+pub const HOLD_FORMAT: &str = "%COMMON_DURATION(DS_RX_END:US_TX_BEG:us)%";
+/// And those of the response's: its first byte from upstream to its first byte downstream.
+pub const RESPONSE_HOLD_FORMAT: &str = "%COMMON_DURATION(US_RX_BEG:DS_TX_BEG:us)%";
+
+/// One request's times in Envoy (µs): its hold, and its response's first byte's.
+#[derive(Debug, Clone, Copy)]
+pub struct Held {
+    pub request_us: u64,
+    pub response_us: Option<u64>,
+}
+
+impl Held {
+    /// What the gateway added to the time to the response's first byte: both holds.
+    pub fn first_byte_us(&self) -> Option<u64> {
+        self.response_us.map(|r| r.saturating_add(self.request_us))
+    }
+}
 
 /// An Envoy (one worker) running `stack`'s gateway from a rendered bootstrap, logging each
 /// request's hold time.
@@ -124,6 +142,12 @@ impl HeldEnvoy {
     /// The hold times (µs) of the next `expected` requests logged since the last call, waiting
     /// for Envoy's log flush (every second) up to 10 s.
     pub fn hold_times(&mut self, expected: usize) -> anyhow::Result<Vec<u64>> {
+        Ok(self.holds(expected)?.iter().map(|h| h.request_us).collect())
+    }
+
+    /// [`Held`] times of the next `expected` requests logged since the last call, as
+    /// [`hold_times`](Self::hold_times) reads them.
+    pub fn holds(&mut self, expected: usize) -> anyhow::Result<Vec<Held>> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let length = std::fs::metadata(&self.log)?.len();
@@ -139,7 +163,15 @@ impl HeldEnvoy {
                 // `-`: the request never went upstream (refused, or failed).
                 return Ok(text[..whole]
                     .lines()
-                    .filter_map(|line| line.trim().parse().ok())
+                    .filter_map(|line| {
+                        let mut fields = line.split_whitespace();
+                        let request_us = fields.next()?.parse().ok()?;
+                        let response_us = fields.next().and_then(|f| f.parse().ok());
+                        Some(Held {
+                            request_us,
+                            response_us,
+                        })
+                    })
                     .collect());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -154,9 +186,9 @@ fn hold_log(path: &Path) -> AccessLog {
             SubstitutionFormatString {
                 format: Some(substitution_format_string::Format::TextFormatSource(
                     DataSource {
-                        specifier: Some(data_source::Specifier::InlineString(
-                            HOLD_FORMAT.to_string(),
-                        )),
+                        specifier: Some(data_source::Specifier::InlineString(format!(
+                            "{HOLD_FORMAT} {RESPONSE_HOLD_FORMAT}\n"
+                        ))),
                         ..Default::default()
                     },
                 )),
