@@ -33,6 +33,12 @@ pub(crate) mod testing {
         time::{Duration, SystemTime, UNIX_EPOCH},
     };
 
+    use envoy_types::pb::{
+        envoy::extensions::common::ratelimit::v3::{
+            RateLimitDescriptor, rate_limit_descriptor::Entry,
+        },
+        google::protobuf::UInt64Value,
+    };
     use gateway_common::quota_config::QuotaConfig;
 
     use super::settings::QuotaSettings;
@@ -53,6 +59,36 @@ pub(crate) mod testing {
             config.quotas.expect("a quotas section"),
             config.filter.quota.expect("the filter's quota config"),
         )
+    }
+
+    /// 2026-02-10T12:00:30.25Z: when the policy tests decide.
+    pub fn decision_time() -> SystemTime {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 2, 10)
+            .and_then(|d| d.and_hms_opt(12, 0, 30))
+            .expect("a valid date")
+            .and_utc()
+            .timestamp();
+        UNIX_EPOCH + Duration::from_secs(at.unsigned_abs()) + Duration::from_millis(250)
+    }
+
+    /// A descriptor of `entries` with its own `hits` (none: the request's), negative or not.
+    pub fn descriptor(
+        entries: &[(&str, &str)],
+        hits: Option<u64>,
+        negative: bool,
+    ) -> RateLimitDescriptor {
+        RateLimitDescriptor {
+            entries: entries
+                .iter()
+                .map(|(key, value)| Entry {
+                    key: key.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            hits_addend: hits.map(|value| UInt64Value { value }),
+            is_negative_hits: negative,
+            ..Default::default()
+        }
     }
 
     pub struct ManualClock(Mutex<SystemTime>);

@@ -1,13 +1,9 @@
-use std::time::Duration;
-
-use chrono::NaiveDate;
-use envoy_types::pb::{
-    envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry,
-    google::protobuf::UInt64Value,
-};
-
 use super::*;
-use crate::quota::{decide::plan, settings::QuotaSettings, testing::quotas};
+use crate::quota::{
+    decide::plan,
+    settings::QuotaSettings,
+    testing::{decision_time, descriptor, quotas},
+};
 
 const QUOTAS: &str = "
 quotas:
@@ -39,33 +35,12 @@ fn allowances() -> AllowanceSettings {
     settings().allowances.unwrap()
 }
 
-/// 2026-02-10T12:00:30.25Z.
 fn now() -> SystemTime {
-    let at = NaiveDate::from_ymd_opt(2026, 2, 10)
-        .and_then(|d| d.and_hms_opt(12, 0, 30))
-        .unwrap()
-        .and_utc()
-        .timestamp();
-    UNIX_EPOCH + Duration::from_secs(at as u64) + Duration::from_millis(250)
+    decision_time()
 }
 
 fn now_seconds() -> i64 {
     crate::util::unix_seconds(now())
-}
-
-fn descriptor(entries: &[(&str, &str)], hits: Option<u64>, negative: bool) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(key, value)| Entry {
-                key: key.to_string(),
-                value: value.to_string(),
-            })
-            .collect(),
-        hits_addend: hits.map(|value| UInt64Value { value }),
-        is_negative_hits: negative,
-        ..Default::default()
-    }
 }
 
 fn request(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {

@@ -1,18 +1,12 @@
 //! The engine over the memory store with a hand-set clock: decisions, reloads, reports.
 
-use envoy_types::pb::{
-    envoy::{
-        extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry},
-        service::ratelimit::v3::rate_limit_response::Code,
-    },
-    google::protobuf::UInt64Value,
-};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use gateway_common::proto::{CounterAdjustment, DescriptorEntry};
 
 use super::*;
 use crate::quota::{
     store::Adjustment,
-    testing::{ManualClock, quotas},
+    testing::{ManualClock, descriptor, quotas},
 };
 
 /// 2026-02-10T12:00:00Z.
@@ -39,21 +33,6 @@ fn engine(per_minute: u64) -> (Arc<ManualClock>, QuotaEngine) {
     let engine = QuotaEngine::new(clock.clone());
     engine.apply(Some(&quotas(&section(per_minute)).0)).unwrap();
     (clock, engine)
-}
-
-fn descriptor(entries: &[(&str, &str)], hits: Option<u64>, negative: bool) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(key, value)| Entry {
-                key: key.to_string(),
-                value: value.to_string(),
-            })
-            .collect(),
-        hits_addend: hits.map(|value| UInt64Value { value }),
-        is_negative_hits: negative,
-        ..Default::default()
-    }
 }
 
 /// The filter's request for tenant `a`: one hit, and `tokens` reserved.
