@@ -105,7 +105,9 @@ impl Allowances {
             let need = needed.entry(key.as_str()).or_default();
             *need = need.saturating_add(reservation.reserved);
             let held = self.held.get(key.as_str())?;
-            if held.until_ms <= now_ms || (!held.uncounted && held.remaining < *need) {
+            // A pre-check (0 reserved) passes while something of the allowance is left: what
+            // was spent is then below the limit.
+            if held.until_ms <= now_ms || (!held.uncounted && held.remaining < (*need).max(1)) {
                 return None;
             }
         }

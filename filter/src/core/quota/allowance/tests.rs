@@ -193,3 +193,14 @@ fn the_number_held_is_bounded_and_the_first_to_expire_goes_back() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].entries[0].value, "0", "the one expiring first");
 }
+
+#[test]
+fn a_pre_check_needs_something_left() {
+    let mut allowances = Allowances::default();
+    allowances.grant(&[allowance(TOKENS, 2, "month/0", 1000)], 0);
+    let mut check = vec![reservation(TOKENS, 0)];
+    assert!(allowances.spend(&mut check, 1).is_some());
+    let mut request = vec![reservation(TOKENS, 2)];
+    assert!(allowances.spend(&mut request, 1).is_some());
+    assert_eq!(allowances.spend(&mut check, 1), None, "all of it spent");
+}
