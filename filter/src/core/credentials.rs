@@ -10,6 +10,7 @@ use hmac::{Hmac, KeyInit};
 use sha2::Sha256;
 
 use super::schedule::Schedule;
+use super::signing::PrefixStates;
 
 /// Credentials are not used during their last seconds: a request signed now may reach AWS a
 /// little later. (The control service refreshes them well before that.)
@@ -24,6 +25,8 @@ pub struct SigningIdentity {
     /// Unix seconds; `None` for long-term credentials.
     pub expires_at: Option<u64>,
     signing_key: RefCell<Option<DerivedKey>>,
+    /// What recent canonical requests hashed (they contain the session token).
+    prefixes: RefCell<PrefixStates>,
 }
 
 /// A SigV4 signing key and what it was derived for, and the HMAC keyed with it (its inner and
@@ -69,11 +72,17 @@ impl SigningIdentity {
             session_token: Some(message.session_token).filter(|t| !t.is_empty()),
             expires_at,
             signing_key: RefCell::new(None),
+            prefixes: RefCell::default(),
         })
     }
 
     pub fn session_token(&self) -> Option<&str> {
         self.session_token.as_deref()
+    }
+
+    /// The SHA-256 of a canonical request, from the state of an earlier one that began alike.
+    pub fn canonical_digest(&self, canonical: &[u8]) -> [u8; 32] {
+        self.prefixes.borrow_mut().digest(canonical)
     }
 
     /// The SigV4 signing key for `date` (`YYYYMMDD` of `now`), region and service.

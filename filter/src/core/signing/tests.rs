@@ -326,3 +326,106 @@ proptest! {
         prop_assert_eq!(get(&ours, "x-amz-security-token"), token.as_deref());
     }
 }
+
+/// One identity signs many requests, as a worker does: requests of one second that differ
+/// only in their body, others on other paths or in other seconds, with a session token as
+/// long as STS gives. Every signature is aws-sigv4's, whether the canonical request's hash
+/// started from a kept state or not.
+#[test]
+fn signatures_from_kept_hash_states_are_aws_sigv4s() {
+    let token = "FwoGZXIvYXdzE".repeat(80);
+    let credentials = identity(Some(&token));
+    let headers = h(&[
+        (":authority", "bedrock-runtime.us-east-1.amazonaws.com"),
+        ("content-type", "application/json"),
+    ]);
+    let paths = [
+        "/model/anthropic.claude-3-haiku-20240307-v1:0/converse",
+        "/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream",
+        "/model/amazon.titan-embed-text-v2:0/invoke",
+    ];
+    let mut seen = 0;
+    for second in 0..3u64 {
+        for round in 0..4 {
+            // More paths than one second needs, in turns, so kept states are found, missed
+            // and replaced.
+            for (i, path) in paths.iter().enumerate() {
+                let hash = hex32(&Sha256::digest(format!("{second}/{round}/{i}")).into());
+                let signing = SigningInput {
+                    now: UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME + second),
+                    ..input(&headers, path, text(&hash))
+                };
+                let (authorization, _) = oracle(&signing, Some(&token)).unwrap();
+                let ours = signature_headers(&signing, &credentials).unwrap();
+                assert_eq!(get(&ours, "authorization"), Some(authorization.as_str()));
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 36);
+}
+
+proptest! {
+    /// A digest from a kept state is the digest of the whole input, for inputs that share
+    /// beginnings of every length around the block boundaries, and for those that do not.
+    #[test]
+    fn prefix_states_digest_what_was_given(
+        inputs in prop::collection::vec(
+            (0usize..4, 0usize..200, prop::collection::vec(any::<u8>(), 0..140)),
+            1..40,
+        ),
+    ) {
+        let beginnings: Vec<Vec<u8>> = (0..4u8).map(|b| vec![b'a' + b; 300]).collect();
+        let mut states = PrefixStates::default();
+        for (which, cut, tail) in inputs {
+            let mut data = beginnings[which][..cut].to_vec();
+            data.extend_from_slice(&tail);
+            let expected: [u8; 32] = Sha256::digest(&data).into();
+            prop_assert_eq!(states.digest(&data), expected);
+        }
+    }
+}
+
+#[test]
+fn prefix_states_are_kept_per_beginning_and_bounded() {
+    let mut states = PrefixStates::default();
+    let canonical = |beginning: u8, tail: u8| {
+        let mut data = vec![beginning; 200];
+        data.extend_from_slice(&[tail; 64]);
+        data
+    };
+    states.digest(&canonical(b'a', b'0'));
+    states.digest(&canonical(b'a', b'1'));
+    assert_eq!(
+        states.entries.len(),
+        1,
+        "the second hash started from the kept state"
+    );
+    assert_eq!(
+        states.entries[0].prefix.len(),
+        192,
+        "whole blocks before the payload hash"
+    );
+    for beginning in b'b'..b'z' {
+        states.digest(&canonical(beginning, b'0'));
+    }
+    assert_eq!(states.entries.len(), PREFIX_STATES);
+    assert!(states.digest(&[b'x'; 100]) == <[u8; 32]>::from(Sha256::digest([b'x'; 100])));
+}
+
+#[test]
+fn same_bytes_is_equality() {
+    let data: Vec<u8> = (0..=255).collect();
+    for len in [0, 1, 7, 8, 9, 63, 64, 65, 200] {
+        let a = &data[..len];
+        assert!(same_bytes(a, a));
+        for at in 0..len {
+            let mut b = a.to_vec();
+            b[at] ^= 1;
+            assert!(!same_bytes(a, &b), "length {len}, byte {at}");
+        }
+        if len > 0 {
+            assert!(!same_bytes(a, &a[..len - 1]));
+        }
+    }
+}
