@@ -11,11 +11,17 @@
 //! | `wasm(minimal)` | one that does only the host work a signing gateway cannot avoid: the floor |
 //! | `wasm(minimal+sigv4)` | the same plus SigV4's hashing (body, canonical request, HMAC) with the gateway's crates |
 //! | `wasm(minimal) in the gateway's Envoy` | the same filter in place of the gateway's, in the Envoy xds-server configures |
+//! | `wasm(minimal) in the gateway's Envoy, no audit log` | the same without the audit access log (`auth.audit_log: off`) |
 //! | `gateway(auth none)` | the gateway filter: routing, header rewriting, SigV4 over the body |
 //! | `gateway(auth none, no audit log)` | the same with `auth.audit_log: off` |
 //! | `gateway(jwt cold)` | a token the worker has not verified on every request (256 round-robin, a cache of 1), its signature checked by xds-server |
 //! | `gateway(jwt cold, signatures checked in the filter)` | the same with `auth.signature_checks: filter` (RSA in Wasm) |
 //! | `gateway(jwt cached)` | the filter with its verified-token cache (the same token again) |
+//!
+//! After the rounds at each configuration's maximum (wrk, closed loop), rounds at one fixed
+//! rate for all (`--rate`, open loop) measure the CPU per request again: at their maximum,
+//! configurations differ in how many requests Envoy handles per wake-up, at one rate they do
+//! not.
 //!
 //! Every configuration runs in its own Envoy with one worker in front of the same upstream (an
 //! Envoy answering 200 at once). Rounds interleave the configurations, so drift on a noisy
@@ -35,7 +41,7 @@ use serde_norway::Value as Yaml;
 
 use crate::identity::{AUDIENCE, BenchIdp, ISSUER, JwtSettings};
 use crate::support::{envoy, template, upstream, wait_listening};
-use crate::wrk;
+use crate::{load, wrk};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -59,10 +65,19 @@ pub struct Options {
     /// the baseline of every figure, always runs): more rounds of the ones a change is about.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Requests per second of the fixed-rate rounds, the same for every configuration (0: none).
+    /// At their maximum, configurations differ in how many requests Envoy handles per wake-up;
+    /// at one rate they do not, and the CPU per request is the work per request.
+    #[arg(long, default_value_t = 2000)]
+    rate: u64,
+    /// Seconds per fixed-rate run.
+    #[arg(long, default_value_t = 5)]
+    rate_seconds: u64,
 }
 
 const COLD_IN_FILTER: &str = "gateway(jwt cold, signatures checked in the filter)";
 const FLOOR_IN_GATEWAY: &str = "wasm(minimal) in the gateway's Envoy";
+const FLOOR_IN_GATEWAY_NO_LOG: &str = "wasm(minimal) in the gateway's Envoy, no audit log";
 pub const MODEL_PATH: &str = "/model/anthropic.claude-3-haiku-20240307-v1:0/converse";
 pub const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchmark"}]}]}"#;
 
@@ -70,6 +85,8 @@ struct Target {
     name: &'static str,
     url: String,
     script: PathBuf,
+    /// The same requests' headers, for the fixed-rate rounds.
+    headers: Vec<Vec<(String, String)>>,
     /// The Envoy whose CPU time each request costs.
     pid: u32,
     /// Other processes working for its requests (the gateway's xds-server).
@@ -94,12 +111,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     let (upstream, upstream_port) = upstream(&paths, work)?;
     let mut children = vec![upstream];
 
-    let plain = script(work, "plain", None, &[])?;
-    let warm = script(work, "warm", Some(&warm_token), &[])?;
-    let cold = script(work, "cold", None, &cold_tokens)?;
+    let plain = Load::new(work, "plain", None, &[])?;
+    let warm = Load::new(work, "warm", Some(&warm_token), &[])?;
+    let cold = Load::new(work, "cold", None, &cold_tokens)?;
     let mut targets = Vec::new();
     let floor = floor_wasm(&paths)?;
-    let natives: [(&'static str, String, &PathBuf); 8] = [
+    let natives: [(&'static str, String, &Load); 8] = [
         ("envoy", String::new(), &plain),
         ("jwt_authn", jwt_authn(&jwks, false), &warm),
         ("jwt_authn+cache", jwt_authn(&jwks, true), &warm),
@@ -121,7 +138,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             &plain,
         ),
     ];
-    for (name, filters, script) in natives {
+    for (name, filters, load) in natives {
         let port = free_port()?.port();
         let config = template("native.yaml")?
             .replace("{PORT}", &port.to_string())
@@ -133,7 +150,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         targets.push(Target {
             name,
             url: format!("http://{address}{MODEL_PATH}"),
-            script: script.clone(),
+            script: load.script.clone(),
+            headers: load.headers.clone(),
             pid: child.pid(),
             also: Vec::new(),
         });
@@ -141,17 +159,17 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
 
     let mut stacks = Vec::new();
-    let base = |name, script| GatewayRun {
+    let base = |name, load| GatewayRun {
         name,
-        script,
+        load,
         auth: None,
         wasm: None,
         audit: true,
         checks_in_filter: false,
     };
-    let jwt = |name, script, cache| GatewayRun {
+    let jwt = |name, load, cache| GatewayRun {
         auth: Some(cache),
-        ..base(name, script)
+        ..base(name, load)
     };
     let mut gateways = vec![
         base("gateway(auth none)", &plain),
@@ -163,6 +181,12 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         GatewayRun {
             wasm: Some(floor.as_path()),
             ..base(FLOOR_IN_GATEWAY, &plain)
+        },
+        // The same without the audit access log: what Envoy's log costs on its own.
+        GatewayRun {
+            wasm: Some(floor.as_path()),
+            audit: false,
+            ..base(FLOOR_IN_GATEWAY_NO_LOG, &plain)
         },
         jwt("gateway(jwt cold)", &cold, 1),
         GatewayRun {
@@ -190,12 +214,13 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         gateways.retain(|g| options.only.iter().any(|o| g.name.contains(o.as_str())));
     }
     for run in gateways {
-        let (name, script) = (run.name, run.script);
+        let (name, load) = (run.name, run.load);
         let stack = gateway(upstream_port, &idp, &run)?;
         targets.push(Target {
             name,
             url: format!("{}{MODEL_PATH}", stack.gateway_url()),
-            script: script.clone(),
+            script: load.script.clone(),
+            headers: load.headers.clone(),
             pid: stack
                 .envoy_pid()
                 .context("the gateway's Envoy is not running")?,
@@ -245,7 +270,11 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             results[i].push(m);
         }
     }
+    let fixed = fixed_rate_rounds(options, &targets, &results)?;
     println!("{}", report(options, &targets, &results));
+    if let Some(fixed) = fixed {
+        println!("{}", fixed_rate_report(options, &targets, &fixed));
+    }
     drop(stacks);
     drop(children);
     Ok(())
@@ -324,7 +353,7 @@ const SIGV4: &str = r#"                  - name: envoy.filters.http.aws_request_
 /// A gateway configuration of the benchmark.
 struct GatewayRun<'a> {
     name: &'static str,
-    script: &'a PathBuf,
+    load: &'a Load,
     /// The verified-token cache size in jwt mode; `None` for auth none.
     auth: Option<u32>,
     /// Another build of the filter.
@@ -366,6 +395,188 @@ fn gateway(upstream_port: u16, idp: &BenchIdp, run: &GatewayRun<'_>) -> anyhow::
         }),
         ..StackOptions::default()
     })
+}
+
+/// What a configuration is sent: a wrk script, and the same headers for the fixed-rate client.
+struct Load {
+    script: PathBuf,
+    headers: Vec<Vec<(String, String)>>,
+}
+
+impl Load {
+    fn new(
+        work: &Path,
+        name: &str,
+        token: Option<&str>,
+        rotate: &[String],
+    ) -> anyhow::Result<Self> {
+        let header_set = |token: Option<&str>| {
+            let mut set = vec![("content-type".to_string(), "application/json".to_string())];
+            if let Some(token) = token {
+                set.push(("authorization".to_string(), format!("Bearer {token}")));
+            }
+            set
+        };
+        let headers = if rotate.is_empty() {
+            vec![header_set(token)]
+        } else {
+            rotate.iter().map(|t| header_set(Some(t))).collect()
+        };
+        Ok(Self {
+            script: script(work, name, token, rotate)?,
+            headers,
+        })
+    }
+}
+
+/// One fixed-rate run's cost per request (CPU µs of the Envoy under test and of the processes
+/// working for it), and its latency.
+#[derive(Clone, Copy)]
+struct FixedRate {
+    cpu_us: f64,
+    also_us: f64,
+    latency: load::Latency,
+}
+
+/// Interleaved rounds at `options.rate` for every configuration whose maximum (the wrk rounds'
+/// median) is at least twice that; `None` for the others. `None` in all when the rate is 0.
+fn fixed_rate_rounds(
+    options: &Options,
+    targets: &[Target],
+    saturated: &[Vec<wrk::Measurement>],
+) -> anyhow::Result<Option<Vec<Option<Vec<FixedRate>>>>> {
+    if options.rate == 0 || options.rate_seconds == 0 {
+        return Ok(None);
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let fits = |i: usize| {
+        let max = wrk::median(saturated[i].iter().map(|m| m.requests_per_second).collect());
+        max >= 2.0 * options.rate as f64
+    };
+    let mut results: Vec<Option<Vec<FixedRate>>> =
+        (0..targets.len()).map(|i| fits(i).then(Vec::new)).collect();
+    for round in 1..=options.rounds {
+        let start = (round as usize - 1) % targets.len();
+        for i in (0..targets.len()).map(|k| (start + k) % targets.len()) {
+            let target = &targets[i];
+            let Some(runs) = results[i].as_mut() else {
+                continue;
+            };
+            let before = (
+                wrk::cpu_nanoseconds(&[target.pid])?,
+                wrk::cpu_nanoseconds(&target.also)?,
+            );
+            let latency = runtime.block_on(load::fixed_rate_rotating(
+                &target.url,
+                &target.headers,
+                BODY,
+                options.rate,
+                options.rate_seconds,
+            ))?;
+            anyhow::ensure!(
+                latency.errors == 0,
+                "{}: {} fixed-rate requests failed",
+                target.name,
+                latency.errors
+            );
+            let requests = (options.rate * options.rate_seconds) as f64;
+            let per_request =
+                |after: u64, before: u64| after.saturating_sub(before) as f64 / requests / 1000.0;
+            let run = FixedRate {
+                cpu_us: per_request(wrk::cpu_nanoseconds(&[target.pid])?, before.0),
+                also_us: per_request(wrk::cpu_nanoseconds(&target.also)?, before.1),
+                latency,
+            };
+            eprintln!(
+                "round {round} at {} req/s: {:<32} p50 {:.3} ms  p99 {:.3} ms  {:.1} µs CPU/request (+{:.1} xds-server)",
+                options.rate,
+                target.name,
+                run.latency.p50_ms,
+                run.latency.p99_ms,
+                run.cpu_us,
+                run.also_us
+            );
+            runs.push(run);
+        }
+    }
+    Ok(Some(results))
+}
+
+/// The fixed-rate table and the floor's ratios from it.
+fn fixed_rate_report(
+    options: &Options,
+    targets: &[Target],
+    results: &[Option<Vec<FixedRate>>],
+) -> String {
+    let median = |i: usize, f: fn(&FixedRate) -> f64| {
+        results[i]
+            .as_ref()
+            .map_or(f64::NAN, |runs| wrk::median(runs.iter().map(f).collect()))
+    };
+    let total = |r: &FixedRate| r.cpu_us + r.also_us;
+    let cpu = |name: &str| {
+        targets
+            .iter()
+            .position(|t| t.name == name)
+            .map_or(f64::NAN, |i| median(i, total))
+    };
+    let baseline = cpu("envoy");
+    let added = |name: &str| cpu(name) - baseline;
+    let mut out = format!(
+        "At a fixed rate of {} requests per second for every configuration ({} rounds x {} s, \
+         open loop from the bench's own HTTP/1.1 client; configurations whose maximum is below \
+         twice the rate are left out).\n\n\
+         | configuration | CPU µs/request | xds-server µs/request | added vs Envoy alone | p50 ms | p99 ms |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        options.rate, options.rounds, options.rate_seconds
+    );
+    for (i, target) in targets.iter().enumerate() {
+        if results[i].is_none() {
+            let _ = writeln!(out, "| {} | - | - | - | - | - |", target.name);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {} | {:.1} | {:.3} | {:.3} |",
+            target.name,
+            median(i, |r| r.cpu_us),
+            if target.also.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(i, |r| r.also_us))
+            },
+            median(i, total) - baseline,
+            median(i, |r| r.latency.p50_ms),
+            median(i, |r| r.latency.p99_ms),
+        );
+    }
+    let floor = added("wasm(minimal)");
+    let (base, whole) = (added("gateway(auth none)"), added("gateway(jwt cached)"));
+    let ratio = |value: f64, goal: f64| {
+        let ratio = value / floor;
+        let verdict = if ratio.is_nan() {
+            "not measured"
+        } else if ratio <= goal {
+            "met"
+        } else {
+            "not met"
+        };
+        format!("**{ratio:.2}x, goal ≤ {goal}x: {verdict}**")
+    };
+    let _ = writeln!(
+        out,
+        "\nAt this rate, added CPU µs per request: the minimal filter {floor:.1}, the empty one {:.1}, \
+         the minimal one with SigV4's hashing {:.1}, the minimal one in the gateway's Envoy {:.1}. \
+         Against the minimal filter: base path {base:.1}, {}; whole chain {whole:.1}, {}. \
+         jwt_authn+cache+sigv4 {:.1}.",
+        added("wasm(empty)"),
+        added("wasm(minimal+sigv4)"),
+        added(FLOOR_IN_GATEWAY),
+        ratio(base, 1.2),
+        ratio(whole, 1.4),
+        added("jwt_authn+cache+sigv4"),
+    );
+    out
 }
 
 /// A wrk script posting the Converse body, with one token, or tokens round-robin.

@@ -38,6 +38,26 @@ pub async fn fixed_rate(
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<Latency> {
+    fixed_rate_rotating(
+        url,
+        std::slice::from_ref(&headers.to_vec()),
+        body,
+        rate,
+        seconds,
+    )
+    .await
+}
+
+/// [`fixed_rate`], the requests taking their headers from `header_sets` in turn (tokens
+/// round-robin).
+pub async fn fixed_rate_rotating(
+    url: &str,
+    header_sets: &[Vec<(String, String)>],
+    body: &str,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Latency> {
+    anyhow::ensure!(!header_sets.is_empty(), "no headers to send");
     let client = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(1024)
         .build_http::<Full<Bytes>>();
@@ -51,7 +71,7 @@ pub async fn fixed_rate(
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
         let mut request = hyper::Request::post(url);
-        for (name, value) in headers {
+        for (name, value) in &header_sets[i as usize % header_sets.len()] {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(Bytes::from(body.to_string())))?;

@@ -72,7 +72,7 @@ const props = new Map();
 const ST = { ok: 0, notFound: 1 };
 
 const env = {
-  proxy_log(level, p, n) { if (level >= 3) console.error('filter log', level, str(p, n)); return 0; },
+  proxy_log(level, p, n) { count('log' + level); if (level >= 3) console.error('filter log', level, str(p, n)); return 0; },
   proxy_get_log_level(ret) { dv().setUint32(ret, 2, true); return 0; },
   proxy_get_current_time_nanoseconds(ret) { count('time'); dv().setBigUint64(ret, BigInt(Date.now()) * 1000000n, true); return 0; },
   proxy_set_tick_period_milliseconds() { return 0; },
@@ -112,7 +112,7 @@ const env = {
     return ST.notFound;
   },
   proxy_set_property(pp, pn, vp, vn) { count('set_property'); props.set(str(pp, pn), bytes(vp, vn)); return 0; },
-  proxy_get_shared_data() { return ST.notFound; },
+  proxy_get_shared_data() { count('get_shared_data'); return ST.notFound; },
   proxy_set_shared_data() { return 0; },
   proxy_register_shared_queue() { return ST.notFound; },
   proxy_resolve_shared_queue() { return ST.notFound; },
@@ -132,13 +132,13 @@ const env = {
   proxy_grpc_cancel() { return 0; },
   proxy_grpc_close() { return 0; },
   proxy_get_status(retCode, retPtr, retSize) { dv().setUint32(retCode, 0, true); dv().setUint32(retPtr, 0, true); dv().setUint32(retSize, 0, true); return 0; },
-  proxy_set_effective_context() { return 0; },
+  proxy_set_effective_context() { count('set_effective_context'); return 0; },
   proxy_call_foreign_function() { return ST.notFound; },
   proxy_done() { return 0; },
   proxy_define_metric(type, np, nn, ret) { dv().setUint32(ret, nextToken++, true); return 0; },
-  proxy_get_metric() { return 0; },
-  proxy_record_metric() { return 0; },
-  proxy_increment_metric() { return 0; },
+  proxy_get_metric() { count('get_metric'); return 0; },
+  proxy_record_metric() { count('record_metric'); return 0; },
+  proxy_increment_metric() { count('increment_metric'); return 0; },
 };
 
 const wasi = new WASI({ version: 'preview1', args: [], env: {}, returnOnExit: true });
