@@ -31,6 +31,10 @@ impl AuditRecord {
 
     /// Records the primary model a call names.
     pub fn name_model(&mut self, model: Option<&str>) {
+        // Named again once decided, usually the same one (its key is not made twice).
+        if self.model.as_deref() == model {
+            return;
+        }
         self.model = model.map(str::to_string);
         self.model_key = model.map(gateway_common::model::key);
     }
