@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use gateway_common::proto::SigningCredentials;
-use hmac::{Hmac, KeyInit};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::schedule::Schedule;
@@ -37,7 +37,13 @@ struct DerivedKey {
     service: String,
     key: Vec<u8>,
     mac: Hmac<Sha256>,
+    /// The HMAC after the first block of the last string to sign (algorithm, time and scope
+    /// come first: the same for every request of a second), and that block.
+    first_block: Option<([u8; HMAC_BLOCK], Hmac<Sha256>)>,
 }
+
+/// What SHA-256, and so the HMAC, consumes at a time.
+const HMAC_BLOCK: usize = 64;
 
 impl std::fmt::Debug for SigningIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,15 +96,39 @@ impl SigningIdentity {
         self.derived(date, region, service, now, |d| d.key.clone())
     }
 
-    /// An HMAC-SHA256 keyed with [`Self::signing_key`], ready for the string to sign.
-    pub fn signing_mac(
+    /// The HMAC-SHA256 of `string_to_sign` keyed with [`Self::signing_key`]. Its first block
+    /// is absorbed once for every string to sign that begins with the same 64 bytes.
+    pub fn sign_string(
         &self,
         date: &str,
         region: &str,
         service: &str,
         now: SystemTime,
-    ) -> Hmac<Sha256> {
-        self.derived(date, region, service, now, |d| d.mac.clone())
+        string_to_sign: &[u8],
+    ) -> [u8; 32] {
+        self.derived(date, region, service, now, |d| {
+            let mac = match string_to_sign.split_first_chunk::<HMAC_BLOCK>() {
+                Some((first, rest)) => {
+                    let mut mac = match &d.first_block {
+                        Some((block, mac)) if block == first => mac.clone(),
+                        _ => {
+                            let mut mac = d.mac.clone();
+                            mac.update(first);
+                            d.first_block = Some((*first, mac.clone()));
+                            mac
+                        }
+                    };
+                    mac.update(rest);
+                    mac
+                }
+                None => {
+                    let mut mac = d.mac.clone();
+                    mac.update(string_to_sign);
+                    mac
+                }
+            };
+            mac.finalize().into_bytes().into()
+        })
     }
 
     fn derived<T>(
@@ -107,10 +137,10 @@ impl SigningIdentity {
         region: &str,
         service: &str,
         now: SystemTime,
-        take: impl FnOnce(&DerivedKey) -> T,
+        take: impl FnOnce(&mut DerivedKey) -> T,
     ) -> T {
         let mut cached = self.signing_key.borrow_mut();
-        if let Some(derived) = cached.as_ref()
+        if let Some(derived) = cached.as_mut()
             && derived.date == date
             && derived.region == region
             && derived.service == service
@@ -134,6 +164,7 @@ impl SigningIdentity {
             service: service.to_string(),
             key,
             mac,
+            first_block: None,
         });
         take(derived)
     }

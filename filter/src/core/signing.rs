@@ -2,7 +2,8 @@
 //!
 //! The canonical request is built here, in one pass over the headers the filter already holds,
 //! and the key derivation (four HMACs) is done once per day and credential instead of on every
-//! request, as is keying the HMAC that signs (the key's inner and outer blocks); the key is
+//! request, as is keying the HMAC that signs (the key's inner and outer blocks, and the string to
+//! sign's first block, the same for a second); the key is
 //! aws-sigv4's (`generate_signing_key`), the HMAC the `hmac` crate's that aws-sigv4 uses. The canonical form follows aws-sigv4's default settings exactly
 //! (path normalized and double-encoded, query decoded and re-encoded, header values trimmed),
 //! and a property test checks every signature against aws-sigv4's own `sign()`. The body is
@@ -14,7 +15,6 @@
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hmac::Mac;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
@@ -135,9 +135,13 @@ pub fn signature_headers(
     string_to_sign.push_str(text(&hex32(
         &credentials.canonical_digest(canonical.as_bytes()),
     )));
-    let mut mac = credentials.signing_mac(date, input.region, input.signing_name, input.now);
-    mac.update(string_to_sign.as_bytes());
-    let signature = hex32(&mac.finalize().into_bytes().into());
+    let signature = hex32(&credentials.sign_string(
+        date,
+        input.region,
+        input.signing_name,
+        input.now,
+        string_to_sign.as_bytes(),
+    ));
     let scope = &string_to_sign[scope_start..scope_end];
 
     let mut authorization = String::with_capacity(

@@ -429,3 +429,34 @@ fn same_bytes_is_equality() {
         }
     }
 }
+
+/// Strings to sign of one second begin alike: the HMAC resumes after their first block, and
+/// gives the tag a fresh HMAC gives, for strings that begin alike and for those that do not.
+#[test]
+fn the_hmac_resumes_after_a_first_block_it_has_seen() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let credentials = identity(None);
+    let day = UNIX_EPOCH + Duration::from_secs(EXAMPLE_TIME);
+    let key = credentials.signing_key("20150830", "us-east-1", "bedrock", day);
+    let fresh = |data: &[u8]| -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    };
+    let first = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/bedrock/aws4_request\n";
+    let strings = [
+        format!("{first}{}", "a".repeat(64)),
+        format!("{first}{}", "b".repeat(64)),
+        format!("{}{}", first.replace("123600", "123601"), "a".repeat(64)),
+        "short".to_string(),
+        format!("{first}{}", "a".repeat(64)),
+        first[..64].to_string(),
+    ];
+    for string in &strings {
+        assert_eq!(
+            credentials.sign_string("20150830", "us-east-1", "bedrock", day, string.as_bytes()),
+            fresh(string.as_bytes()),
+            "{string:?}"
+        );
+    }
+}
