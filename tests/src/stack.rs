@@ -510,9 +510,43 @@ fn address(report: &serde_json::Value, key: &str) -> anyhow::Result<SocketAddr> 
         .with_context(|| format!("bad {key} address in {report}"))
 }
 
-/// A port nothing listens on right now.
+/// A loopback port nothing listens on right now, below the kernel's ephemeral port range.
 pub fn free_port() -> anyhow::Result<SocketAddr> {
+    // A port from bind(0) is in the kernel's ephemeral range, where every outgoing connection
+    // (wrk's, Envoy's upstream ones) takes its local port: under load one took such a port
+    // between this choice and Envoy's bind. Ports below that range are only ever taken by a
+    // listener, so choose there, at random, never the same one twice in a process.
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_from = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const FROM: u16 = 10_000;
+    if ephemeral_from > FROM + 1_000 {
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for attempt in 0..1_000u64 {
+            let port = FROM + (random(attempt) % u64::from(ephemeral_from - FROM)) as u16;
+            if given.contains(&port) {
+                continue;
+            }
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+                given.insert(port);
+                return Ok(listener.local_addr()?);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// A random number (std's randomly keyed hasher over `salt`).
+fn random(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(salt);
+    hasher.finish()
 }
 
 fn agent() -> ureq::Agent {
