@@ -9,8 +9,8 @@ use gateway_common::proto::SigningCredentials;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use super::prefix::PrefixStates;
 use super::schedule::Schedule;
-use super::signing::PrefixStates;
 
 /// Credentials are not used during their last seconds: a request signed now may reach AWS a
 /// little later. (The control service refreshes them well before that.)

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod json;
 pub mod operations;
 pub mod path;
+pub mod prefix;
 pub mod quota;
 pub mod routing;
 pub mod schedule;

@@ -9,8 +9,8 @@
 //! and a property test checks every signature against aws-sigv4's own `sign()`. The body is
 //! hashed by the caller as it streams through (see `BodyHasher`). The canonical request's hash
 //! starts from the SHA-256 state of an earlier one that began with the same bytes, when there
-//! is one (see `PrefixStates`): with temporary credentials, most of what is hashed is the
-//! session token.
+//! is one (`super::prefix::PrefixStates`): with temporary credentials, most of what is hashed
+//! is the session token.
 
 use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -166,78 +166,6 @@ pub fn signature_headers(
     }
     out.push(("authorization".to_string(), authorization));
     Ok(out)
-}
-
-/// SHA-256 states after the beginnings of recent canonical requests, so that a request whose
-/// canonical form starts like an earlier one's hashes only what differs.
-///
-/// Within a second, requests to one operation on one model have the same canonical request up
-/// to their payload hash: method, path, query, the signed headers (the date changes each
-/// second) and the session token, which with temporary credentials is about a kilobyte, most
-/// of what is hashed. The state kept is that after the whole 64-byte blocks before the
-/// payload hash, and it is used only when the new canonical request starts with exactly
-/// those bytes (compared in full), so the digest is the one hashing it all would give.
-#[derive(Default)]
-pub struct PrefixStates {
-    entries: Vec<PrefixState>,
-    /// The entry a miss replaces next, once the table is full.
-    next: usize,
-}
-
-struct PrefixState {
-    prefix: Vec<u8>,
-    state: Sha256,
-}
-
-/// Canonical requests of different operations, models or seconds hashed alike at one time.
-const PREFIX_STATES: usize = 8;
-/// SHA-256 consumes whole blocks of 64 bytes; a state stands for a multiple of that.
-const BLOCK: usize = 64;
-/// The end of a canonical request that changes with every request: its payload hash.
-const PAYLOAD_HASH_LEN: usize = 64;
-
-impl PrefixStates {
-    /// The SHA-256 of `canonical`.
-    pub fn digest(&mut self, canonical: &[u8]) -> [u8; 32] {
-        let stable = canonical.len().saturating_sub(PAYLOAD_HASH_LEN) / BLOCK * BLOCK;
-        if stable == 0 {
-            return Sha256::digest(canonical).into();
-        }
-        let (head, tail) = canonical.split_at(stable);
-        let mut hasher = match self.entries.iter().find(|e| same_bytes(&e.prefix, head)) {
-            Some(entry) => entry.state.clone(),
-            None => {
-                let state = Sha256::new_with_prefix(head);
-                let entry = PrefixState {
-                    prefix: head.to_vec(),
-                    state: state.clone(),
-                };
-                if self.entries.len() < PREFIX_STATES {
-                    self.entries.push(entry);
-                } else {
-                    self.entries[self.next] = entry;
-                    self.next = (self.next + 1) % PREFIX_STATES;
-                }
-                state
-            }
-        };
-        hasher.update(tail);
-        hasher.finalize().into()
-    }
-}
-
-/// `a == b`, eight bytes at a time (the `memcmp` Wasm links compares one byte at a time).
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tails_equal = a_words.remainder() == b_words.remainder();
-    tails_equal
-        && a_words.zip(b_words).all(|(x, y)| {
-            u64::from_ne_bytes(x.try_into().unwrap_or_default())
-                == u64::from_ne_bytes(y.try_into().unwrap_or_default())
-        })
 }
 
 /// Lower-case hex of a SHA-256 digest (or an HMAC-SHA256 tag).
