@@ -86,9 +86,8 @@ pub const BODY: &str = r#"{"messages":[{"role":"user","content":[{"text":"benchm
 struct Target {
     name: &'static str,
     url: String,
-    script: PathBuf,
-    /// The same requests' headers, for the fixed-rate rounds.
-    headers: Vec<Vec<(String, String)>>,
+    /// What it is sent.
+    load: Load,
     /// The Envoy whose CPU time each request costs.
     pid: u32,
     /// Other processes working for its requests (the gateway's xds-server).
@@ -152,8 +151,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         targets.push(Target {
             name,
             url: format!("http://{address}{MODEL_PATH}"),
-            script: load.script.clone(),
-            headers: load.headers.clone(),
+            load: load.clone(),
             pid: child.pid(),
             also: Vec::new(),
         });
@@ -221,8 +219,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         targets.push(Target {
             name,
             url: format!("{}{MODEL_PATH}", stack.gateway_url()),
-            script: load.script.clone(),
-            headers: load.headers.clone(),
+            load: load.clone(),
             pid: stack
                 .envoy_pid()
                 .context("the gateway's Envoy is not running")?,
@@ -244,8 +241,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     for target in &targets {
         // For tools that watch the run (bench/perf-split.sh).
         eprintln!("envoy pid {}: {}", target.pid, target.name);
-        wrk::run(&target.url, &target.script, 4, 2, target.pid, &target.also)
-            .with_context(|| format!("warming up {}", target.name))?;
+        wrk::run(
+            &target.url,
+            &target.load.script,
+            4,
+            2,
+            target.pid,
+            &target.also,
+        )
+        .with_context(|| format!("warming up {}", target.name))?;
     }
     let mut results: Vec<Vec<wrk::Measurement>> = vec![Vec::new(); targets.len()];
     for round in 1..=options.rounds {
@@ -256,7 +260,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             let target = &targets[i];
             let m = wrk::run(
                 &target.url,
-                &target.script,
+                &target.load.script,
                 options.connections,
                 options.seconds,
                 target.pid,
@@ -402,6 +406,7 @@ fn gateway(upstream_port: u16, idp: &BenchIdp, run: &GatewayRun<'_>) -> anyhow::
 }
 
 /// What a configuration is sent: a wrk script, and the same headers for the fixed-rate client.
+#[derive(Clone)]
 struct Load {
     script: PathBuf,
     headers: Vec<Vec<(String, String)>>,
@@ -472,7 +477,7 @@ fn fixed_rate_rounds(
             );
             let latency = runtime.block_on(load::fixed_rate_rotating(
                 &target.url,
-                &target.headers,
+                &target.load.headers,
                 BODY,
                 options.rate,
                 options.rate_seconds,
@@ -556,17 +561,6 @@ fn fixed_rate_report(
     }
     let floor = added("wasm(minimal)");
     let (base, whole) = (added("gateway(auth none)"), added("gateway(jwt cached)"));
-    let ratio = |value: f64, goal: f64| {
-        let ratio = value / floor;
-        let verdict = if ratio.is_nan() {
-            "not measured"
-        } else if ratio <= goal {
-            "met"
-        } else {
-            "not met"
-        };
-        format!("**{ratio:.2}x, goal ≤ {goal}x: {verdict}**")
-    };
     let _ = writeln!(
         out,
         "\nAt this rate, added CPU µs per request: the minimal filter {floor:.1}, the empty one {:.1}, \
@@ -576,11 +570,22 @@ fn fixed_rate_report(
         added("wasm(empty)"),
         added("wasm(minimal+sigv4)"),
         added(FLOOR_IN_GATEWAY),
-        ratio(base, 1.2),
-        ratio(whole, 1.4),
+        verdict(base / floor, 1.2),
+        verdict(whole / floor, 1.4),
         added("jwt_authn+cache+sigv4"),
     );
     out
+}
+
+/// A ratio against its goal (a ceiling), in bold, for the reports.
+fn verdict(ratio: f64, goal: f64) -> String {
+    if ratio.is_nan() {
+        "not measured".to_string()
+    } else if ratio <= goal {
+        format!("**{ratio:.2}x, goal ≤ {goal}x: met**")
+    } else {
+        format!("**{ratio:.2}x, goal ≤ {goal}x: not met**")
+    }
 }
 
 /// A wrk script posting the Converse body, with one token, or tokens round-robin.
@@ -645,15 +650,6 @@ fn report(options: &Options, targets: &[Target], results: &[Vec<wrk::Measurement
             median(i, |m| m.p99_ms),
         );
     }
-    let verdict = |ratio: f64, goal: f64| {
-        if ratio.is_nan() {
-            "not measured".to_string()
-        } else if ratio <= goal {
-            format!("**{ratio:.2}x, goal ≤ {goal}x: met**")
-        } else {
-            format!("**{ratio:.2}x, goal ≤ {goal}x: not met**")
-        }
-    };
     let floor = added("wasm(minimal)");
     let base = added("gateway(auth none)");
     let whole = added("gateway(jwt cached)");

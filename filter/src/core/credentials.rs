@@ -9,7 +9,7 @@ use gateway_common::proto::SigningCredentials;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use super::prefix::PrefixStates;
+use super::prefix::{BLOCK, PrefixStates};
 use super::schedule::Schedule;
 
 /// Credentials are not used during their last seconds: a request signed now may reach AWS a
@@ -39,11 +39,8 @@ struct DerivedKey {
     mac: Hmac<Sha256>,
     /// The HMAC after the first block of the last string to sign (algorithm, time and scope
     /// come first: the same for every request of a second), and that block.
-    first_block: Option<([u8; HMAC_BLOCK], Hmac<Sha256>)>,
+    first_block: Option<([u8; BLOCK], Hmac<Sha256>)>,
 }
-
-/// What SHA-256, and so the HMAC, consumes at a time.
-const HMAC_BLOCK: usize = 64;
 
 impl std::fmt::Debug for SigningIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +104,7 @@ impl SigningIdentity {
         string_to_sign: &[u8],
     ) -> [u8; 32] {
         self.derived(date, region, service, now, |d| {
-            let mac = match string_to_sign.split_first_chunk::<HMAC_BLOCK>() {
+            let mac = match string_to_sign.split_first_chunk::<BLOCK>() {
                 Some((first, rest)) => {
                     let mut mac = match &d.first_block {
                         Some((block, mac)) if block == first => mac.clone(),

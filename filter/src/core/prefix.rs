@@ -27,7 +27,7 @@ struct PrefixState {
 /// Canonical requests of different operations, models or seconds hashed alike at one time.
 const PREFIX_STATES: usize = 8;
 /// SHA-256 consumes whole blocks of 64 bytes; a state stands for a multiple of that.
-const BLOCK: usize = 64;
+pub const BLOCK: usize = 64;
 /// The end of a canonical request that changes with every request: its payload hash.
 const PAYLOAD_HASH_LEN: usize = 64;
 
